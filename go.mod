@@ -1,0 +1,3 @@
+module github.com/execd/execd
+
+go 1.26.8

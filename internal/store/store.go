@@ -1,0 +1,234 @@
+// Package store keeps jobs, their execution logs, their tokens and the
+// executors table. It has one interface, [Store], with two implementations:
+// sqlite (embedded, the default) and postgres (shared by many coordinators).
+// The conformance suite in storetest runs against both.
+//
+// The semantics are those of Sourcegraph's dbworker store (shared/protocol.md):
+// dequeue hands the oldest eligible job to exactly one executor; heartbeats
+// keep processing jobs alive; the resetter requeues jobs whose heartbeats
+// stopped; errors are retried up to a job's maximum attempts after a delay.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"time"
+
+	"github.com/execd/execd/internal/protocol"
+)
+
+// Job states.
+const (
+	StateQueued     = "queued"
+	StateProcessing = "processing"
+	StateCompleted  = "completed"
+	StateErrored    = "errored"
+	StateFailed     = "failed"
+	StateCanceled   = "canceled"
+)
+
+// States lists every state, in lifecycle order.
+var States = []string{StateQueued, StateProcessing, StateCompleted, StateErrored, StateFailed, StateCanceled}
+
+var (
+	// ErrNotFound means no job matched: it does not exist, or it is not in
+	// a state or owned by the executor the operation requires.
+	ErrNotFound = errors.New("job not found")
+	// ErrInvalidState means the job exists but the operation does not apply
+	// to its state (e.g. retrying a processing job).
+	ErrInvalidState = errors.New("job is not in a state that allows this")
+)
+
+// Spec is what a producer submits: the Job fields of the protocol less
+// id, token, version and queue.
+type Spec struct {
+	RepositoryName      string                          `json:"repositoryName,omitempty"`
+	RepositoryDirectory string                          `json:"repositoryDirectory,omitempty"`
+	Commit              string                          `json:"commit,omitempty"`
+	FetchTags           bool                            `json:"fetchTags,omitempty"`
+	ShallowClone        bool                            `json:"shallowClone,omitempty"`
+	SparseCheckout      []string                        `json:"sparseCheckout,omitempty"`
+	Files               map[string]protocol.VirtualFile `json:"files,omitempty"`
+	DockerSteps         []protocol.DockerStep           `json:"dockerSteps,omitempty"`
+	CliSteps            []protocol.CliStep              `json:"cliSteps,omitempty"`
+	RedactedValues      map[string]string               `json:"redactedValues,omitempty"`
+	DockerAuthConfig    protocol.DockerAuthConfig       `json:"dockerAuthConfig,omitempty"`
+}
+
+// Job is a job as stored.
+type Job struct {
+	ID              int
+	Queue           string
+	State           string
+	Spec            Spec
+	FailureMessage  string
+	NumFailures     int
+	NumResets       int
+	MaxAttempts     int
+	Cancel          bool // cancel requested while processing
+	QueuedAt        time.Time
+	ProcessAfter    *time.Time
+	StartedAt       *time.Time
+	FinishedAt      *time.Time
+	LastHeartbeatAt *time.Time
+	WorkerHostname  string
+}
+
+// LogEntry is one stored execution log entry. ID is 1-based within its job,
+// the value addExecutionLogEntry returns.
+type LogEntry struct {
+	ID int
+	protocol.ExecutionLogEntry
+}
+
+// Executor is a row of the executors table, upserted by heartbeats.
+type Executor struct {
+	Name            string // the executor's self-chosen name ("hostname" in the reference)
+	Queues          []string
+	OS              string
+	Architecture    string
+	DockerVersion   string
+	ExecutorVersion string
+	GitVersion      string
+	IgniteVersion   string
+	SrcCliVersion   string
+	FirstSeenAt     time.Time
+	LastSeenAt      time.Time
+}
+
+// TokenHash is the SHA-256 of a per-job token; only the hash is stored.
+type TokenHash [sha256.Size]byte
+
+// HashToken hashes a per-job token.
+func HashToken(token string) TokenHash { return sha256.Sum256([]byte(token)) }
+
+// TokenOwner is what a per-job token authorises: one job of one queue,
+// and that job's repository.
+type TokenOwner struct {
+	JobID          int
+	Queue          string
+	RepositoryName string
+}
+
+// DequeueOptions are the executor's identity and the new per-job token.
+type DequeueOptions struct {
+	ExecutorName string
+	TokenHash    TokenHash
+}
+
+// ListOptions filter and paginate [Store.ListJobs]. Jobs come newest first;
+// BeforeID (when > 0) continues after the last id of the previous page.
+type ListOptions struct {
+	State          string // empty: any
+	RepositoryName string // empty: any
+	BeforeID       int
+	Limit          int // <= 0: 100
+}
+
+// QueueCount is the number of jobs of one queue in one state.
+type QueueCount struct {
+	Queue string
+	State string
+	Count int
+}
+
+// ResetOptions configure one resetter pass over one queue.
+type ResetOptions struct {
+	StalledBefore time.Time // processing jobs last heartbeating before this are stalled
+	MaxResets     int       // a stalled job reset this many times already fails instead
+}
+
+// Store is the job store. Implementations are safe for concurrent use, and
+// several coordinator processes may share one database (postgres): no
+// operation may rely on in-process state for correctness.
+//
+// Times are passed in by callers (a clock seam for tests), never read from
+// the database server's clock.
+type Store interface {
+	// Enqueue stores a new queued job and wakes waiters of its queue.
+	// maxAttempts <= 0 means 1.
+	Enqueue(ctx context.Context, queue string, spec Spec, maxAttempts int, now time.Time) (int, error)
+
+	// Dequeue moves the oldest eligible job of queue to processing and
+	// returns it, or ok=false when none is eligible. Eligible: queued or
+	// errored, with process_after unset or not after now. It never hands one
+	// job to two callers, even from different processes. It sets started_at,
+	// last_heartbeat_at, worker_hostname, the token hash; it clears the
+	// job's previous log entries; and it upserts the executor's last_seen_at
+	// (creating the row if needed) so the executor counts as known.
+	Dequeue(ctx context.Context, queue string, opts DequeueOptions, now time.Time) (job Job, ok bool, err error)
+
+	// QueuedCount is the number of jobs of queue that Dequeue could take now.
+	QueuedCount(ctx context.Context, queue string, now time.Time) (int, error)
+
+	// Heartbeat upserts the executor (its queues, telemetry, last_seen_at,
+	// first_seen_at on insert), then, for the given job ids of queue,
+	// bumps last_heartbeat_at of those processing and owned by the executor.
+	// known lists those ids; cancel lists the subset whose cancel flag is set.
+	// An empty queue with no ids only upserts the executor.
+	Heartbeat(ctx context.Context, e Executor, queue string, ids []int, now time.Time) (known, cancel []int, err error)
+
+	// AddLogEntry appends an entry to a processing job owned by executor and
+	// returns its id. ErrNotFound when the job is not processing or not owned.
+	AddLogEntry(ctx context.Context, queue string, jobID int, executor string, entry protocol.ExecutionLogEntry) (int, error)
+	// UpdateLogEntry replaces entry entryID, under the same conditions.
+	// ErrNotFound also when the entry does not exist.
+	UpdateLogEntry(ctx context.Context, queue string, jobID int, executor string, entryID int, entry protocol.ExecutionLogEntry) error
+
+	// MarkComplete moves a processing job owned by executor to completed and
+	// deletes its token. ErrNotFound otherwise.
+	MarkComplete(ctx context.Context, queue string, jobID int, executor string, now time.Time) error
+	// MarkErrored records a failed attempt of a processing job owned by
+	// executor, and deletes its token: canceled if its cancel flag is set;
+	// failed once num_failures+1 >= max attempts; else errored, eligible
+	// again at now+retryDelay. num_failures is incremented in every case.
+	MarkErrored(ctx context.Context, queue string, jobID int, executor, message string, retryDelay time.Duration, now time.Time) error
+	// MarkFailed moves a processing job owned by executor to failed (canceled
+	// if its cancel flag is set), and deletes its token.
+	MarkFailed(ctx context.Context, queue string, jobID int, executor, message string, now time.Time) error
+
+	// ResetStalled moves processing jobs of queue whose last heartbeat is
+	// before opts.StalledBefore back to queued with num_resets+1, or to
+	// failed ("job stalled too many times") when num_resets >= MaxResets, or
+	// to canceled when their cancel flag is set. Tokens are deleted. It
+	// returns the ids it reset and those it failed or canceled.
+	ResetStalled(ctx context.Context, queue string, opts ResetOptions, now time.Time) (reset, failed []int, err error)
+
+	// TokenOwner returns the job a token hash belongs to. ErrNotFound when
+	// no live job holds it.
+	TokenOwner(ctx context.Context, hash TokenHash) (TokenOwner, error)
+	// ExecutorExists reports whether an executor of that name has a row.
+	ExecutorExists(ctx context.Context, name string) (bool, error)
+
+	// GetJob returns one job of queue. ErrNotFound when absent.
+	GetJob(ctx context.Context, queue string, id int) (Job, error)
+	// LogEntries returns a job's entries in id order.
+	LogEntries(ctx context.Context, queue string, id int) ([]LogEntry, error)
+	// ListJobs lists jobs of queue, newest first.
+	ListJobs(ctx context.Context, queue string, opts ListOptions) ([]Job, error)
+	// Cancel cancels a job: queued or errored jobs become canceled at once;
+	// processing jobs get their cancel flag set (the executor learns it from
+	// its next heartbeat). ErrInvalidState for finished jobs.
+	Cancel(ctx context.Context, queue string, id int, now time.Time) error
+	// Retry requeues a failed, errored or canceled job now, clearing its
+	// failure count, resets, cancel flag and failure message, and wakes
+	// waiters. ErrInvalidState otherwise.
+	Retry(ctx context.Context, queue string, id int, now time.Time) error
+
+	// ListExecutors lists executors, most recently seen first.
+	ListExecutors(ctx context.Context) ([]Executor, error)
+	// CountByState counts jobs per queue and state (absent pairs are zero).
+	CountByState(ctx context.Context) ([]QueueCount, error)
+
+	// Wake returns a channel closed when a job may have become eligible in
+	// any of queues (enqueue, retry, on any coordinator sharing the
+	// database), and a function to stop waiting. Wake-ups are handed out one
+	// per new job, oldest waiter first (see [Waker]); callers must still
+	// re-check now and then, since a wake-up can go to a waiter that is
+	// leaving. Callers call stop when done and re-subscribe to wait again.
+	Wake(queues []string) (ch <-chan struct{}, stop func())
+
+	// Close releases the store's connections.
+	Close() error
+}
