@@ -225,8 +225,8 @@ type Store interface {
 	// any of queues (enqueue, retry, on any coordinator sharing the
 	// database), and a function to stop waiting. Wake-ups are handed out one
 	// per new job, oldest waiter first (see [Waker]); callers must still
-	// re-check now and then, since a wake-up can go to a waiter that is
-	// leaving. Callers call stop when done and re-subscribe to wait again.
+	// re-check now and then. A caller that leaves without acting on a
+	// wake-up calls stop, which passes it on (see [Waker.Wake]).
 	Wake(queues []string) (ch <-chan struct{}, stop func())
 
 	// Close releases the store's connections.

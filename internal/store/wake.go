@@ -14,14 +14,18 @@ type Waker struct {
 }
 
 type waiter struct {
-	ch     chan struct{}
-	queues []string
-	done   bool
+	ch      chan struct{}
+	queues  []string
+	done    bool   // withdrawn or woken
+	wokenBy string // the queue whose Notify woke it
 }
 
 // Wake returns a channel closed when a Notify picks this waiter for any of
-// queues, and a stop function that withdraws the waiter (call it when done
-// waiting, woken or not).
+// queues, and a stop function for a caller that leaves without acting on a
+// wake-up (it got a job some other way, timed out, or its client left):
+// stop withdraws the waiter, and if a wake-up raced in, passes it on to the
+// next waiter so no job waits for a re-check. A caller that received from
+// the channel and goes on to look for work need not call stop.
 func (w *Waker) Wake(queues []string) (<-chan struct{}, func()) {
 	wt := &waiter{ch: make(chan struct{}), queues: queues}
 	w.mu.Lock()
@@ -35,6 +39,12 @@ func (w *Waker) Wake(queues []string) (<-chan struct{}, func()) {
 	return wt.ch, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		if wt.wokenBy != "" {
+			q := wt.wokenBy
+			wt.wokenBy = ""
+			w.notifyLocked(q, 1)
+			return
+		}
 		w.removeLocked(wt)
 	}
 }
@@ -64,6 +74,10 @@ func (w *Waker) removeLocked(wt *waiter) {
 func (w *Waker) Notify(queue string, n int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.notifyLocked(queue, n)
+}
+
+func (w *Waker) notifyLocked(queue string, n int) {
 	for n != 0 {
 		list := w.waiting[queue]
 		if len(list) == 0 {
@@ -71,6 +85,7 @@ func (w *Waker) Notify(queue string, n int) {
 		}
 		wt := list[0]
 		w.removeLocked(wt)
+		wt.wokenBy = queue
 		close(wt.ch)
 		n--
 	}

@@ -1,0 +1,258 @@
+// Package queueclient is the executor's client of the executor queue API
+// (shared/protocol.md): dequeue (with our long-poll), heartbeat, log
+// entries and marking jobs. It speaks to our coordinator or to a
+// Sourcegraph instance alike.
+package queueclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/execd/execd/internal/protocol"
+)
+
+// ErrUnknownJob is returned by job operations answered 404: the
+// coordinator no longer thinks this executor owns the job.
+var ErrUnknownJob = errors.New("job unknown to the coordinator")
+
+// StatusError is a response other than the one expected.
+type StatusError struct {
+	Method, Path string
+	Code         int
+	Body         string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s %s: unexpected status %d: %s", e.Method, e.Path, e.Code, strings.TrimSpace(e.Body))
+}
+
+// Client talks to one coordinator. It is safe for concurrent use.
+type Client struct {
+	BaseURL      string // the frontend URL, without /.executors
+	Secret       string // executors.accessToken
+	ExecutorName string
+	HTTP         *http.Client
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+// request sends body as JSON and returns the response status and body.
+// jobToken, when set, authenticates as that job (Bearer plus headers);
+// otherwise the shared secret is used.
+func (c *Client) request(ctx context.Context, path string, header http.Header, jobID int, jobToken string, body any) (int, []byte, error) {
+	var rd io.Reader
+	method := http.MethodGet
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+		method = http.MethodPost
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.BaseURL, "/")+"/.executors"+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if jobToken != "" {
+		req.Header.Set("Authorization", "Bearer "+jobToken)
+	} else {
+		req.Header.Set("Authorization", "token-executor "+c.Secret)
+	}
+	if jobID != 0 {
+		req.Header.Set("X-Sourcegraph-Job-ID", strconv.Itoa(jobID))
+		req.Header.Set("X-Sourcegraph-Executor-Name", c.ExecutorName)
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, data, err
+}
+
+// TestAuth checks that the coordinator accepts the secret.
+func (c *Client) TestAuth(ctx context.Context) error {
+	code, body, err := c.request(ctx, "/test/auth", nil, 0, "", nil)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return &StatusError{"GET", "/test/auth", code, string(body)}
+	}
+	return nil
+}
+
+// DequeueOptions are the executor's resources and the long-poll wait.
+type DequeueOptions struct {
+	Version   string
+	NumCPUs   int
+	Memory    string
+	DiskSpace string
+	// Wait asks our coordinator to hold the request until a job arrives or
+	// Wait passes. Coordinators that do not know it answer at once.
+	Wait time.Duration
+}
+
+// Dequeue asks for a job from queues (one queue: the single-queue route).
+// ok is false when there is none.
+func (c *Client) Dequeue(ctx context.Context, queues []string, opts DequeueOptions) (job protocol.Job, ok bool, err error) {
+	req := protocol.DequeueRequest{ExecutorName: c.ExecutorName, Version: opts.Version, NumCPUs: opts.NumCPUs, Memory: opts.Memory, DiskSpace: opts.DiskSpace}
+	path := "/queue/dequeue"
+	if len(queues) == 1 {
+		path = "/queue/" + queues[0] + "/dequeue"
+	} else {
+		req.Queues = queues
+	}
+	var header http.Header
+	if opts.Wait > 0 {
+		header = http.Header{"X-Executor-Wait": {opts.Wait.String()}}
+	}
+	code, body, err := c.request(ctx, path, header, 0, "", req)
+	if err != nil {
+		return job, false, err
+	}
+	switch code {
+	case http.StatusNoContent:
+		return job, false, nil
+	case http.StatusOK:
+		if err := json.Unmarshal(body, &job); err != nil {
+			return job, false, fmt.Errorf("decode dequeued job: %w", err)
+		}
+		if len(queues) == 1 {
+			job.Queue = queues[0]
+		}
+		return job, true, nil
+	}
+	return job, false, &StatusError{"POST", path, code, string(body)}
+}
+
+// Heartbeat reports the executor alive with the jobs it holds (uids,
+// "<id>-<queue>") and returns which the coordinator knows and which to
+// cancel, as uids too.
+func (c *Client) Heartbeat(ctx context.Context, queues []string, req protocol.HeartbeatRequest, jobs []protocol.Job) (protocol.HeartbeatResponse, error) {
+	req.Version = protocol.HeartbeatVersion2
+	req.ExecutorName = c.ExecutorName
+	path := "/queue/heartbeat"
+	single := len(queues) == 1
+	if single {
+		path = "/queue/" + queues[0] + "/heartbeat"
+		req.JobIDs = []string{}
+		for _, j := range jobs {
+			req.JobIDs = append(req.JobIDs, strconv.Itoa(j.ID))
+		}
+	} else {
+		req.QueueNames = queues
+		byQueue := map[string][]string{}
+		for _, j := range jobs {
+			byQueue[j.Queue] = append(byQueue[j.Queue], strconv.Itoa(j.ID))
+		}
+		for _, q := range queues {
+			if ids := byQueue[q]; len(ids) > 0 {
+				req.JobIDsByQueue = append(req.JobIDsByQueue, protocol.QueueJobIDs{QueueName: q, JobIDs: ids})
+			}
+		}
+	}
+	code, body, err := c.request(ctx, path, nil, 0, "", req)
+	if err != nil {
+		return protocol.HeartbeatResponse{}, err
+	}
+	if code != http.StatusOK {
+		return protocol.HeartbeatResponse{}, &StatusError{"POST", path, code, string(body)}
+	}
+	var resp protocol.HeartbeatResponse
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return resp, fmt.Errorf("decode heartbeat response: %w", err)
+	}
+	if single {
+		for i, id := range resp.KnownIDs {
+			resp.KnownIDs[i] = protocol.JobUID(atoi(id), queues[0])
+		}
+		for i, id := range resp.CancelIDs {
+			resp.CancelIDs[i] = protocol.JobUID(atoi(id), queues[0])
+		}
+	}
+	return resp, nil
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// jobCall posts a job operation authenticated by the job's token.
+func (c *Client) jobCall(ctx context.Context, job protocol.Job, op string, body any, want int) ([]byte, error) {
+	path := "/queue/" + job.Queue + "/" + op
+	code, data, err := c.request(ctx, path, nil, job.ID, job.Token, body)
+	if err != nil {
+		return nil, err
+	}
+	if code == http.StatusNotFound {
+		return nil, fmt.Errorf("%s job %d: %w", op, job.ID, ErrUnknownJob)
+	}
+	if code != want {
+		return nil, &StatusError{"POST", path, code, string(data)}
+	}
+	return data, nil
+}
+
+func (c *Client) op(job protocol.Job) protocol.JobOperationRequest {
+	return protocol.JobOperationRequest{ExecutorName: c.ExecutorName, JobID: job.ID}
+}
+
+// AddLogEntry adds a log entry to job and returns its id.
+func (c *Client) AddLogEntry(ctx context.Context, job protocol.Job, entry protocol.ExecutionLogEntry) (int, error) {
+	data, err := c.jobCall(ctx, job, "addExecutionLogEntry", protocol.AddExecutionLogEntryRequest{JobOperationRequest: c.op(job), ExecutionLogEntry: entry}, http.StatusOK)
+	if err != nil {
+		return 0, err
+	}
+	var id int
+	if err := json.Unmarshal(data, &id); err != nil {
+		return 0, fmt.Errorf("decode log entry id: %w", err)
+	}
+	return id, nil
+}
+
+// UpdateLogEntry replaces log entry id of job.
+func (c *Client) UpdateLogEntry(ctx context.Context, job protocol.Job, id int, entry protocol.ExecutionLogEntry) error {
+	_, err := c.jobCall(ctx, job, "updateExecutionLogEntry", protocol.UpdateExecutionLogEntryRequest{JobOperationRequest: c.op(job), EntryID: id, ExecutionLogEntry: entry}, http.StatusNoContent)
+	return err
+}
+
+// MarkComplete finishes job successfully.
+func (c *Client) MarkComplete(ctx context.Context, job protocol.Job) error {
+	_, err := c.jobCall(ctx, job, "markComplete", protocol.MarkCompleteRequest{JobOperationRequest: c.op(job)}, http.StatusNoContent)
+	return err
+}
+
+// MarkErrored finishes an attempt of job with a retryable error.
+func (c *Client) MarkErrored(ctx context.Context, job protocol.Job, message string) error {
+	_, err := c.jobCall(ctx, job, "markErrored", protocol.MarkErroredRequest{JobOperationRequest: c.op(job), ErrorMessage: message}, http.StatusNoContent)
+	return err
+}
+
+// MarkFailed finishes job with a permanent error.
+func (c *Client) MarkFailed(ctx context.Context, job protocol.Job, message string) error {
+	_, err := c.jobCall(ctx, job, "markFailed", protocol.MarkErroredRequest{JobOperationRequest: c.op(job), ErrorMessage: message}, http.StatusNoContent)
+	return err
+}

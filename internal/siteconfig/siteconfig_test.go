@@ -1,0 +1,119 @@
+package siteconfig_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/execd/execd/internal/siteconfig"
+)
+
+const goodSecret = "0123456789abcdef0123"
+
+func TestParse_Errors(t *testing.T) {
+	tests := []struct {
+		name, data string
+		want       []string // substrings of the error
+	}{
+		{"short executor secret", `{"executors.accessToken": "short"}`, []string{"cfg.json", `"executors.accessToken"`, "at least 20"}},
+		{"short api secret", `{"api.accessToken": "0123456789"}`, []string{`"api.accessToken"`, "at least 20"}},
+		{"unknown key", `{"executors.acessToken": "x"}`, []string{`"executors.acessToken"`, "unknown key", "executors.accessToken"}},
+		{"malformed", "{\n  \"externalURL\": \n}", []string{"cfg.json", "not valid JSON"}},
+		{"wrong type", `{"executors.queues": "batches"}`, []string{`"executors.queues"`, "want []string"}},
+		{"empty file", ``, []string{"cfg.json"}},
+		{"bad url", `{"externalURL": "example.com"}`, []string{`"externalURL"`, "http://"}},
+		{"bad queue", `{"executors.queues": ["Bad Queue"]}`, []string{`"executors.queues"`, "Bad Queue"}},
+		{"settings of unknown queue", `{"executors.queueSettings": {"nope": {}}}`, []string{`"executors.queueSettings.nope"`, "not in"}},
+		{"bad duration", `{"executors.queueSettings": {"batches": {"stalledAge": "soon"}}}`, []string{"cfg.json", "duration"}},
+		{"unknown queue setting", `{"executors.queueSettings": {"batches": {"stalled": "25s"}}}`, []string{`stalled`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := siteconfig.Parse("cfg.json", []byte(tt.data))
+			if err == nil {
+				t.Fatalf("Parse(%q) = nil error, want one containing %q", tt.data, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse(%q) error = %q, want it to contain %q", tt.data, err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParse_CommentsAndDefaults(t *testing.T) {
+	c, err := siteconfig.Parse("cfg.json", []byte(`// top comment
+{
+  "executors.accessToken": "`+goodSecret+`", // trailing comment
+  "executors.queueSettings": {"codeintel": {"maxAttempts": 5}},
+}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(c.Queues, ","), "batches,codeintel"; got != want {
+		t.Errorf("Queues = %q, want %q", got, want)
+	}
+	b := c.Queue("batches")
+	if b.StalledAge != siteconfig.Duration(25*time.Second) || b.MaxResets != 3 || b.Weight != 4 {
+		t.Errorf("Queue(batches) = %+v, want stalledAge 25s, maxResets 3, weight 4", b)
+	}
+	if got := c.Queue("codeintel"); got.MaxAttempts != 5 || got.Weight != 1 {
+		t.Errorf("Queue(codeintel) = %+v, want maxAttempts 5, weight 1", got)
+	}
+	if c.Active() != 15*time.Second {
+		t.Errorf("Active() = %v, want 15s", c.Active())
+	}
+}
+
+func TestGenerate_IsValid(t *testing.T) {
+	c, err := siteconfig.Parse("gen.json", siteconfig.Generate("http://127.0.0.1:3080"))
+	if err != nil {
+		t.Fatalf("generated config does not parse: %v", err)
+	}
+	if len(c.ExecutorsAccessToken) < 20 || c.ExecutorsAccessToken == c.APIAccessToken {
+		t.Errorf("generated secrets %q, %q: want two distinct secrets of >= 20 characters", c.ExecutorsAccessToken, c.APIAccessToken)
+	}
+}
+
+func TestWatcher_Reload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "site.json")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"executors.accessToken": "` + goodSecret + `"}`)
+	w, err := siteconfig.NewWatcher(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	write(`{"executors.accessToken": "tooshort"}`)
+	if w.Reload() {
+		t.Error("Reload() took a bad edit")
+	}
+	if got := w.Current().ExecutorsAccessToken; got != goodSecret {
+		t.Errorf("after bad edit, secret = %q, want the old %q", got, goodSecret)
+	}
+
+	next := strings.Repeat("x", 24)
+	write(`{"executors.accessToken": "` + next + `"}`)
+	if !w.Reload() {
+		t.Error("Reload() refused a good edit")
+	}
+	if got := w.Current().ExecutorsAccessToken; got != next {
+		t.Errorf("after good edit, secret = %q, want %q", got, next)
+	}
+
+	if err := w.Save([]byte(`{"api.accessToken": "x"}`)); err == nil {
+		t.Error("Save accepted a short api.accessToken")
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), next) {
+		t.Errorf("refused Save changed the file: %s", data)
+	}
+}
