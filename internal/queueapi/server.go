@@ -114,8 +114,12 @@ func (s *Server) handleTestAuth(w http.ResponseWriter, r *http.Request) {
 
 // decode reads a JSON body into v; false means a 400 was written.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("failed to read payload: %v", err), http.StatusBadRequest)
+		return false
+	}
+	if err := json.Unmarshal(data, v); err != nil {
 		http.Error(w, fmt.Sprintf("failed to unmarshal payload: %v", err), http.StatusBadRequest)
 		return false
 	}
