@@ -1,0 +1,77 @@
+package sqlite_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/execd/execd/internal/store"
+	"github.com/execd/execd/internal/store/sqlite"
+	"github.com/execd/execd/internal/store/storetest"
+)
+
+func open(tb testing.TB) store.Store {
+	tb.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "execd.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t) })
+}
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store { return open(b) })
+}
+
+// TestReopen checks that migrating is idempotent and that data survives.
+func TestReopen(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "execd.db")
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
+	id, err := s.Enqueue(ctx, "q", store.Spec{RepositoryName: "r"}, 2, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		s, err = sqlite.Open(ctx, path)
+		if err != nil {
+			t.Fatalf("reopen: %v", err)
+		}
+		j, err := s.GetJob(ctx, "q", id)
+		if err != nil {
+			t.Fatalf("GetJob after reopen: %v", err)
+		}
+		if j.Spec.RepositoryName != "r" || j.MaxAttempts != 2 || !j.QueuedAt.Equal(now) {
+			t.Errorf("job after reopen: got %+v, want repository r, 2 attempts, queued at %v (nanoseconds kept)", j, now)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestOpenInvalidPath(t *testing.T) {
+	for _, path := range []string{"", "a?b", filepath.Join(t.TempDir(), "missing-dir", "x.db")} {
+		if s, err := sqlite.Open(t.Context(), path); err == nil {
+			s.Close()
+			t.Errorf("Open(%q): got no error, want one", path)
+		}
+	}
+}
