@@ -793,14 +793,14 @@ func testResetStalled(t *testing.T, s store.Store) {
 
 	// stalled makes a processing job of queue, reset `resets` times before,
 	// whose last heartbeat is at t0+1s: stalled for the final pass, alive
-	// for the passes (with a t0+1ns cutoff) that build the next job.
+	// for the passes (with a t0+1µs cutoff) that build the next job.
 	stalled := func(t *testing.T, queue string, resets int) int {
 		t.Helper()
 		id := mustEnqueue(t, s, queue, store.Spec{}, 1, t0)
 		for i := range resets + 1 {
 			mustDequeue(t, s, queue, "ex", fmt.Sprint(queue, id, "-", i), t0)
 			if i < resets {
-				reset, _, err := s.ResetStalled(ctx, queue, store.ResetOptions{StalledBefore: at(1), MaxResets: 100}, t0)
+				reset, _, err := s.ResetStalled(ctx, queue, store.ResetOptions{StalledBefore: at(time.Microsecond), MaxResets: 100}, t0)
 				mustOK(t, err)
 				if !slices.Equal(reset, []int{id}) {
 					t.Fatalf("building job %d: ResetStalled reset %v, want [%d]", id, reset, id)
