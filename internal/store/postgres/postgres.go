@@ -311,13 +311,14 @@ func (s *Store) Dequeue(ctx context.Context, queue string, opts store.DequeueOpt
 	return j, true, nil
 }
 
+const queuedCountSQL = `
+	SELECT count(*) FROM jobs
+	WHERE queue = $1 AND state IN ('queued', 'errored') AND (process_after IS NULL OR process_after <= $2)`
+
 // QueuedCount counts the jobs of queue that Dequeue could take now.
 func (s *Store) QueuedCount(ctx context.Context, queue string, now time.Time) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, `
-		SELECT count(*) FROM jobs
-		WHERE queue = $1 AND state IN ('queued', 'errored') AND (process_after IS NULL OR process_after <= $2)`,
-		queue, now).Scan(&n)
+	err := s.pool.QueryRow(ctx, queuedCountSQL, queue, now).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count queued jobs of %q: %w", queue, err)
 	}
@@ -555,12 +556,12 @@ func (s *Store) ResetStalled(ctx context.Context, queue string, opts store.Reset
 	return reset, failed, nil
 }
 
+const tokenOwnerSQL = `SELECT id, queue, repository_name FROM jobs WHERE token_sha256 = $1 AND state = 'processing'`
+
 // TokenOwner returns the processing job holding the token hash.
 func (s *Store) TokenOwner(ctx context.Context, hash store.TokenHash) (store.TokenOwner, error) {
 	var o store.TokenOwner
-	err := s.pool.QueryRow(ctx, `
-		SELECT id, queue, repository_name FROM jobs WHERE token_sha256 = $1 AND state = 'processing'`,
-		hash[:]).Scan(&o.JobID, &o.Queue, &o.RepositoryName)
+	err := s.pool.QueryRow(ctx, tokenOwnerSQL, hash[:]).Scan(&o.JobID, &o.Queue, &o.RepositoryName)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = store.ErrNotFound
 	}
@@ -626,8 +627,29 @@ func (s *Store) LogEntries(ctx context.Context, queue string, id int) ([]store.L
 
 // ListJobs lists jobs of queue, newest first.
 func (s *Store) ListJobs(ctx context.Context, queue string, opts store.ListOptions) ([]store.Job, error) {
-	// Only the filters in use go into the query, so that the planner
-	// picks the index that matches them.
+	query, args := listJobsQuery(queue, opts)
+	rows, err := s.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
+	}
+	defer rows.Close()
+	var jobs []store.Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
+		}
+		jobs = append(jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
+	}
+	return jobs, nil
+}
+
+// listJobsQuery builds the ListJobs query. Only the filters in use go
+// into it, so that the planner picks the index that matches them.
+func listJobsQuery(queue string, opts store.ListOptions) (string, []any) {
 	var q strings.Builder
 	args := []any{queue}
 	arg := func(v any) string {
@@ -649,24 +671,7 @@ func (s *Store) ListJobs(ctx context.Context, queue string, opts store.ListOptio
 		limit = 100
 	}
 	q.WriteString(` ORDER BY id DESC LIMIT ` + arg(limit))
-
-	rows, err := s.pool.Query(ctx, q.String(), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
-	}
-	defer rows.Close()
-	var jobs []store.Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
-		}
-		jobs = append(jobs, j)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
-	}
-	return jobs, nil
+	return q.String(), args
 }
 
 // Cancel cancels a queued or errored job, or flags a processing one.
@@ -763,10 +768,11 @@ func (s *Store) ListExecutors(ctx context.Context) ([]store.Executor, error) {
 	return out, nil
 }
 
+const countByStateSQL = `SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state`
+
 // CountByState counts jobs per queue and state, omitting zero counts.
 func (s *Store) CountByState(ctx context.Context) ([]store.QueueCount, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state`)
+	rows, err := s.pool.Query(ctx, countByStateSQL)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs by state: %w", err)
 	}

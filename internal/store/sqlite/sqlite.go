@@ -92,7 +92,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		{s.write, &s.addLog, addLogSQL},
 		{s.write, &s.updateLog, updateLogSQL},
 		{s.write, &s.markComplete, markCompleteSQL},
-		{s.read, &s.tokenOwner, `SELECT id, queue, repository_name FROM jobs WHERE token_sha256 = ? AND state = 'processing'`},
+		{s.read, &s.tokenOwner, tokenOwnerSQL},
 		{s.read, &s.executorExists, `SELECT EXISTS (SELECT 1 FROM executors WHERE name = ?)`},
 	} {
 		st, err := p.db.PrepareContext(ctx, p.query)
@@ -229,13 +229,14 @@ func (s *Store) Dequeue(ctx context.Context, queue string, opts store.DequeueOpt
 	return job, ok, nil
 }
 
+const queuedCountSQL = `
+	SELECT count(*) FROM jobs INDEXED BY jobs_dequeue
+	WHERE queue = ?1 AND state IN ('queued', 'errored') AND (process_after IS NULL OR process_after <= ?2)`
+
 // QueuedCount counts the jobs of queue that Dequeue could take now.
 func (s *Store) QueuedCount(ctx context.Context, queue string, now time.Time) (int, error) {
 	var n int
-	err := s.read.QueryRowContext(ctx, `
-		SELECT count(*) FROM jobs INDEXED BY jobs_dequeue
-		WHERE queue = ?1 AND state IN ('queued', 'errored') AND (process_after IS NULL OR process_after <= ?2)`,
-		queue, now.UnixNano()).Scan(&n)
+	err := s.read.QueryRowContext(ctx, queuedCountSQL, queue, now.UnixNano()).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count queued jobs of %q: %w", queue, err)
 	}
@@ -472,6 +473,8 @@ func (s *Store) ResetStalled(ctx context.Context, queue string, opts store.Reset
 	return reset, failed, nil
 }
 
+const tokenOwnerSQL = `SELECT id, queue, repository_name FROM jobs WHERE token_sha256 = ? AND state = 'processing'`
+
 // TokenOwner returns the processing job holding the token hash.
 func (s *Store) TokenOwner(ctx context.Context, hash store.TokenHash) (store.TokenOwner, error) {
 	var o store.TokenOwner
@@ -545,8 +548,29 @@ func (s *Store) LogEntries(ctx context.Context, queue string, id int) ([]store.L
 
 // ListJobs lists jobs of queue, newest first.
 func (s *Store) ListJobs(ctx context.Context, queue string, opts store.ListOptions) ([]store.Job, error) {
-	// Only the filters in use go into the query, so that SQLite picks the
-	// index that matches them.
+	query, args := listJobsQuery(queue, opts)
+	rows, err := s.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
+	}
+	defer rows.Close()
+	var jobs []store.Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
+		}
+		jobs = append(jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
+	}
+	return jobs, nil
+}
+
+// listJobsQuery builds the ListJobs query. Only the filters in use go
+// into it, so that SQLite picks the index that matches them.
+func listJobsQuery(queue string, opts store.ListOptions) (string, []any) {
 	var q strings.Builder
 	q.WriteString(`SELECT ` + jobColumns + ` FROM jobs WHERE queue = ?`)
 	args := []any{queue}
@@ -568,24 +592,7 @@ func (s *Store) ListJobs(ctx context.Context, queue string, opts store.ListOptio
 	}
 	q.WriteString(` ORDER BY id DESC LIMIT ?`)
 	args = append(args, limit)
-
-	rows, err := s.read.QueryContext(ctx, q.String(), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
-	}
-	defer rows.Close()
-	var jobs []store.Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
-		}
-		jobs = append(jobs, j)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list jobs of %q: %w", queue, err)
-	}
-	return jobs, nil
+	return q.String(), args
 }
 
 // Cancel cancels a queued or errored job, or flags a processing one.
@@ -686,10 +693,11 @@ func (s *Store) ListExecutors(ctx context.Context) ([]store.Executor, error) {
 	return out, nil
 }
 
+const countByStateSQL = `SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state`
+
 // CountByState counts jobs per queue and state, omitting zero counts.
 func (s *Store) CountByState(ctx context.Context) ([]store.QueueCount, error) {
-	rows, err := s.read.QueryContext(ctx, `
-		SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state`)
+	rows, err := s.read.QueryContext(ctx, countByStateSQL)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs by state: %w", err)
 	}

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/execd/execd/internal/jobsapi"
+	"github.com/execd/execd/internal/protocol"
+	"github.com/execd/execd/internal/queueclient"
+	"github.com/execd/execd/internal/store/postgres/pgtest"
+)
+
+// TestMain re-runs this test binary as the coordinator when asked, so the
+// integration tests drive real coordinator processes without a build step.
+func TestMain(m *testing.M) {
+	if os.Getenv("EXECD_TEST_RUN_COORDINATOR") == "1" {
+		main()
+		return
+	}
+	pgtest.Main(m)
+}
+
+const (
+	testExecSecret = "executor-secret-0123456789"
+	testAPIToken   = "api-token-0123456789abcdef"
+)
+
+// process is a coordinator process serving on a fixed address.
+type process struct {
+	t       *testing.T
+	addr    string
+	dataDir string
+	db      string
+	cmd     *exec.Cmd
+	logs    *os.File
+}
+
+func startCoordinator(t *testing.T, db string) *process {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`{"executors.accessToken": %q, "api.accessToken": %q,
+  "executors.queueSettings": {"batches": {"stalledAge": "2s", "maxResets": 100}}}`, testExecSecret, testAPIToken)
+	if err := os.WriteFile(filepath.Join(dir, "site-config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	p := &process{t: t, addr: addr, dataDir: dir, db: db}
+	p.start()
+	t.Cleanup(func() {
+		if p.cmd.Process != nil {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+	})
+	return p
+}
+
+func (p *process) start() {
+	p.t.Helper()
+	logs, err := os.OpenFile(filepath.Join(p.dataDir, "coordinator.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.cmd = exec.Command(os.Args[0], "serve", "--addr", p.addr, "--data-dir", p.dataDir, "--database", p.db)
+	p.cmd.Env = append(os.Environ(), "EXECD_TEST_RUN_COORDINATOR=1")
+	p.cmd.Stdout, p.cmd.Stderr = logs, logs
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + p.addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	data, _ := os.ReadFile(logs.Name())
+	p.t.Fatalf("coordinator did not become healthy; log:\n%s", data)
+}
+
+func (p *process) kill() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		p.t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+}
+
+func TestIntegration_ConcurrentDequeuersExactlyOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kill bool
+	}{{"steady", false}, {"coordinator killed and restarted", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Run("sqlite", func(t *testing.T) { exactlyOnce(t, "", tc.kill) })
+			t.Run("postgres", func(t *testing.T) { exactlyOnce(t, pgtest.URL(t), tc.kill) })
+		})
+	}
+}
+
+// exactlyOnce runs 2,000 jobs through 32 concurrent HTTP clients doing the
+// whole protocol cycle, optionally SIGKILLing and restarting the
+// coordinator midway, and checks that every job completed exactly once.
+func exactlyOnce(t *testing.T, db string, kill bool) {
+	const numJobs, numClients = 2000, 32
+	p := startCoordinator(t, db)
+	base := "http://" + p.addr
+	api := &jobsapi.Client{BaseURL: base, Token: testAPIToken}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	spec := jobsapi.SubmitRequest{}
+	spec.DockerSteps = []protocol.DockerStep{{Image: "alpine", Commands: []string{"true"}}}
+	ids := map[int]bool{}
+	for range numJobs {
+		j, err := api.Submit(ctx, "batches", spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[j.ID] = true
+	}
+
+	var (
+		mu        sync.Mutex
+		completes = map[int]int{} // successful markComplete answers per job
+		done      atomic.Int64
+		wg        sync.WaitGroup
+	)
+	for i := range numClients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &queueclient.Client{BaseURL: base, Secret: testExecSecret, ExecutorName: fmt.Sprintf("client-%d", i),
+				HTTP: &http.Client{Timeout: 10 * time.Second}}
+			for ctx.Err() == nil && done.Load() < numJobs {
+				job, ok, err := c.Dequeue(ctx, []string{"batches"}, queueclient.DequeueOptions{Version: "5.0.0", Wait: time.Second})
+				if err != nil || !ok {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				if err := runJob(ctx, c, job); err != nil {
+					continue // lost to a restart: the resetter hands it out again
+				}
+				mu.Lock()
+				completes[job.ID]++
+				mu.Unlock()
+				done.Add(1)
+			}
+		}()
+	}
+	if kill {
+		for done.Load() < numJobs/3 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		p.kill()
+		t.Logf("killed the coordinator after %d completions", done.Load())
+		p.start()
+	}
+	// Jobs whose markComplete landed but whose answer was lost in the kill
+	// are complete without a counted answer: wait on the store's view.
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		if completedCount(ctx, t, api) == numJobs {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+
+	for id, n := range completes {
+		if n > 1 {
+			t.Errorf("job %d completed %d times", id, n)
+		}
+	}
+	if got := completedCount(context.Background(), t, api); got != numJobs {
+		t.Fatalf("%d of %d jobs completed", got, numJobs)
+	}
+	lost := 0
+	for id := range ids {
+		if completes[id] == 0 {
+			lost++
+		}
+	}
+	if !kill && lost > 0 {
+		t.Errorf("%d jobs completed without a successful markComplete answer", lost)
+	}
+	t.Logf("%d jobs completed; %d answers lost to the kill", numJobs, lost)
+}
+
+// runJob does the protocol cycle of one job, retrying across a coordinator
+// restart.
+func runJob(ctx context.Context, c *queueclient.Client, job protocol.Job) error {
+	retry := func(f func() error) error {
+		for range 100 {
+			err := f()
+			if err == nil || errors.Is(err, queueclient.ErrUnknownJob) || ctx.Err() != nil {
+				return err
+			}
+			var se *queueclient.StatusError
+			if errors.As(err, &se) {
+				return err
+			}
+			time.Sleep(20 * time.Millisecond) // connection refused: the coordinator is restarting
+		}
+		return errors.New("gave up")
+	}
+	var entry int
+	start := time.Now()
+	if err := retry(func() (err error) {
+		entry, err = c.AddLogEntry(ctx, job, protocol.ExecutionLogEntry{Key: "step.docker.0", Command: []string{"true"}, StartTime: start})
+		return err
+	}); err != nil {
+		return err
+	}
+	code, dur := 0, 1
+	if err := retry(func() error {
+		return c.UpdateLogEntry(ctx, job, entry, protocol.ExecutionLogEntry{Key: "step.docker.0", Command: []string{"true"}, StartTime: start, ExitCode: &code, DurationMs: &dur, Out: "stdout: ok\n"})
+	}); err != nil {
+		return err
+	}
+	return retry(func() error { return c.MarkComplete(ctx, job) })
+}
+
+func completedCount(ctx context.Context, t *testing.T, api *jobsapi.Client) int {
+	n, before := 0, 0
+	for {
+		l, err := api.List(ctx, "batches", "completed", "", before, 1000)
+		if err != nil {
+			return -1
+		}
+		n += len(l.Jobs)
+		if l.Next == "" {
+			return n
+		}
+		fmt.Sscan(l.Next, &before)
+	}
+}
+
+func TestCLI_BadSiteConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "site-config.json")
+	os.WriteFile(cfg, []byte(`{"executors.accessToken": "short"}`), 0o600)
+	cmd := exec.Command(os.Args[0], "serve", "--addr", "127.0.0.1:0", "--data-dir", dir)
+	cmd.Env = append(os.Environ(), "EXECD_TEST_RUN_COORDINATOR=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatal("serve started with a 5-character executors.accessToken")
+	}
+	for _, want := range []string{cfg, "executors.accessToken", "at least 20"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output %q does not contain %q", out, want)
+		}
+	}
+}

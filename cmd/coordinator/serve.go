@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+
+	"github.com/execd/execd/internal/coordinator"
+)
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := envFlag(fs, "addr", "EXECD_ADDR", "127.0.0.1:3080", "address to listen on")
+	dataDir := envFlag(fs, "data-dir", "EXECD_DATA_DIR", "./data", "directory of the SQLite database and the site config")
+	siteConfig := envFlag(fs, "site-config", "EXECD_SITE_CONFIG", "", "site config file (default <data-dir>/site-config.json; created with fresh secrets if missing)")
+	database := envFlag(fs, "database", "EXECD_DATABASE", "", "database: empty for SQLite in the data dir, a file path for SQLite elsewhere, or a postgres:// URL")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+	}
+	logger := newLogger(stderr)
+	c, err := coordinator.New(ctx, coordinator.Options{
+		DataDir:        *dataDir,
+		SiteConfigPath: *siteConfig,
+		Database:       *database,
+		Logger:         logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another coordinator running? choose another with --addr)", *addr, err)
+	}
+	cfgPath := *siteConfig
+	if cfgPath == "" {
+		cfgPath = filepath.Join(*dataDir, "site-config.json")
+	}
+	db := *database
+	if db == "" {
+		db = filepath.Join(*dataDir, "execd.db")
+	}
+	logger.Info("coordinator listening", "url", "http://"+l.Addr().String(), "site_config", cfgPath, "database", redactURL(db), "version", version)
+	return c.Serve(ctx, l)
+}
+
+// redactURL hides a password in a database URL before it is logged.
+func redactURL(s string) string {
+	if u, err := parseURL(s); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+	}
+	return s
+}

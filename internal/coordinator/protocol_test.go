@@ -1,0 +1,374 @@
+package coordinator_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+const spec = `{
+  "repositoryName": "github.com/sourcegraph/demo",
+  "commit": "deadbeef",
+  "files": {"script.sh": {"content": "` + "ZWNobyBoaQ==" + `"}},
+  "dockerSteps": [{"key": "build", "image": "alpine:3", "commands": ["echo hi"], "dir": ".", "env": ["A=1"]}],
+  "redactedValues": {"s3cr3t": "******"}
+}`
+
+func TestAuth_ExecutorSecret(t *testing.T) {
+	databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db)
+		tests := []struct {
+			name   string
+			header map[string]string
+			want   int
+		}{
+			{"no header", nil, http.StatusUnauthorized},
+			{"wrong secret", map[string]string{"Authorization": "token-executor wrong-secret-0123456789"}, http.StatusUnauthorized},
+			{"wrong scheme", map[string]string{"Authorization": "Bearer " + execSecret}, http.StatusUnauthorized},
+			{"malformed", map[string]string{"Authorization": "token-executor"}, http.StatusUnauthorized},
+			{"right secret", execAuth(), http.StatusOK},
+		}
+		for _, tt := range tests {
+			code, body := e.call("GET", "/.executors/test/auth", tt.header, "")
+			if code != tt.want {
+				t.Errorf("%s: GET /test/auth = %d %q, want %d", tt.name, code, body, tt.want)
+			}
+			if tt.want == http.StatusOK && body != "ok" {
+				t.Errorf("%s: body %q, want ok", tt.name, body)
+			}
+		}
+	})
+}
+
+func TestAuth_NotConfigured(t *testing.T) {
+	e := newEnvConfig(t, "", `{"api.accessToken": "`+apiToken+`"}`)
+	code, body := e.call("GET", "/.executors/test/auth", execAuth(), "")
+	if code != http.StatusInternalServerError || !strings.Contains(body, "not configured") {
+		t.Errorf("GET /test/auth without executors.accessToken = %d %q, want 500 saying executors are not configured", code, body)
+	}
+}
+
+func TestDequeue_PayloadVersions(t *testing.T) {
+	databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db)
+		if code, body := e.call("POST", "/.executors/queue/batches/dequeue", execAuth(), `{"executorName": "ex-1", "version": "5.0.0"}`); code != http.StatusNoContent {
+			t.Fatalf("dequeue from empty queue = %d %q, want 204", code, body)
+		}
+		e.submit("batches", spec)
+		e.submit("batches", spec)
+
+		v1 := e.dequeue("batches", "ex-old", "4.2.0")
+		if _, ok := v1["version"]; ok {
+			t.Errorf("v1 payload has a version field: %v", v1)
+		}
+		if got := v1["files"].(map[string]any)["script.sh"].(map[string]any)["content"]; got != "echo hi" {
+			t.Errorf("v1 file content = %v, want the plain string %q", got, "echo hi")
+		}
+		if _, ok := v1["queue"]; ok {
+			t.Errorf("single-queue payload names the queue: %v", v1)
+		}
+
+		v2 := e.dequeue("batches", "ex-new", "5.1.0")
+		if v2["version"] != float64(2) {
+			t.Errorf("version = %v, want 2 for executor 5.1.0", v2["version"])
+		}
+		if got := v2["files"].(map[string]any)["script.sh"].(map[string]any)["content"]; got != base64.StdEncoding.EncodeToString([]byte("echo hi")) {
+			t.Errorf("v2 file content = %v, want base64", got)
+		}
+		tok := v2["token"].(string)
+		if len(tok) != 40 || tok == v1["token"] {
+			t.Errorf("token %q: want 40 hex characters, distinct per job", tok)
+		}
+		step := v2["dockerSteps"].([]any)[0].(map[string]any)
+		if step["image"] != "alpine:3" || step["key"] != "build" || step["dir"] != "." {
+			t.Errorf("docker step = %v", step)
+		}
+		for _, k := range []string{"id", "repositoryName", "repositoryDirectory", "commit", "fetchTags", "shallowClone", "sparseCheckout", "cliSteps", "redactedValues", "dockerAuthConfig"} {
+			if _, ok := v2[k]; !ok {
+				t.Errorf("v2 payload lacks key %q: %v", k, v2)
+			}
+		}
+		if st := e.jobState("batches", int(v2["id"].(float64))); st["state"] != "processing" || st["workerHostname"] != "ex-new" {
+			t.Errorf("after dequeue: state %v, worker %v; want processing by ex-new", st["state"], st["workerHostname"])
+		}
+	})
+}
+
+func TestDequeue_BadRequests(t *testing.T) {
+	databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db)
+		tests := []struct {
+			name, path, body string
+			want             int
+			wantBody         string
+		}{
+			{"malformed json", "/.executors/queue/batches/dequeue", `{"executorName": `, 400, ""},
+			{"wrong type", "/.executors/queue/batches/dequeue", `{"executorName": 7}`, 400, ""},
+			{"empty executor name", "/.executors/queue/batches/dequeue", `{"executorName": ""}`, 500, `{"error":`},
+			{"unknown queue", "/.executors/queue/nope/dequeue", `{"executorName": "x"}`, 500, `nope`},
+			{"multi unknown queue", "/.executors/queue/dequeue", `{"executorName": "x", "queues": ["batches", "nope"]}`, 500, `nope`},
+			{"multi no queues", "/.executors/queue/dequeue", `{"executorName": "x"}`, 204, ""},
+			{"bad wait", "/.executors/queue/batches/dequeue?wait=soon", `{"executorName": "x"}`, 400, "wait"},
+		}
+		for _, tt := range tests {
+			code, body := e.call("POST", tt.path, execAuth(), tt.body)
+			if code != tt.want || !strings.Contains(body, tt.wantBody) {
+				t.Errorf("%s: POST %s %s = %d %q, want %d containing %q", tt.name, tt.path, tt.body, code, body, tt.want, tt.wantBody)
+			}
+		}
+	})
+}
+
+func TestJobRoutes_Lifecycle(t *testing.T) {
+	databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db)
+		id := e.submit("batches", spec)
+		job := e.dequeue("batches", "ex-1", "5.0.0")
+		tok := job["token"].(string)
+		auth := jobAuth(tok, id, "ex-1")
+
+		code, body := e.call("POST", "/.executors/queue/batches/addExecutionLogEntry", auth,
+			fmt.Sprintf(`{"executorName": "ex-1", "jobId": %d, "key": "step.docker.build", "command": ["echo", "hi"], "startTime": "2024-01-02T03:04:05Z"}`, id))
+		if code != http.StatusOK || strings.TrimSpace(body) != "1" {
+			t.Fatalf("addExecutionLogEntry = %d %q, want 200 with entry id 1", code, body)
+		}
+		code, body = e.call("POST", "/.executors/queue/batches/updateExecutionLogEntry", auth,
+			fmt.Sprintf(`{"executorName": "ex-1", "jobId": %d, "entryId": 1, "key": "step.docker.build", "command": ["echo", "hi"], "startTime": "2024-01-02T03:04:05Z", "exitCode": 0, "out": "stdout: hi\n", "durationMs": 12}`, id))
+		if code != http.StatusNoContent {
+			t.Fatalf("updateExecutionLogEntry = %d %q, want 204", code, body)
+		}
+		code, body = e.call("POST", "/.executors/queue/batches/updateExecutionLogEntry", auth,
+			fmt.Sprintf(`{"executorName": "ex-1", "jobId": %d, "entryId": 7, "key": "x", "command": [], "startTime": "2024-01-02T03:04:05Z"}`, id))
+		if code != http.StatusNotFound {
+			t.Errorf("update of a missing entry = %d %q, want 404", code, body)
+		}
+
+		// Heartbeats: ids as strings (V2) and as ints (old executors).
+		for _, ids := range []string{fmt.Sprintf(`["%d", "999"]`, id), fmt.Sprintf(`[%d, 999]`, id)} {
+			code, body = e.call("POST", "/.executors/queue/batches/heartbeat", execAuth(),
+				fmt.Sprintf(`{"version": "V2", "executorName": "ex-1", "jobIds": %s, "os": "linux", "architecture": "amd64", "executorVersion": "5.0.0", "gitVersion": "2.39", "dockerVersion": "20.10", "igniteVersion": "", "srcCliVersion": "5.0", "prometheusMetrics": ""}`, ids))
+			if code != http.StatusOK || compact(body) != fmt.Sprintf(`{"knownIds":["%d"],"cancelIds":[]}`, id) {
+				t.Errorf("heartbeat with jobIds %s = %d %s, want knownIds [%d] and no cancels", ids, code, body, id)
+			}
+		}
+
+		code, body = e.call("POST", "/.executors/queue/batches/markComplete", auth, fmt.Sprintf(`{"executorName": "ex-1", "jobId": %d}`, id))
+		if code != http.StatusNoContent {
+			t.Fatalf("markComplete = %d %q, want 204", code, body)
+		}
+		st := e.jobState("batches", id)
+		if st["state"] != "completed" {
+			t.Errorf("state = %v, want completed", st["state"])
+		}
+		logs := st["executionLogs"].([]any)
+		if len(logs) != 1 || logs[0].(map[string]any)["out"] != "stdout: hi\n" || logs[0].(map[string]any)["exitCode"] != float64(0) {
+			t.Errorf("executionLogs = %v, want the one updated entry", logs)
+		}
+		// The token died with the job.
+		code, _ = e.call("POST", "/.executors/queue/batches/markComplete", auth, fmt.Sprintf(`{"executorName": "ex-1", "jobId": %d}`, id))
+		if code != http.StatusUnauthorized {
+			t.Errorf("markComplete with the token of a finished job = %d, want 401", code)
+		}
+		// The shared secret still works on job routes, and a finished job is 404.
+		code, _ = e.call("POST", "/.executors/queue/batches/markComplete", execAuth(), fmt.Sprintf(`{"executorName": "ex-1", "jobId": %d}`, id))
+		if code != http.StatusNotFound {
+			t.Errorf("markComplete of a completed job (shared secret) = %d, want 404", code)
+		}
+	})
+}
+
+func TestJobRoutes_TokenScope(t *testing.T) {
+	databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db)
+		a := e.submit("batches", spec)
+		b := e.submit("batches", spec)
+		jobA := e.dequeue("batches", "ex-a", "5.0.0")
+		jobB := e.dequeue("batches", "ex-b", "5.0.0")
+		tokA, tokB := jobA["token"].(string), jobB["token"].(string)
+		body := func(id int, executor string) string {
+			return fmt.Sprintf(`{"executorName": %q, "jobId": %d, "key": "k", "command": [], "startTime": "2024-01-02T03:04:05Z"}`, executor, id)
+		}
+		tests := []struct {
+			name   string
+			path   string
+			header map[string]string
+			body   string
+			want   int
+		}{
+			{"token of another job", "batches", jobAuth(tokA, b, "ex-b"), body(b, "ex-b"), http.StatusForbidden},
+			{"token of the job, body names another", "batches", jobAuth(tokA, a, "ex-a"), body(b, "ex-a"), http.StatusForbidden},
+			{"wrong queue", "codeintel", jobAuth(tokA, a, "ex-a"), body(a, "ex-a"), http.StatusForbidden},
+			{"unknown token", "batches", jobAuth("0000000000000000000000000000000000000000", a, "ex-a"), body(a, "ex-a"), http.StatusUnauthorized},
+			{"no job id header", "batches", map[string]string{"Authorization": "Bearer " + tokA, "X-Sourcegraph-Executor-Name": "ex-a"}, body(a, "ex-a"), http.StatusBadRequest},
+			{"no executor header", "batches", map[string]string{"Authorization": "Bearer " + tokA, "X-Sourcegraph-Job-ID": fmt.Sprint(a)}, body(a, "ex-a"), http.StatusBadRequest},
+			{"unknown executor", "batches", jobAuth(tokA, a, "ghost"), body(a, "ghost"), http.StatusForbidden},
+			{"wrong shared secret", "batches", map[string]string{"Authorization": "token-executor nope-nope-nope-nope-nope"}, body(a, "ex-a"), http.StatusForbidden},
+			{"other executor owns it", "batches", map[string]string{"Authorization": "token-executor " + execSecret}, body(a, "ex-b"), http.StatusNotFound},
+			{"right token", "batches", jobAuth(tokB, b, "ex-b"), body(b, "ex-b"), http.StatusOK},
+		}
+		for _, tt := range tests {
+			code, resp := e.call("POST", "/.executors/queue/"+tt.path+"/addExecutionLogEntry", tt.header, tt.body)
+			if code != tt.want {
+				t.Errorf("%s: addExecutionLogEntry = %d %q, want %d", tt.name, code, resp, tt.want)
+			}
+		}
+	})
+}
+
+func TestMarkErrored_RetriesThenFails(t *testing.T) {
+	databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db) // batches: maxAttempts 2, retryDelay 1ms
+		id := e.submit("batches", spec)
+		for attempt, want := range []string{"errored", "failed"} {
+			job := e.dequeue("batches", "ex-1", "5.0.0")
+			if int(job["id"].(float64)) != id {
+				t.Fatalf("attempt %d dequeued job %v, want %d", attempt, job["id"], id)
+			}
+			code, body := e.call("POST", "/.executors/queue/batches/markErrored", jobAuth(job["token"].(string), id, "ex-1"),
+				fmt.Sprintf(`{"executorName": "ex-1", "jobId": %d, "errorMessage": "step 1 failed"}`, id))
+			if code != http.StatusNoContent {
+				t.Fatalf("markErrored = %d %q", code, body)
+			}
+			st := e.jobState("batches", id)
+			if st["state"] != want || st["failureMessage"] != "step 1 failed" || st["numFailures"] != float64(attempt+1) {
+				t.Errorf("after attempt %d: state %v, message %v, failures %v; want %s, step 1 failed, %d", attempt+1, st["state"], st["failureMessage"], st["numFailures"], want, attempt+1)
+			}
+			time.Sleep(5 * time.Millisecond) // past the retry delay
+		}
+		if code, _ := e.call("POST", "/.executors/queue/batches/dequeue", execAuth(), `{"executorName": "ex-1"}`); code != http.StatusNoContent {
+			t.Errorf("dequeue after the job failed = %d, want 204", code)
+		}
+	})
+}
+
+func TestCancel_ThroughHeartbeat(t *testing.T) {
+	databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db)
+		id := e.submit("batches", spec)
+		job := e.dequeue("batches", "ex-1", "5.0.0")
+		code, body := e.call("POST", fmt.Sprintf("/api/queues/batches/jobs/%d/cancel", id), map[string]string{"Authorization": "token " + apiToken}, "")
+		if code != http.StatusOK || !strings.Contains(body, `"cancelRequested":true`) {
+			t.Fatalf("cancel = %d %s", code, body)
+		}
+		code, body = e.call("POST", "/.executors/queue/batches/heartbeat", execAuth(), fmt.Sprintf(`{"version": "V2", "executorName": "ex-1", "jobIds": ["%d"]}`, id))
+		if code != http.StatusOK || compact(body) != fmt.Sprintf(`{"knownIds":["%d"],"cancelIds":["%d"]}`, id, id) {
+			t.Fatalf("heartbeat after cancel = %d %s, want the job in cancelIds", code, body)
+		}
+		code, _ = e.call("POST", "/.executors/queue/batches/markFailed", jobAuth(job["token"].(string), id, "ex-1"), fmt.Sprintf(`{"executorName": "ex-1", "jobId": %d, "errorMessage": "canceled"}`, id))
+		if code != http.StatusNoContent {
+			t.Fatalf("markFailed = %d", code)
+		}
+		if st := e.jobState("batches", id); st["state"] != "canceled" {
+			t.Errorf("state = %v, want canceled", st["state"])
+		}
+		// A queued job is canceled at once.
+		id2 := e.submit("batches", spec)
+		e.call("POST", fmt.Sprintf("/api/queues/batches/jobs/%d/cancel", id2), map[string]string{"Authorization": "token " + apiToken}, "")
+		if st := e.jobState("batches", id2); st["state"] != "canceled" {
+			t.Errorf("queued job after cancel: state %v, want canceled", st["state"])
+		}
+		// Retry brings it back.
+		code, body = e.call("POST", fmt.Sprintf("/api/queues/batches/jobs/%d/retry", id2), map[string]string{"Authorization": "token " + apiToken}, "")
+		if code != http.StatusOK || !strings.Contains(body, `"state":"queued"`) {
+			t.Errorf("retry = %d %s, want 200 and queued", code, body)
+		}
+		code, body = e.call("POST", fmt.Sprintf("/api/queues/batches/jobs/%d/retry", id2), map[string]string{"Authorization": "token " + apiToken}, "")
+		if code != http.StatusConflict {
+			t.Errorf("retry of a queued job = %d %s, want 409", code, body)
+		}
+	})
+}
+
+func TestMultiQueue_DequeueAndHeartbeat(t *testing.T) {
+	databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db)
+		b := e.submit("batches", spec)
+		c := e.submit("codeintel", spec)
+		got := map[string]int{}
+		tokens := map[string]string{}
+		for range 2 {
+			code, body := e.call("POST", "/.executors/queue/dequeue", execAuth(), `{"executorName": "ex-m", "version": "5.2.0", "queues": ["batches", "codeintel"]}`)
+			if code != http.StatusOK {
+				t.Fatalf("multi dequeue = %d %s", code, body)
+			}
+			j := decodeMap(t, body)
+			got[j["queue"].(string)] = int(j["id"].(float64))
+			tokens[j["queue"].(string)] = j["token"].(string)
+		}
+		if got["batches"] != b || got["codeintel"] != c {
+			t.Fatalf("multi dequeue got %v, want batches %d and codeintel %d", got, b, c)
+		}
+		code, body := e.call("POST", "/.executors/queue/heartbeat", execAuth(), fmt.Sprintf(
+			`{"version": "V2", "executorName": "ex-m", "queueNames": ["batches", "codeintel"], "jobIdsByQueue": [{"queueName": "batches", "jobIds": ["%d"]}, {"queueName": "codeintel", "jobIds": ["%d", "12345"]}]}`, b, c))
+		want := fmt.Sprintf(`{"knownIds":["%d-batches","%d-codeintel"],"cancelIds":[]}`, b, c)
+		if code != http.StatusOK || compact(body) != want {
+			t.Errorf("multi heartbeat = %d %s, want %s", code, body, want)
+		}
+		code, body = e.call("POST", "/.executors/queue/heartbeat", execAuth(), `{"version": "V2", "executorName": "ex-m", "queueNames": ["batches"], "jobIdsByQueue": [{"queueName": "codeintel", "jobIds": []}]}`)
+		if code != http.StatusInternalServerError || !strings.Contains(body, "codeintel") {
+			t.Errorf("heartbeat naming a queue outside queueNames = %d %s, want 500 naming it", code, body)
+		}
+		code, _ = e.call("POST", "/.executors/queue/codeintel/markComplete", jobAuth(tokens["codeintel"], c, "ex-m"), fmt.Sprintf(`{"executorName": "ex-m", "jobId": %d}`, c))
+		if code != http.StatusNoContent {
+			t.Errorf("markComplete of the codeintel job = %d, want 204", code)
+		}
+	})
+}
+
+func TestLongPoll_WokenByEnqueue(t *testing.T) {
+	databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db)
+		type result struct {
+			code int
+			body string
+		}
+		done := make(chan result, 1)
+		go func() {
+			code, body := e.call("POST", "/.executors/queue/batches/dequeue", map[string]string{"Authorization": "token-executor " + execSecret, "X-Executor-Wait": "20s"}, `{"executorName": "ex-lp", "version": "5.0.0"}`)
+			done <- result{code, body}
+		}()
+		time.Sleep(200 * time.Millisecond)
+		select {
+		case r := <-done:
+			t.Fatalf("long-poll returned before any job: %d %s", r.code, r.body)
+		default:
+		}
+		id := e.submit("batches", spec)
+		select {
+		case r := <-done:
+			if r.code != http.StatusOK || !strings.Contains(r.body, fmt.Sprintf(`"id":%d`, id)) {
+				t.Fatalf("long-poll = %d %s, want job %d", r.code, r.body, id)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("long-poll not woken by the enqueue")
+		}
+		// A short wait on an empty queue ends with 204.
+		code, _ := e.call("POST", "/.executors/queue/batches/dequeue?wait=100ms", execAuth(), `{"executorName": "ex-lp"}`)
+		if code != http.StatusNoContent {
+			t.Errorf("long-poll on an empty queue = %d, want 204 after the wait", code)
+		}
+	})
+}
+
+func TestResetter_RequeuesStalledJobs(t *testing.T) {
+	databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db) // batches: stalledAge 1s, maxResets 1
+		id := e.submit("batches", spec)
+		e.dequeue("batches", "ex-dead", "5.0.0")
+		time.Sleep(1100 * time.Millisecond)
+		e.c.ResetStalled(t.Context())
+		st := e.jobState("batches", id)
+		if st["state"] != "queued" || st["numResets"] != float64(1) {
+			t.Fatalf("after stall: state %v resets %v, want queued 1", st["state"], st["numResets"])
+		}
+		e.dequeue("batches", "ex-dead", "5.0.0")
+		time.Sleep(1100 * time.Millisecond)
+		e.c.ResetStalled(t.Context())
+		if st := e.jobState("batches", id); st["state"] != "failed" || !strings.Contains(st["failureMessage"].(string), "stalled") {
+			t.Errorf("after a second stall: state %v (%v), want failed for stalling", st["state"], st["failureMessage"])
+		}
+	})
+}
