@@ -86,7 +86,9 @@ func (e *env) call(method, path string, header map[string]string, body string) (
 	return resp.StatusCode, string(data)
 }
 
-func execAuth() map[string]string { return map[string]string{"Authorization": "token-executor " + execSecret} }
+func execAuth() map[string]string {
+	return map[string]string{"Authorization": "token-executor " + execSecret}
+}
 
 func jobAuth(token string, id int, executor string) map[string]string {
 	return map[string]string{

@@ -76,6 +76,6 @@ func FuzzRoutes(f *testing.F) {
 		if code >= 500 && code != http.StatusInternalServerError {
 			t.Fatalf("POST %s %q: %d", r.path, body, code)
 		}
-		
+
 	})
 }
