@@ -41,7 +41,6 @@ const defaultMaxConns = 32
 type Store struct {
 	pool  *pgxpool.Pool
 	waker store.Waker
-	log   *slog.Logger
 
 	mu      sync.Mutex
 	ownPIDs map[uint32]bool     // backend pids of the pool: our own NOTIFYs
@@ -63,7 +62,6 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		cfg.MaxConns = defaultMaxConns
 	}
 	s := &Store{
-		log:     slog.Default().With("component", "store/postgres"),
 		ownPIDs: make(map[uint32]bool),
 		queues:  make(map[string]struct{}),
 	}
@@ -129,6 +127,9 @@ func (s *Store) ownPID(pid uint32) bool {
 	return s.ownPIDs[pid]
 }
 
+// logger is looked up at each use, so that it follows slog.SetDefault.
+func logger() *slog.Logger { return slog.Default().With("component", "store/postgres") }
+
 func listenConn(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -159,7 +160,7 @@ func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig, conn *pgx.Conn)
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("notification listener lost its connection; reconnecting", "err", err)
+		logger().Warn("notification listener lost its connection; reconnecting", "err", err)
 		for backoff := listenBackoff; ; backoff = min(2*backoff, listenMaxBackoff) {
 			select {
 			case <-ctx.Done():
@@ -169,9 +170,9 @@ func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig, conn *pgx.Conn)
 			if conn, err = listenConn(ctx, cfg); err == nil {
 				break
 			}
-			s.log.Warn("notification listener cannot reconnect", "err", err, "retry_in", min(2*backoff, listenMaxBackoff))
+			logger().Warn("notification listener cannot reconnect", "err", err, "retry_in", min(2*backoff, listenMaxBackoff))
 		}
-		s.log.Info("notification listener reconnected")
+		logger().Info("notification listener reconnected")
 		// Notifications sent while away are lost: every waiter re-checks.
 		s.mu.Lock()
 		queues := make([]string, 0, len(s.queues))

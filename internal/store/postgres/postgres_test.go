@@ -35,10 +35,12 @@ func TestStore(t *testing.T) {
 }
 
 func TestShared(t *testing.T) {
-	storetest.RunShared(t, func(t *testing.T) (store.Store, store.Store) {
+	openTwo := func(t *testing.T) (store.Store, store.Store) {
 		url := pgtest.URL(t)
 		return open(t, url), open(t, url)
-	})
+	}
+	storetest.RunShared(t, openTwo)
+	storetest.RunCrossWake(t, openTwo)
 }
 
 func BenchmarkStore(b *testing.B) {

@@ -13,7 +13,12 @@ import (
 
 func open(tb testing.TB) store.Store {
 	tb.Helper()
-	s, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "execd.db"))
+	return openPath(tb, filepath.Join(tb.TempDir(), "execd.db"))
+}
+
+func openPath(tb testing.TB, path string) store.Store {
+	tb.Helper()
+	s, err := sqlite.Open(context.Background(), path)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -27,6 +32,16 @@ func open(tb testing.TB) store.Store {
 
 func TestStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return open(t) })
+}
+
+// TestShared runs the shared-database checks on two stores of one file,
+// as a coordinator and a command-line tool would open it. (Wake-ups do not
+// cross processes with SQLite: waiters re-check now and then.)
+func TestShared(t *testing.T) {
+	storetest.RunShared(t, func(t *testing.T) (store.Store, store.Store) {
+		path := filepath.Join(t.TempDir(), "execd.db")
+		return openPath(t, path), openPath(t, path)
+	})
 }
 
 func BenchmarkStore(b *testing.B) {
