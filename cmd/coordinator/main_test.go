@@ -274,3 +274,54 @@ func TestCLI_BadSiteConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestCLI_Jobs(t *testing.T) {
+	p := startCoordinator(t, "")
+	t.Setenv("EXECD_URL", "http://"+p.addr)
+	t.Setenv("EXECD_API_TOKEN", testAPIToken)
+	specFile := filepath.Join(t.TempDir(), "spec.json")
+	os.WriteFile(specFile, []byte(`{"dockerSteps": [{"image": "alpine", "commands": ["cat hello.txt"]}]}`), 0o600)
+	local := filepath.Join(t.TempDir(), "hello.txt")
+	os.WriteFile(local, []byte("hello\n"), 0o600)
+
+	cli := func(args ...string) (string, error) {
+		var out, errOut strings.Builder
+		err := run(t.Context(), args, &out, &errOut)
+		return out.String() + errOut.String(), err
+	}
+	out, err := cli("jobs", "submit", "-queue", "batches", "-files", "hello.txt="+local, specFile)
+	if err != nil || !strings.Contains(out, `"state": "queued"`) || !strings.Contains(out, `"hello.txt"`) {
+		t.Fatalf("jobs submit: %v\n%s", err, out)
+	}
+	// An executor runs it.
+	c := &queueclient.Client{BaseURL: "http://" + p.addr, Secret: testExecSecret, ExecutorName: "cli-ex"}
+	job, ok, err := c.Dequeue(t.Context(), []string{"batches"}, queueclient.DequeueOptions{Version: "5.0.0"})
+	if err != nil || !ok {
+		t.Fatalf("dequeue: %v %v", ok, err)
+	}
+	if string(job.Files["hello.txt"].Content) != "hello\n" {
+		t.Errorf("file content = %q, want hello", job.Files["hello.txt"].Content)
+	}
+	code := 0
+	id, _ := c.AddLogEntry(t.Context(), job, protocol.ExecutionLogEntry{Key: "step.docker.0", Command: []string{"cat", "hello.txt"}, StartTime: time.Now()})
+	c.UpdateLogEntry(t.Context(), job, id, protocol.ExecutionLogEntry{Key: "step.docker.0", Command: []string{"cat", "hello.txt"}, StartTime: time.Now(), Out: "stdout: hello\n", ExitCode: &code})
+	c.MarkComplete(t.Context(), job)
+
+	want := fmt.Sprint(job.ID)
+	if out, err := cli("jobs", "list", "-queue", "batches"); err != nil || !strings.Contains(out, want) || !strings.Contains(out, "completed") {
+		t.Errorf("jobs list: %v\n%s", err, out)
+	}
+	if out, err := cli("jobs", "logs", "-queue", "batches", want); err != nil || !strings.Contains(out, "stdout: hello") || !strings.Contains(out, "completed") {
+		t.Errorf("jobs logs: %v\n%s", err, out)
+	}
+	if out, err := cli("jobs", "cancel", "-queue", "batches", want); err == nil || !strings.Contains(err.Error(), "completed") {
+		t.Errorf("jobs cancel of a completed job: %v\n%s", err, out)
+	}
+	if out, err := cli("executors"); err != nil || !strings.Contains(out, "cli-ex") {
+		t.Errorf("executors: %v\n%s", err, out)
+	}
+	t.Setenv("EXECD_API_TOKEN", "")
+	if _, err := cli("jobs", "get", "-queue", "batches", want); err == nil || !strings.Contains(err.Error(), "EXECD_API_TOKEN") {
+		t.Errorf("jobs get without a token: %v, want an error naming EXECD_API_TOKEN", err)
+	}
+}

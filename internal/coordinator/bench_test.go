@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -97,3 +98,63 @@ func enqueue(b *testing.B, s store.Store, n int) {
 		}
 	}
 }
+
+// BenchmarkPickupLatency measures enqueue-to-dequeue latency over HTTP: a
+// job is submitted through the submission API while one executor waits for
+// it, either long-polling (X-Executor-Wait) or polling every second as the
+// reference executor does. It reports p50 and p99 in ms.
+func BenchmarkPickupLatency(b *testing.B) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		for _, mode := range []string{"longpoll", "poll1s"} {
+			b.Run(fmt.Sprintf("db=%s/mode=%s", db, mode), func(b *testing.B) {
+				url := ""
+				if db == "postgres" {
+					url = pgtest.URL(b)
+				}
+				e := newEnv(b, url)
+				c := &queueclient.Client{BaseURL: e.srv.URL, Secret: execSecret, ExecutorName: "latency"}
+				got := make(chan time.Time)
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				go func() {
+					for ctx.Err() == nil {
+						opts := queueclient.DequeueOptions{Version: "5.0.0"}
+						if mode == "longpoll" {
+							opts.Wait = 30 * time.Second
+						}
+						job, ok, err := c.Dequeue(ctx, []string{"batches"}, opts)
+						if err != nil || !ok {
+							if mode == "poll1s" {
+								select {
+								case <-time.After(time.Second):
+								case <-ctx.Done():
+								}
+							}
+							continue
+						}
+						got <- time.Now()
+						_ = c.MarkComplete(ctx, job)
+					}
+				}()
+				// Phase-shift submissions against the poll so poll1s samples
+				// the whole interval, as independent producers would.
+				lat := make([]time.Duration, 0, b.N)
+				b.ResetTimer()
+				for i := range b.N {
+					if mode == "poll1s" {
+						time.Sleep(time.Duration(i*137%1000) * time.Millisecond)
+					}
+					start := time.Now()
+					e.submit("batches", spec)
+					lat = append(lat, (<-got).Sub(start))
+				}
+				b.StopTimer()
+				slices.Sort(lat)
+				b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+				b.ReportMetric(ms(lat[(len(lat)*99)/100]), "p99-ms")
+			})
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

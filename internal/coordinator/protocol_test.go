@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -371,4 +372,87 @@ func TestResetter_RequeuesStalledJobs(t *testing.T) {
 			t.Errorf("after a second stall: state %v (%v), want failed for stalling", st["state"], st["failureMessage"])
 		}
 	})
+}
+
+func TestSubmissionAPI_Errors(t *testing.T) {
+	e := newEnv(t, "")
+	auth := map[string]string{"Authorization": "token " + apiToken}
+	tests := []struct {
+		name, method, path string
+		header             map[string]string
+		body               string
+		want               int
+		wantBody           string
+	}{
+		{"no token", "POST", "/api/queues/batches/jobs", nil, spec, 401, "api.accessToken"},
+		{"wrong token", "POST", "/api/queues/batches/jobs", map[string]string{"Authorization": "token nope-nope-nope-nope-nope"}, spec, 401, ""},
+		{"unknown queue", "POST", "/api/queues/nope/jobs", auth, spec, 400, `\"nope\" is not configured`},
+		{"no steps", "POST", "/api/queues/batches/jobs", auth, `{}`, 400, "dockerSteps, cliSteps"},
+		{"unknown field", "POST", "/api/queues/batches/jobs", auth, `{"dockerStep": []}`, 400, `dockerStep`},
+		{"bad file path", "POST", "/api/queues/batches/jobs", auth, `{"cliSteps": [{"command": ["x"]}], "files": {"../../etc/x": {}}}`, 400, `files[\"../../etc/x\"]`},
+		{"trailing data", "POST", "/api/queues/batches/jobs", auth, `{"cliSteps": [{"command": ["x"]}]} {}`, 400, "unexpected data"},
+		{"missing job", "GET", "/api/queues/batches/jobs/999", auth, "", 404, "999"},
+		{"bad id", "GET", "/api/queues/batches/jobs/x", auth, "", 400, "positive integer"},
+		{"bad state filter", "GET", "/api/queues/batches/jobs?state=done", auth, "", 400, "queued"},
+		{"cancel missing", "POST", "/api/queues/batches/jobs/999/cancel", auth, "", 404, ""},
+	}
+	for _, tt := range tests {
+		code, body := e.call(tt.method, tt.path, tt.header, tt.body)
+		if code != tt.want || !strings.Contains(body, tt.wantBody) || !strings.HasPrefix(body, `{"error":`) {
+			t.Errorf("%s: %s %s = %d %s, want %d with an error containing %q", tt.name, tt.method, tt.path, code, body, tt.want, tt.wantBody)
+		}
+	}
+}
+
+func TestExecutorsAndMetrics(t *testing.T) {
+	e := newEnv(t, "")
+	e.submit("batches", spec)
+	e.submit("batches", spec)
+	e.dequeue("batches", "ex-metrics", "5.0.0")
+	e.call("POST", "/.executors/queue/batches/heartbeat", execAuth(), `{"version": "V2", "executorName": "ex-metrics", "jobIds": [], "os": "linux", "architecture": "amd64", "executorVersion": "5.0.0"}`)
+
+	code, body := e.call("GET", "/api/executors", map[string]string{"Authorization": "token " + apiToken}, "")
+	if code != http.StatusOK || !strings.Contains(body, `"name":"ex-metrics"`) || !strings.Contains(body, `"active":true`) || !strings.Contains(body, `"os":"linux"`) {
+		t.Errorf("GET /api/executors = %d %s, want ex-metrics active on linux", code, body)
+	}
+	code, body = e.call("GET", "/metrics", nil, "")
+	for _, want := range []string{
+		`src_executors_queue_size{queue="batches"} 2`,
+		`execd_jobs{queue="batches",state="processing"} 1`,
+		`execd_jobs{queue="batches",state="queued"} 1`,
+		`execd_executors_active 1`,
+		`execd_http_requests_total{code="200",route="POST /.executors/queue/{queue}/dequeue"} 1`,
+		`execd_http_request_duration_seconds_count{code="201",route="POST /api/queues/{queue}/jobs"} 2`,
+	} {
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("GET /metrics lacks %s", want)
+		}
+	}
+	if code, body := e.call("GET", "/healthz", nil, ""); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("GET /healthz = %d %q", code, body)
+	}
+}
+
+func TestSiteConfig_ReloadedWhileRunning(t *testing.T) {
+	e := newEnv(t, "")
+	newSecret := "a-brand-new-secret-0123456789"
+	if err := os.WriteFile(e.cfgFn, []byte(fmt.Sprintf(baseConfig, newSecret, apiToken)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !e.c.Config().Reload() {
+		t.Fatal("a good edit was not reloaded")
+	}
+	if code, _ := e.call("GET", "/.executors/test/auth", map[string]string{"Authorization": "token-executor " + newSecret}, ""); code != http.StatusOK {
+		t.Errorf("new secret after reload: %d, want 200", code)
+	}
+	if code, _ := e.call("GET", "/.executors/test/auth", execAuth(), ""); code != http.StatusUnauthorized {
+		t.Errorf("old secret after reload: %d, want 401", code)
+	}
+	os.WriteFile(e.cfgFn, []byte(`{"executors.accessToken": "short"}`), 0o600)
+	if e.c.Config().Reload() {
+		t.Error("a bad edit was reloaded")
+	}
+	if code, _ := e.call("GET", "/.executors/test/auth", map[string]string{"Authorization": "token-executor " + newSecret}, ""); code != http.StatusOK {
+		t.Errorf("after a refused edit the config in force changed: %d", code)
+	}
 }
