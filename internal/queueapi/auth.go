@@ -77,62 +77,75 @@ func (s *Server) executorAuth(next http.Handler) http.Handler {
 	})
 }
 
-// jobRoute is what job authentication established about a request.
-type jobRoute struct {
-	jobID        int // from the token (0 when the shared secret was used)
-	executorName string
+// Scope is what a job-token request must be for: the job's queue, or its
+// repository (git routes). Both empty: any live job; the caller checks more.
+type Scope struct {
+	Queue      string
+	Repository string
 }
 
-type jobRouteKey struct{}
+// JobCaller is who a job-authenticated request comes from. JobID is 0 when
+// the executors' shared secret was used instead of a job token.
+type JobCaller struct {
+	JobID        int
+	Queue        string
+	Repository   string
+	ExecutorName string
+}
 
-// jobAuth admits requests bearing the job's own token (Bearer), scoped to
-// the job id header, the route's queue and a known executor; or, for
-// backward compatibility, the executors' shared secret.
+type jobCallerKey struct{}
+
+// jobAuth admits requests to the queue's job routes.
 func (s *Server) jobAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		secret := s.config.Current().ExecutorsAccessToken
-		if secret == "" {
-			http.Error(w, "Executors are not configured on this instance: set executors.accessToken in the site config", http.StatusInternalServerError)
-			return
-		}
-		scheme, token, ok := authorization(w, r, schemeJob, schemeExecutor)
+		caller, ok := s.AuthorizeJob(w, r, Scope{Queue: r.PathValue("queue")})
 		if !ok {
 			return
 		}
-		if scheme == schemeExecutor {
-			if !secretOK(token, secret) {
-				w.WriteHeader(http.StatusForbidden)
-				return
-			}
-			next.ServeHTTP(w, r)
-			return
+		if caller.JobID != 0 {
+			r = r.WithContext(context.WithValue(r.Context(), jobCallerKey{}, caller))
 		}
-		route, ok := s.checkJobToken(w, r, token, r.PathValue("queue"), "")
-		if !ok {
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), jobRouteKey{}, route)))
+		next.ServeHTTP(w, r)
 	})
 }
 
-// CheckJobToken authenticates a request made with a job token for queue
-// (or, when repo is set, for that repository), writing the error response
-// itself when it returns false. The git and file routes use it too.
-func (s *Server) checkJobToken(w http.ResponseWriter, r *http.Request, token, queue, repo string) (jobRoute, bool) {
+// AuthorizeJob authenticates a request made with a job's own token
+// (Bearer, plus the job id and executor name headers), scoped to scope and
+// a known executor; or, for backward compatibility, with the executors'
+// shared secret. When it returns false it has written the response (the
+// reference's codes: 400 for missing headers, 401 for an unknown token,
+// 403 for a token used outside its scope).
+func (s *Server) AuthorizeJob(w http.ResponseWriter, r *http.Request, scope Scope) (JobCaller, bool) {
+	secret := s.config.Current().ExecutorsAccessToken
+	if secret == "" {
+		http.Error(w, "Executors are not configured on this instance: set executors.accessToken in the site config", http.StatusInternalServerError)
+		return JobCaller{}, false
+	}
+	scheme, token, ok := authorization(w, r, schemeJob, schemeExecutor)
+	if !ok {
+		return JobCaller{}, false
+	}
+	if scheme == schemeExecutor {
+		if !secretOK(token, secret) {
+			w.WriteHeader(http.StatusForbidden)
+			return JobCaller{}, false
+		}
+		return JobCaller{ExecutorName: r.Header.Get(headerExecutorName)}, true
+	}
 	idHeader := r.Header.Get(headerJobID)
 	if idHeader == "" {
 		http.Error(w, "job ID not provided in header '"+headerJobID+"'", http.StatusBadRequest)
-		return jobRoute{}, false
+		return JobCaller{}, false
 	}
 	id, err := strconv.Atoi(idHeader)
 	if err != nil {
 		http.Error(w, "failed to parse Job ID in header '"+headerJobID+"': "+err.Error(), http.StatusBadRequest)
-		return jobRoute{}, false
+		return JobCaller{}, false
 	}
 	executor := r.Header.Get(headerExecutorName)
 	if executor == "" {
 		http.Error(w, "worker hostname cannot be empty: set header '"+headerExecutorName+"'", http.StatusBadRequest)
-		return jobRoute{}, false
+		return JobCaller{}, false
 	}
 	owner, err := s.store.TokenOwner(r.Context(), store.HashToken(token))
 	if err != nil {
@@ -141,29 +154,29 @@ func (s *Server) checkJobToken(w http.ResponseWriter, r *http.Request, token, qu
 		} else {
 			s.writeError(w, r, err)
 		}
-		return jobRoute{}, false
+		return JobCaller{}, false
 	}
 	switch {
 	case owner.JobID != id:
 		http.Error(w, "invalid token: it belongs to another job", http.StatusForbidden)
-		return jobRoute{}, false
-	case repo != "" && owner.RepositoryName != repo:
+		return JobCaller{}, false
+	case scope.Repository != "" && owner.RepositoryName != scope.Repository:
 		http.Error(w, "invalid token: it belongs to another repository", http.StatusForbidden)
-		return jobRoute{}, false
-	case repo == "" && owner.Queue != queue:
+		return JobCaller{}, false
+	case scope.Queue != "" && owner.Queue != scope.Queue:
 		http.Error(w, "invalid token: it belongs to another queue", http.StatusForbidden)
-		return jobRoute{}, false
+		return JobCaller{}, false
 	}
 	known, err := s.executorKnown(r.Context(), executor)
 	if err != nil {
 		s.writeError(w, r, err)
-		return jobRoute{}, false
+		return JobCaller{}, false
 	}
 	if !known {
 		http.Error(w, "invalid token: unknown executor "+strconv.Quote(executor), http.StatusForbidden)
-		return jobRoute{}, false
+		return JobCaller{}, false
 	}
-	return jobRoute{jobID: id, executorName: executor}, true
+	return JobCaller{JobID: id, Queue: owner.Queue, Repository: owner.RepositoryName, ExecutorName: executor}, true
 }
 
 // executorKnown asks the store whether an executor exists, remembering
@@ -192,15 +205,15 @@ func (s *Server) executorKnown(ctx context.Context, name string) (bool, error) {
 // checkJobOperation verifies that a job request's body names the job and
 // executor its token was issued for: a token for job A must not touch B.
 func checkJobOperation(w http.ResponseWriter, r *http.Request, jobID int, executorName string) bool {
-	route, ok := r.Context().Value(jobRouteKey{}).(jobRoute)
+	caller, ok := r.Context().Value(jobCallerKey{}).(JobCaller)
 	if !ok {
 		return true // shared-secret authentication: trusted as a whole
 	}
-	if route.jobID != jobID {
+	if caller.JobID != jobID {
 		http.Error(w, "invalid token: the body's jobId is not the job of the token", http.StatusForbidden)
 		return false
 	}
-	if route.executorName != executorName {
+	if caller.ExecutorName != executorName {
 		http.Error(w, "the body's executorName does not match header '"+headerExecutorName+"'", http.StatusForbidden)
 		return false
 	}
