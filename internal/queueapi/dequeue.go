@@ -75,6 +75,15 @@ func (s *Server) serveDequeue(w http.ResponseWriter, r *http.Request, req protoc
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	if r.Context().Err() != nil {
+		// The executor left (it is draining, or the connection broke) while
+		// the job was being taken: put it back rather than let it stall
+		// until the resetter notices.
+		if err := s.store.Release(context.WithoutCancel(r.Context()), job.Queue, job.ID, req.ExecutorName); err != nil {
+			s.logger.Error("release of a job whose executor left", "job", job.UID(), "err", err)
+		}
+		return
+	}
 	if !multi {
 		// Single-queue executors learn the queue from the route; the
 		// reference leaves it out of their payload.

@@ -188,6 +188,13 @@ type Store interface {
 	// if its cancel flag is set), and deletes its token.
 	MarkFailed(ctx context.Context, queue string, jobID int, executor, message string, now time.Time) error
 
+	// Release puts a processing job owned by executor back in the queue as
+	// if it had never been dequeued (no failure or reset counted), deletes
+	// its token and wakes a waiter. The coordinator uses it when the
+	// executor that asked for the job left before the answer was written.
+	// ErrNotFound otherwise.
+	Release(ctx context.Context, queue string, jobID int, executor string) error
+
 	// ResetStalled moves processing jobs of queue whose last heartbeat is
 	// before opts.StalledBefore back to queued with num_resets+1, or to
 	// failed ("job stalled too many times") when num_resets >= MaxResets, or

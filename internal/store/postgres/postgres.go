@@ -490,6 +490,32 @@ func (s *Store) MarkFailed(ctx context.Context, queue string, jobID int, executo
 	return nil
 }
 
+// Release requeues a processing job owned by executor without counting
+// an attempt.
+func (s *Store) Release(ctx context.Context, queue string, jobID int, executor string) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `
+			UPDATE jobs SET state = 'queued', started_at = NULL, last_heartbeat_at = NULL,
+				worker_hostname = '', token_sha256 = NULL
+			WHERE `+ownedBy,
+			jobID, queue, executor)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return store.ErrNotFound
+		}
+		_, err = tx.Exec(ctx, `SELECT pg_notify('`+channel+`', $1)`, queue)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("release job %d of %q: %w", jobID, queue, err)
+	}
+	s.see(queue)
+	s.waker.Notify(queue, 1)
+	return nil
+}
+
 // stalledMessage is the failure message of a job reset too many times.
 const stalledMessage = "job stalled too many times"
 

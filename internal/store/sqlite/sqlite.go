@@ -421,6 +421,24 @@ func (s *Store) MarkFailed(ctx context.Context, queue string, jobID int, executo
 	return nil
 }
 
+// Release requeues a processing job owned by executor without counting
+// an attempt.
+func (s *Store) Release(ctx context.Context, queue string, jobID int, executor string) error {
+	res, err := s.write.ExecContext(ctx, `
+		UPDATE jobs SET state = 'queued', started_at = NULL, last_heartbeat_at = NULL,
+			worker_hostname = '', token_sha256 = NULL
+		WHERE `+ownedBy,
+		jobID, queue, executor)
+	if err == nil {
+		err = mustAffect(res)
+	}
+	if err != nil {
+		return fmt.Errorf("release job %d of %q: %w", jobID, queue, err)
+	}
+	s.waker.Notify(queue, 1)
+	return nil
+}
+
 // stalledMessage is the failure message of a job reset too many times.
 const stalledMessage = "job stalled too many times"
 

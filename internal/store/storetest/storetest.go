@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"MarkComplete", testMarkComplete},
 		{"MarkErrored", testMarkErrored},
 		{"MarkFailed", testMarkFailed},
+		{"Release", testRelease},
 		{"ResetStalled", testResetStalled},
 		{"Cancel", testCancel},
 		{"Retry", testRetry},
@@ -717,6 +718,23 @@ func findExecutor(t *testing.T, s store.Store, name string) store.Executor {
 	}
 	t.Fatalf("executor %q not in ListExecutors", name)
 	return store.Executor{}
+}
+
+func testRelease(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	id := processingJob(t, s, "q", "ex")
+	wantErr(t, s.Release(ctx, "q", id, "other"), store.ErrNotFound)
+	mustOK(t, s.Release(ctx, "q", id, "ex"))
+	j := mustGet(t, s, "q", id)
+	if j.State != store.StateQueued || j.NumFailures != 0 || j.NumResets != 0 || j.WorkerHostname != "" {
+		t.Errorf("after Release: state %q, failures %d, resets %d, worker %q; want queued, 0, 0, none", j.State, j.NumFailures, j.NumResets, j.WorkerHostname)
+	}
+	wantNoToken(t, s, fmt.Sprintf("q-%d", id), "after Release")
+	wantErr(t, s.Release(ctx, "q", id, "ex"), store.ErrNotFound)
+	again := mustDequeue(t, s, "q", "ex2", "q-again", t0)
+	if again.ID != id {
+		t.Errorf("dequeue after Release got job %d, want %d", again.ID, id)
+	}
 }
 
 func testMarkComplete(t *testing.T, s store.Store) {

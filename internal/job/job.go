@@ -1,0 +1,281 @@
+// Package job runs one dequeued job: it prepares the workspace (clone and
+// files), runs each step in a sandbox of the configured runtime, and streams
+// every command's redacted output to the coordinator as log entries.
+package job
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/execd/execd/internal/protocol"
+	"github.com/execd/execd/internal/redact"
+	"github.com/execd/execd/internal/runtime"
+)
+
+// Error is a job failure with the message the coordinator records.
+// Retryable failures are marked errored (tried again up to the job's
+// maximum attempts); the others are marked failed.
+type Error struct {
+	Msg       string
+	Retryable bool
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Preparer fills a job's workspace (repository clone, files) before its
+// steps run, running its commands through run so each is logged.
+type Preparer interface {
+	Prepare(ctx context.Context, job protocol.Job, dir string, run HostRunner) error
+}
+
+// HostRunner runs a setup command on the host as a logged entry.
+type HostRunner interface {
+	Run(ctx context.Context, key string, command []string, dir string, env []string) error
+}
+
+// Runner runs jobs. One Runner serves all of an executor's jobs; it is
+// safe for concurrent use.
+type Runner struct {
+	Client       LogClient
+	Runtime      runtime.Runtime
+	Preparer     Preparer
+	ExecutorName string
+	// Secret is the executors' shared secret: redacted from all output.
+	Secret string
+	// WorkspaceRoot holds the jobs' workspaces.
+	WorkspaceRoot  string
+	KeepWorkspaces bool
+	// Limits of each job's sandbox.
+	CPUs        int
+	MemoryBytes int64
+	PIDs        int
+	Network     runtime.Network
+	// Streaming of log entries.
+	Streamer StreamerOptions
+	Logger   *slog.Logger
+}
+
+// Run runs job. ctx bounds the whole run including the delivery of its
+// logs; exec bounds the steps: when exec ends (cancellation, the maximum
+// runtime, the executor stopping) the running step is killed and Run
+// returns exec's error after the logs are delivered. Run returns nil when
+// every step succeeded, an *Error when the job failed.
+func (r *Runner) Run(ctx context.Context, job protocol.Job, exec context.Context) error {
+	secrets := map[string]string{}
+	for k, v := range job.RedactedValues {
+		secrets[k] = v
+	}
+	if r.Secret != "" {
+		secrets[r.Secret] = "[executor secret]"
+	}
+	if job.Token != "" {
+		secrets[job.Token] = "[job token]"
+	}
+	logs := NewStreamer(r.Client, job, redact.New(secrets), r.Streamer)
+	err := r.run(ctx, exec, job, logs)
+	if werr := logs.Wait(); werr != nil && err == nil {
+		err = werr
+	}
+	return err
+}
+
+func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer) error {
+	dir, err := r.makeWorkspace(job)
+	if err != nil {
+		return &Error{Msg: "create workspace: " + err.Error(), Retryable: true}
+	}
+	if !r.KeepWorkspaces {
+		defer func() {
+			if err := os.RemoveAll(dir); err != nil {
+				r.logger().Warn("remove workspace", "dir", dir, "err", err)
+			}
+		}()
+	}
+	if r.Preparer != nil {
+		host := &hostRunner{ctx: ctx, logs: logs}
+		if err := r.Preparer.Prepare(exec, job, dir, host); err != nil {
+			if exec.Err() != nil {
+				return exec.Err()
+			}
+			var jerr *Error
+			if errors.As(err, &jerr) {
+				return jerr
+			}
+			return &Error{Msg: "prepare workspace: " + err.Error(), Retryable: true}
+		}
+	}
+	sandbox, err := r.Runtime.Prepare(exec, runtime.Options{
+		JobID: job.UID(), Owner: r.ExecutorName, Workspace: dir,
+		CPUs: r.CPUs, MemoryBytes: r.MemoryBytes, PIDs: r.PIDs, Network: r.Network,
+	})
+	if err != nil {
+		if exec.Err() != nil {
+			return exec.Err()
+		}
+		e := logs.Start(ctx, "setup.runtime", []string{r.Runtime.Name(), "prepare"})
+		e.Printf("execd: the %s runtime could not prepare a sandbox: %v\n", r.Runtime.Name(), err)
+		e.Finish(1)
+		return &Error{Msg: fmt.Sprintf("prepare %s sandbox: %v", r.Runtime.Name(), err), Retryable: true}
+	}
+	defer func() {
+		// Teardown outlives a cancelled job: it must not be skipped.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := sandbox.Destroy(dctx); err != nil {
+			r.logger().Warn("destroy sandbox", "job", job.UID(), "err", err)
+		}
+	}()
+	for _, st := range steps(job) {
+		if err := r.runStep(ctx, exec, sandbox, logs, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type namedStep struct {
+	key     string
+	display []string
+	step    runtime.Step
+}
+
+// steps lists the job's docker steps, then its cli steps, with the log keys
+// of the reference (step.docker.<key or index>, step.src.<key or index>).
+func steps(job protocol.Job) []namedStep {
+	var out []namedStep
+	for i, s := range job.DockerSteps {
+		key := s.Key
+		if key == "" {
+			key = strconv.Itoa(i)
+		}
+		out = append(out, namedStep{
+			key:     "step.docker." + key,
+			display: s.Commands,
+			step:    runtime.Step{Key: key, Image: s.Image, Commands: s.Commands, Dir: s.Dir, Env: s.Env},
+		})
+	}
+	for i, s := range job.CliSteps {
+		key := s.Key
+		if key == "" {
+			key = strconv.Itoa(i)
+		}
+		out = append(out, namedStep{
+			key:     "step.src." + key,
+			display: s.Commands,
+			step:    runtime.Step{Key: key, Commands: []string{shellJoin(s.Commands)}, Dir: s.Dir, Env: s.Env},
+		})
+	}
+	return out
+}
+
+func (r *Runner) runStep(ctx, exec context.Context, sb runtime.Sandbox, logs *Streamer, st namedStep) error {
+	e := logs.Start(ctx, st.key, st.display)
+	if st.step.Image != "" && !usesImages(r.Runtime) {
+		e.Printf("execd: the %s runtime runs steps on the host's system files; image %q is not used\n", r.Runtime.Name(), st.step.Image)
+	}
+	res, err := sb.Run(exec, st.step, runtime.Output{Stdout: e.Stdout(), Stderr: e.Stderr()})
+	switch {
+	case exec.Err() != nil:
+		e.Printf("execd: step stopped: %v\n", context.Cause(exec))
+		e.Finish(-1)
+		return exec.Err()
+	case err != nil:
+		e.Printf("execd: step could not run: %v\n", err)
+		e.Finish(-1)
+		return &Error{Msg: fmt.Sprintf("%s could not run: %v", st.key, err), Retryable: true}
+	case res.OOMKilled:
+		e.Printf("execd: step killed: it exceeded the job's memory limit of %s\n", formatBytes(r.MemoryBytes))
+		e.Finish(res.ExitCode)
+		return &Error{Msg: fmt.Sprintf("%s was killed: it exceeded the job's memory limit of %s (EXECUTOR_JOB_MEMORY)", st.key, formatBytes(r.MemoryBytes)), Retryable: true}
+	}
+	e.Finish(res.ExitCode)
+	if res.ExitCode != 0 {
+		return &Error{Msg: fmt.Sprintf("%s failed with exit code %d", st.key, res.ExitCode), Retryable: true}
+	}
+	return nil
+}
+
+// usesImages reports whether a runtime runs steps in their images; the
+// shell runtime does not.
+func usesImages(rt runtime.Runtime) bool { return rt.Name() != "shell" }
+
+func (r *Runner) makeWorkspace(job protocol.Job) (string, error) {
+	if err := os.MkdirAll(r.WorkspaceRoot, 0o711); err != nil {
+		return "", err
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	dir := filepath.Join(r.WorkspaceRoot, fmt.Sprintf("%s-%s", job.UID(), hex.EncodeToString(b)))
+	return dir, os.Mkdir(dir, 0o777)
+}
+
+func (r *Runner) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.Default()
+	}
+	return r.Logger
+}
+
+// hostRunner runs setup commands on the host (git), each as a log entry,
+// with an environment of their own: never the executor's, which holds the
+// secret.
+type hostRunner struct {
+	ctx  context.Context // for log delivery
+	logs *Streamer
+}
+
+func (h *hostRunner) Run(ctx context.Context, key string, command []string, dir string, env []string) error {
+	e := h.logs.Start(h.ctx, key, command)
+	cmd := exec.CommandContext(ctx, command[0], command[1:]...)
+	cmd.Dir = dir
+	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir, "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1"}, env...)
+	cmd.Stdout, cmd.Stderr = e.Stdout(), e.Stderr()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		code = -1
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			code = exitErr.ExitCode()
+		}
+	}
+	e.Finish(code)
+	if err != nil {
+		return fmt.Errorf("%s (%s): %w", key, strings.Join(command, " "), err)
+	}
+	return nil
+}
+
+// shellJoin quotes argv for /bin/sh.
+func shellJoin(argv []string) string {
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(quoted, " ")
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n <= 0:
+		return "unlimited"
+	case n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
