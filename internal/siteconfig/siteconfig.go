@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	pathpkg "path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -55,7 +56,49 @@ type Config struct {
 	// ActiveThreshold is how recently an executor must have been seen to
 	// count as active.
 	ActiveThreshold Duration `json:"executors.activeThreshold,omitempty"`
+	// Repositories are upstream repositories the coordinator mirrors and
+	// serves to executors (git smart HTTP under /.executors/git/).
+	Repositories []Repository `json:"repositories,omitempty"`
 }
+
+// Repository is an upstream repository to mirror: jobs name it by Name
+// (their repositoryName); URL is what git clones it from (https://, ssh://,
+// file:// or a local path).
+type Repository struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
+}
+
+// repositoryFields is Repository without its methods.
+type repositoryFields Repository
+
+// UnmarshalJSON decodes an entry of "repositories", refusing unknown
+// fields with an error that names the key.
+func (r *Repository) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var f repositoryFields
+	if err := dec.Decode(&f); err != nil {
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typ) && typ.Field != "":
+			return &keyError{key: "repositories." + typ.Field, msg: fmt.Sprintf("has a %s value, want %s", typ.Value, typ.Type)}
+		case errors.As(err, &typ):
+			return &keyError{key: "repositories", msg: fmt.Sprintf("has an entry that is a %s, want an object {\"name\": ..., \"url\": ...}", typ.Value)}
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			field := strings.TrimPrefix(err.Error(), "json: unknown field ")
+			return &keyError{key: "repositories", msg: "an entry has the unknown key " + field + "; entries take \"name\" and \"url\""}
+		}
+		return &keyError{key: "repositories", msg: err.Error()}
+	}
+	*r = Repository(f)
+	return nil
+}
+
+// keyError is a decoding problem of a nested value, naming its key.
+type keyError struct{ key, msg string }
+
+func (e *keyError) Error() string { return fmt.Sprintf("%q: %s", e.key, e.msg) }
 
 // QueueSettings are one queue's dbworker settings.
 type QueueSettings struct {
@@ -171,7 +214,10 @@ func Parse(path string, data []byte) (*Config, error) {
 func decodeError(path string, data []byte, err error) error {
 	var syntax *json.SyntaxError
 	var typ *json.UnmarshalTypeError
+	var key *keyError
 	switch {
+	case errors.As(err, &key):
+		return &Error{Path: path, Key: key.key, Msg: key.msg}
 	case errors.As(err, &syntax):
 		line, col := position(data, syntax.Offset)
 		return &Error{Path: path, Msg: fmt.Sprintf("line %d, column %d: %v", line, col, syntax)}
@@ -200,7 +246,7 @@ func position(data []byte, offset int64) (line, col int) {
 }
 
 func knownKeys() []string {
-	return []string{`"externalURL"`, `"executors.accessToken"`, `"api.accessToken"`, `"executors.queues"`, `"executors.queueSettings"`, `"executors.activeThreshold"`}
+	return []string{`"externalURL"`, `"executors.accessToken"`, `"api.accessToken"`, `"executors.queues"`, `"executors.queueSettings"`, `"executors.activeThreshold"`, `"repositories"`}
 }
 
 func (c *Config) validate(path string) error {
@@ -247,6 +293,74 @@ func (c *Config) validate(path string) error {
 			return &Error{Path: path, Key: key + ".weight", Msg: "must not be negative"}
 		case s.StalledAge != 0 && time.Duration(s.StalledAge) < time.Second:
 			return &Error{Path: path, Key: key + ".stalledAge", Msg: "must be at least 1s: executors heartbeat every 5s"}
+		}
+	}
+	return c.validateRepositories(path)
+}
+
+func (c *Config) validateRepositories(path string) error {
+	names := map[string]int{}
+	for i, r := range c.Repositories {
+		key := fmt.Sprintf("repositories[%d]", i)
+		if err := CheckRepositoryName(r.Name); err != nil {
+			return &Error{Path: path, Key: key + ".name", Msg: err.Error()}
+		}
+		if strings.TrimSpace(r.URL) == "" {
+			return &Error{Path: path, Key: key + ".url", Msg: fmt.Sprintf("is empty; give the clone URL of %q (https://..., ssh://..., file://... or a local path)", r.Name)}
+		}
+		if strings.HasPrefix(r.URL, "-") {
+			return &Error{Path: path, Key: key + ".url", Msg: fmt.Sprintf("%q must not start with '-'", r.URL)}
+		}
+		if j, ok := names[r.Name]; ok {
+			return &Error{Path: path, Key: key + ".name", Msg: fmt.Sprintf("%q is listed twice (also repositories[%d])", r.Name, j)}
+		}
+		names[r.Name] = i
+	}
+	// A mirror lives at <data-dir>/mirrors/<name>: one must not lie inside
+	// another's git directory.
+	for _, r := range c.Repositories {
+		for dir := pathpkg.Dir(r.Name); dir != "."; dir = pathpkg.Dir(dir) {
+			if j, ok := names[dir]; ok {
+				return &Error{Path: path, Key: fmt.Sprintf("repositories[%d].name", names[r.Name]), Msg: fmt.Sprintf("%q lies inside repository %q (repositories[%d]); their mirrors would nest", r.Name, dir, j)}
+			}
+		}
+	}
+	return nil
+}
+
+// Repository returns the configured repository called name.
+func (c *Config) Repository(name string) (Repository, bool) {
+	for _, r := range c.Repositories {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Repository{}, false
+}
+
+var repoSegmentRE = regexp.MustCompile(`^[A-Za-z0-9._@+~-]+$`)
+
+// CheckRepositoryName reports why name cannot name a repository, or nil.
+// A name is a relative slash-separated path ("github.com/gorilla/mux") of
+// segments made of letters, digits and ._@+~- that are neither "." nor
+// "..", at most 512 bytes: it is used as a directory path and in URLs.
+func CheckRepositoryName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("is empty; give the name jobs use as repositoryName, e.g. \"github.com/gorilla/mux\"")
+	case len(name) > 512:
+		return fmt.Errorf("%.40q... is longer than 512 bytes", name)
+	case strings.HasPrefix(name, "/"):
+		return fmt.Errorf("%q is an absolute path; use a relative name such as \"github.com/gorilla/mux\"", name)
+	}
+	for _, seg := range strings.Split(name, "/") {
+		switch {
+		case seg == "":
+			return fmt.Errorf("%q has an empty path segment (a leading, trailing or double '/')", name)
+		case seg == "." || seg == "..":
+			return fmt.Errorf("%q has a %q segment; names must not leave their directory", name, seg)
+		case !repoSegmentRE.MatchString(seg):
+			return fmt.Errorf("%q: segment %q may only hold letters, digits and ._@+~-", name, seg)
 		}
 	}
 	return nil
@@ -319,6 +433,8 @@ func Generate(externalURL string) []byte {
   "executors.queues": ["batches", "codeintel"],
   // Per-queue settings; every field is optional:
   // "executors.queueSettings": {"batches": {"stalledAge": "25s", "maxResets": 3, "maxAttempts": 3, "retryDelay": "30s", "weight": 4}},
+  // Upstream repositories to mirror and serve to executors:
+  // "repositories": [{"name": "github.com/gorilla/mux", "url": "https://github.com/gorilla/mux.git"}],
 }
 `, externalURL, NewSecret(), NewSecret())
 }

@@ -28,6 +28,17 @@ func TestParse_Errors(t *testing.T) {
 		{"settings of unknown queue", `{"executors.queueSettings": {"nope": {}}}`, []string{`"executors.queueSettings.nope"`, "not in"}},
 		{"bad duration", `{"executors.queueSettings": {"batches": {"stalledAge": "soon"}}}`, []string{"cfg.json", "duration"}},
 		{"unknown queue setting", `{"executors.queueSettings": {"batches": {"stalled": "25s"}}}`, []string{`stalled`}},
+		{"unknown repository key", `{"repositories": [{"name": "a/b", "url": "/src/b", "branch": "main"}]}`, []string{"cfg.json", `"repositories"`, `"branch"`, "unknown key"}},
+		{"repository not an object", `{"repositories": ["a/b"]}`, []string{`"repositories"`, "object"}},
+		{"repository name wrong type", `{"repositories": [{"name": 5, "url": "/src/b"}]}`, []string{`"repositories.name"`, "want string"}},
+		{"repository without name", `{"repositories": [{"url": "/src/b"}]}`, []string{`"repositories[0].name"`, "empty"}},
+		{"repository name dot-dot", `{"repositories": [{"name": "a/../../etc", "url": "/src/b"}]}`, []string{`"repositories[0].name"`, `".."`}},
+		{"repository name absolute", `{"repositories": [{"name": "/etc/x", "url": "/src/b"}]}`, []string{`"repositories[0].name"`, "absolute"}},
+		{"repository name space", `{"repositories": [{"name": "a/b c", "url": "/src/b"}]}`, []string{`"repositories[0].name"`, "letters"}},
+		{"repository without url", `{"repositories": [{"name": "a/b"}]}`, []string{`"repositories[0].url"`, "empty"}},
+		{"repository url option", `{"repositories": [{"name": "a/b", "url": "--upload-pack=x"}]}`, []string{`"repositories[0].url"`, "'-'"}},
+		{"repository twice", `{"repositories": [{"name": "a/b", "url": "x"}, {"name": "a/b", "url": "y"}]}`, []string{`"repositories[1].name"`, "twice"}},
+		{"repositories nested", `{"repositories": [{"name": "a/b/c", "url": "x"}, {"name": "a/b", "url": "y"}]}`, []string{`"repositories[0].name"`, `inside repository "a/b"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +76,61 @@ func TestParse_CommentsAndDefaults(t *testing.T) {
 	}
 	if c.Active() != 15*time.Second {
 		t.Errorf("Active() = %v, want 15s", c.Active())
+	}
+}
+
+func TestParse_Repositories(t *testing.T) {
+	c, err := siteconfig.Parse("cfg.json", []byte(`{"repositories": [
+		{"name": "github.com/gorilla/mux", "url": "https://github.com/gorilla/mux.git"},
+		{"name": "github.com/user/.github", "url": "/srv/git/dotgithub"},
+	]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		wantURL string
+		wantOK  bool
+	}{
+		{"github.com/gorilla/mux", "https://github.com/gorilla/mux.git", true},
+		{"github.com/user/.github", "/srv/git/dotgithub", true},
+		{"github.com/gorilla", "", false},
+	}
+	for _, tt := range tests {
+		r, ok := c.Repository(tt.name)
+		if ok != tt.wantOK || r.URL != tt.wantURL {
+			t.Errorf("Repository(%q) = %+v, %v; want url %q, %v", tt.name, r, ok, tt.wantURL, tt.wantOK)
+		}
+	}
+}
+
+func TestCheckRepositoryName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"github.com/gorilla/mux", true},
+		{"gitlab.example.com/group/sub/project", true},
+		{"repo", true},
+		{"a/.github", true},
+		{"a/b.git", true},
+		{"", false},
+		{"/abs", false},
+		{"a/../b", false},
+		{"..", false},
+		{"a/./b", false},
+		{"a//b", false},
+		{"a/b/", false},
+		{"a\\b", false},
+		{"a/b\x00", false},
+		{"a b", false},
+		{strings.Repeat("a", 513), false},
+	}
+	for _, tt := range tests {
+		err := siteconfig.CheckRepositoryName(tt.name)
+		if (err == nil) != tt.ok {
+			t.Errorf("CheckRepositoryName(%q) = %v, want ok=%v", tt.name, err, tt.ok)
+		}
 	}
 }
 
