@@ -1,0 +1,120 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func minimal() map[string]string {
+	return map[string]string{
+		"EXECUTOR_FRONTEND_URL":      "http://127.0.0.1:3080",
+		"EXECUTOR_FRONTEND_PASSWORD": "hunter2hunter2hunter2",
+		"EXECUTOR_QUEUE_NAME":        "batches",
+	}
+}
+
+func TestLoadConfig_Defaults(t *testing.T) {
+	c, err := loadConfig(env(minimal()))
+	if err != nil {
+		t.Fatalf("the three variables of the reference guide are not enough: %v", err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"queues", strings.Join(c.Queues, ","), "batches"},
+		{"poll interval", c.PollInterval, time.Second},
+		{"max jobs", c.MaxJobs, 1},
+		{"cpus", c.JobCPUs, 4},
+		{"memory", c.JobMemory, int64(12 << 30)},
+		{"disk", c.DiskSpace, int64(20 << 30)},
+		{"max runtime", c.MaxRuntime, 30 * time.Minute},
+		{"cleanup", c.CleanupInterval, time.Minute},
+		{"total jobs", c.NumTotalJobs, 0},
+		{"active time", c.MaxActiveTime, time.Duration(0)},
+		{"runtime", c.Runtime, "auto"},
+		{"long poll", c.LongPoll, 30 * time.Second},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+}
+
+func TestLoadConfig_Errors(t *testing.T) {
+	tests := []struct {
+		name  string
+		set   map[string]string
+		unset []string
+		want  []string
+	}{
+		{"no url", nil, []string{"EXECUTOR_FRONTEND_URL"}, []string{"EXECUTOR_FRONTEND_URL is not set"}},
+		{"bad url", map[string]string{"EXECUTOR_FRONTEND_URL": "coordinator:3080"}, nil, []string{`EXECUTOR_FRONTEND_URL="coordinator:3080"`, "http://"}},
+		{"no password", nil, []string{"EXECUTOR_FRONTEND_PASSWORD"}, []string{"EXECUTOR_FRONTEND_PASSWORD is not set", "executors.accessToken"}},
+		{"no queue", nil, []string{"EXECUTOR_QUEUE_NAME"}, []string{"EXECUTOR_QUEUE_NAME is not set"}},
+		{"both queues", map[string]string{"EXECUTOR_QUEUE_NAMES": "batches,codeintel"}, nil, []string{"both set"}},
+		{"poll", map[string]string{"EXECUTOR_QUEUE_POLL_INTERVAL": "often"}, nil, []string{`EXECUTOR_QUEUE_POLL_INTERVAL="often"`, "duration"}},
+		{"max jobs", map[string]string{"EXECUTOR_MAXIMUM_NUM_JOBS": "0"}, nil, []string{`EXECUTOR_MAXIMUM_NUM_JOBS="0"`, "at least 1"}},
+		{"firecracker", map[string]string{"EXECUTOR_USE_FIRECRACKER": "yes please"}, nil, []string{`EXECUTOR_USE_FIRECRACKER="yes please"`, "true or false"}},
+		{"cpus", map[string]string{"EXECUTOR_JOB_NUM_CPUS": "-2"}, nil, []string{`EXECUTOR_JOB_NUM_CPUS="-2"`}},
+		{"memory", map[string]string{"EXECUTOR_JOB_MEMORY": "12X"}, nil, []string{`EXECUTOR_JOB_MEMORY="12X"`, "12G"}},
+		{"disk", map[string]string{"EXECUTOR_FIRECRACKER_DISK_SPACE": "big"}, nil, []string{`EXECUTOR_FIRECRACKER_DISK_SPACE="big"`}},
+		{"runtime per job", map[string]string{"EXECUTOR_MAXIMUM_RUNTIME_PER_JOB": "30"}, nil, []string{`EXECUTOR_MAXIMUM_RUNTIME_PER_JOB="30"`, "duration"}},
+		{"cleanup", map[string]string{"EXECUTOR_CLEANUP_TASK_INTERVAL": "1ms"}, nil, []string{`EXECUTOR_CLEANUP_TASK_INTERVAL="1ms"`, "at least 1s"}},
+		{"total jobs", map[string]string{"EXECUTOR_NUM_TOTAL_JOBS": "many"}, nil, []string{`EXECUTOR_NUM_TOTAL_JOBS="many"`}},
+		{"active time", map[string]string{"EXECUTOR_MAX_ACTIVE_TIME": "forever"}, nil, []string{`EXECUTOR_MAX_ACTIVE_TIME="forever"`}},
+		{"keep", map[string]string{"EXECUTOR_KEEP_WORKSPACES": "sometimes"}, nil, []string{`EXECUTOR_KEEP_WORKSPACES="sometimes"`}},
+		{"auth config", map[string]string{"EXECUTOR_DOCKER_AUTH_CONFIG": "{not json"}, nil, []string{"EXECUTOR_DOCKER_AUTH_CONFIG", "auths"}},
+		{"host gateway", map[string]string{"EXECUTOR_DOCKER_ADD_HOST_GATEWAY": "maybe"}, nil, []string{"EXECUTOR_DOCKER_ADD_HOST_GATEWAY"}},
+		{"startup script", map[string]string{"EXECUTOR_VM_STARTUP_SCRIPT_PATH": "/nonexistent/script.sh"}, nil, []string{"EXECUTOR_VM_STARTUP_SCRIPT_PATH", "existing file"}},
+		{"runtime", map[string]string{"EXECUTOR_RUNTIME": "podman"}, nil, []string{`EXECUTOR_RUNTIME="podman"`, "auto, shell, docker, gvisor, firecracker"}},
+		{"network", map[string]string{"EXECUTOR_JOB_NETWORK": "all"}, nil, []string{`EXECUTOR_JOB_NETWORK="all"`, "none, internet"}},
+		{"firecracker conflict", map[string]string{"EXECUTOR_USE_FIRECRACKER": "true", "EXECUTOR_RUNTIME": "shell"}, nil, []string{"conflicts"}},
+		{"long poll", map[string]string{"EXECUTOR_LONG_POLL": "5m"}, nil, []string{"EXECUTOR_LONG_POLL", "60s"}},
+		{"processes", map[string]string{"EXECUTOR_JOB_MAX_PROCESSES": "2"}, nil, []string{"EXECUTOR_JOB_MAX_PROCESSES"}},
+		{"output", map[string]string{"EXECUTOR_MAX_STEP_OUTPUT": "lots"}, nil, []string{"EXECUTOR_MAX_STEP_OUTPUT"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kv := minimal()
+			for k, v := range tt.set {
+				kv[k] = v
+			}
+			for _, k := range tt.unset {
+				delete(kv, k)
+			}
+			_, err := loadConfig(env(kv))
+			if err == nil {
+				t.Fatalf("loadConfig accepted %v", tt.set)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+	}{{"12G", 12 << 30}, {"512m", 512 << 20}, {"1024K", 1 << 20}, {"2Gi", 2 << 30}, {"1.5G", 3 << 29}, {"100", 100}, {"4MB", 4 << 20}}
+	for _, tt := range tests {
+		if got, err := parseSize(tt.in); err != nil || got != tt.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"", "G", "12X", "-1G", "twelve"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) accepted", bad)
+		}
+	}
+}
