@@ -1,0 +1,208 @@
+package job_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/execd/execd/internal/coordinator"
+	"github.com/execd/execd/internal/job"
+	"github.com/execd/execd/internal/protocol"
+	"github.com/execd/execd/internal/queueclient"
+	"github.com/execd/execd/internal/redact"
+	"github.com/execd/execd/internal/store"
+)
+
+const (
+	execSecret = "executor-secret-0123456789"
+	apiToken   = "api-token-0123456789abcdef"
+)
+
+// coord is a real coordinator serving on a fixed loopback address, which
+// tests can stop and start again.
+type coord struct {
+	t      *testing.T
+	dir    string
+	addr   string
+	c      *coordinator.Coordinator
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startCoord(t *testing.T) *coord {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`{"executors.accessToken": %q, "api.accessToken": %q}`, execSecret, apiToken)
+	if err := os.WriteFile(filepath.Join(dir, "site-config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &coord{t: t, dir: dir, addr: l.Addr().String()}
+	c.serve(l)
+	t.Cleanup(c.stop)
+	return c
+}
+
+func (c *coord) serve(l net.Listener) {
+	co, err := coordinator.New(context.Background(), coordinator.Options{DataDir: c.dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.c, c.cancel, c.done = co, cancel, make(chan struct{})
+	go func() {
+		defer close(c.done)
+		_ = co.Serve(ctx, l)
+	}()
+}
+
+func (c *coord) stop() {
+	if c.cancel == nil {
+		return
+	}
+	c.cancel()
+	<-c.done
+	c.c.Close()
+	c.cancel = nil
+}
+
+func (c *coord) restart() {
+	c.t.Helper()
+	l, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.serve(l)
+}
+
+func (c *coord) url() string { return "http://" + c.addr }
+
+// dequeued enqueues a job and dequeues it as executor "ex".
+func (c *coord) dequeued(spec store.Spec) (*queueclient.Client, protocol.Job) {
+	c.t.Helper()
+	if _, err := c.c.Store().Enqueue(context.Background(), "batches", spec, 1, time.Now()); err != nil {
+		c.t.Fatal(err)
+	}
+	client := &queueclient.Client{BaseURL: c.url(), Secret: execSecret, ExecutorName: "ex"}
+	j, ok, err := client.Dequeue(context.Background(), []string{"batches"}, queueclient.DequeueOptions{Version: "5.0.0"})
+	if err != nil || !ok {
+		c.t.Fatalf("dequeue: %v %v", ok, err)
+	}
+	return client, j
+}
+
+func (c *coord) entries(id int) []store.LogEntry {
+	c.t.Helper()
+	es, err := c.c.Store().LogEntries(context.Background(), "batches", id)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return es
+}
+
+func isGone(err error) bool { return errors.Is(err, queueclient.ErrUnknownJob) }
+
+func TestStreamer_RedactsAndPrefixes(t *testing.T) {
+	c := startCoord(t)
+	client, j := c.dequeued(store.Spec{})
+	secret := "s3cr3t-value-42"
+	s := job.NewStreamer(client, j, redact.New(map[string]string{secret: "[REDACTED]"}), job.StreamerOptions{Interval: 20 * time.Millisecond, IsUnknownJob: isGone})
+	e := s.Start(context.Background(), "step.docker.0", []string{"echo", secret})
+	fmt.Fprint(e.Stdout(), "hello s3cr")
+	fmt.Fprint(e.Stdout(), "3t-value-42 world\npartial")
+	fmt.Fprint(e.Stderr(), "warning: "+secret[:4])
+	fmt.Fprint(e.Stderr(), secret[4:]+"\n")
+
+	// The entry is live before it finishes.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		es := c.entries(j.ID)
+		if len(es) == 1 && strings.Contains(es[0].Out, "world") {
+			if es[0].ExitCode != nil {
+				t.Fatal("entry has an exit code before Finish")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no live update of the entry; entries: %+v", es)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.Finish(3)
+	if err := s.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	got := c.entries(j.ID)[0]
+	want := "stdout: hello [REDACTED] world\nstderr: warning: [REDACTED]\nstdout: partial\n"
+	if got.Out != want {
+		t.Errorf("out = %q, want %q", got.Out, want)
+	}
+	if got.ExitCode == nil || *got.ExitCode != 3 || got.DurationMs == nil {
+		t.Errorf("exit code %v, duration %v; want 3 and a duration", got.ExitCode, got.DurationMs)
+	}
+	if strings.Join(got.Command, " ") != "echo [REDACTED]" {
+		t.Errorf("command = %q, want the secret redacted", got.Command)
+	}
+}
+
+func TestStreamer_OutputCap(t *testing.T) {
+	c := startCoord(t)
+	client, j := c.dequeued(store.Spec{})
+	s := job.NewStreamer(client, j, redact.New(nil), job.StreamerOptions{MaxOutput: 100, IsUnknownJob: isGone})
+	e := s.Start(context.Background(), "step.docker.0", []string{"yes"})
+	for range 50 {
+		fmt.Fprintln(e.Stdout(), "0123456789")
+	}
+	e.Finish(0)
+	if err := s.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	out := c.entries(j.ID)[0].Out
+	head, note, ok := strings.Cut(out, "execd: output truncated: ")
+	if !ok || len(head) > 100 || !strings.HasPrefix(note, fmt.Sprintf("%d bytes dropped", 50*len("stdout: 0123456789\n")-len(head))) {
+		t.Errorf("out = %q, want at most 100 bytes and a note counting what was dropped", out)
+	}
+}
+
+func TestStreamer_CoordinatorDownDelaysNeverLoses(t *testing.T) {
+	c := startCoord(t)
+	client, j := c.dequeued(store.Spec{})
+	s := job.NewStreamer(client, j, redact.New(nil), job.StreamerOptions{Interval: 20 * time.Millisecond, IsUnknownJob: isGone})
+	first := s.Start(context.Background(), "step.docker.0", []string{"a"})
+	fmt.Fprintln(first.Stdout(), "before the outage")
+	time.Sleep(100 * time.Millisecond)
+	c.stop()
+
+	fmt.Fprintln(first.Stdout(), "during the outage")
+	first.Finish(0)
+	second := s.Start(context.Background(), "step.docker.1", []string{"b"})
+	for i := range 100 {
+		fmt.Fprintf(second.Stdout(), "line %d\n", i)
+	}
+	second.Finish(0)
+	time.Sleep(500 * time.Millisecond) // a few failed attempts
+	c.restart()
+	if err := s.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	es := c.entries(j.ID)
+	if len(es) != 2 {
+		t.Fatalf("%d entries, want 2: %+v", len(es), es)
+	}
+	if es[0].Out != "stdout: before the outage\nstdout: during the outage\n" || es[0].ExitCode == nil {
+		t.Errorf("first entry = %q (exit %v)", es[0].Out, es[0].ExitCode)
+	}
+	if n := strings.Count(es[1].Out, "\n"); n != 100 || !strings.Contains(es[1].Out, "stdout: line 99\n") || es[1].ExitCode == nil {
+		t.Errorf("second entry has %d lines (exit %v), want all 100", n, es[1].ExitCode)
+	}
+}
