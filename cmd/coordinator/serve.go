@@ -18,6 +18,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	dataDir := envFlag(fs, "data-dir", "EXECD_DATA_DIR", "./data", "directory of the SQLite database and the site config")
 	siteConfig := envFlag(fs, "site-config", "EXECD_SITE_CONFIG", "", "site config file (default <data-dir>/site-config.json; created with fresh secrets if missing)")
 	database := envFlag(fs, "database", "EXECD_DATABASE", "", "database: empty for SQLite in the data dir, a file path for SQLite elsewhere, or a postgres:// URL")
+	reposDir := envFlag(fs, "repos-dir", "EXECD_REPOS_DIR", "", "directory of git repositories served to executors by name (repository github.com/x/y is DIR/github.com/x/y, bare or not)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -29,6 +30,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		DataDir:        *dataDir,
 		SiteConfigPath: *siteConfig,
 		Database:       *database,
+		ReposDir:       *reposDir,
 		Logger:         logger,
 	})
 	if err != nil {

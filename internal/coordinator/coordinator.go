@@ -1,6 +1,6 @@
 // Package coordinator assembles the coordinator: the job store, the site
-// config, the executor queue API, the submission API, the resetter and the
-// metrics, behind one HTTP handler.
+// config, the executor queue API, the git proxy and its mirrors, the
+// submission API, the resetter and the metrics, behind one HTTP handler.
 package coordinator
 
 import (
@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/execd/execd/internal/gitproxy"
 	"github.com/execd/execd/internal/jobsapi"
 	"github.com/execd/execd/internal/queueapi"
 	"github.com/execd/execd/internal/siteconfig"
@@ -38,6 +39,12 @@ type Options struct {
 	Logger   *slog.Logger
 	// ResetInterval is how often the resetter runs; 0 means 5s.
 	ResetInterval time.Duration
+	// ReposDir holds git repositories served to executors by name (the
+	// repository "github.com/x/y" is ReposDir/github.com/x/y); empty: none.
+	ReposDir string
+	// MirrorInterval is how often the mirrors of the site config's
+	// repositories (in DataDir/mirrors) are fetched; 0 means a minute.
+	MirrorInterval time.Duration
 }
 
 // Coordinator is a running coordinator's state.
@@ -48,6 +55,7 @@ type Coordinator struct {
 	config   *siteconfig.Watcher
 	queueAPI *queueapi.Server
 	jobsAPI  *jobsapi.Server
+	git      *gitproxy.Server
 	registry *prometheus.Registry
 	handler  http.Handler
 }
@@ -98,6 +106,18 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 	c.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	c.queueAPI = queueapi.New(queueapi.Options{Store: st, Config: cfg, Logger: opts.Logger, Registerer: c.registry})
 	c.jobsAPI = jobsapi.New(jobsapi.Options{Store: st, Config: cfg, Logger: opts.Logger})
+	c.git, err = gitproxy.New(gitproxy.Options{
+		ReposDir:      opts.ReposDir,
+		MirrorsDir:    filepath.Join(opts.DataDir, "mirrors"),
+		Config:        cfg,
+		Auth:          c.queueAPI,
+		Logger:        opts.Logger,
+		FetchInterval: opts.MirrorInterval,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	c.registry.MustRegister(newStoreCollector(st, cfg))
 	c.handler = c.routes()
 	return c, nil
@@ -115,6 +135,7 @@ func (c *Coordinator) Handler() http.Handler { return c.handler }
 func (c *Coordinator) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(queueapi.Prefix+"/", c.queueAPI.Handler())
+	mux.Handle(gitproxy.Prefix+"/", c.git.Handler())
 	mux.Handle("/api/", c.jobsAPI.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", c.handleHealthz)
@@ -131,13 +152,29 @@ func (c *Coordinator) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// Serve serves on l until ctx ends, running the resetter and the config
-// watcher alongside. Long-polls in flight end at once on shutdown.
-func (c *Coordinator) Serve(ctx context.Context, l net.Listener) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+// Run runs the coordinator's background work until ctx ends: the config
+// watcher, the resetter, and the mirrors of the site config's
+// repositories. It returns once the mirrors' git processes have stopped.
+func (c *Coordinator) Run(ctx context.Context) {
 	go c.config.Run(ctx, time.Second)
 	go c.runResetter(ctx)
+	c.git.Mirrors().Run(ctx)
+}
+
+// Serve serves on l until ctx ends, running the background work (see
+// [Coordinator.Run]) alongside. Long-polls in flight end at once on
+// shutdown.
+func (c *Coordinator) Serve(ctx context.Context, l net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	background := make(chan struct{})
+	defer func() {
+		cancel()
+		<-background
+	}()
+	go func() {
+		defer close(background)
+		c.Run(ctx)
+	}()
 	srv := &http.Server{
 		Handler:           c.handler,
 		ReadHeaderTimeout: 10 * time.Second,

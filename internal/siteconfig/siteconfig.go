@@ -342,8 +342,8 @@ var repoSegmentRE = regexp.MustCompile(`^[A-Za-z0-9._@+~-]+$`)
 
 // CheckRepositoryName reports why name cannot name a repository, or nil.
 // A name is a relative slash-separated path ("github.com/gorilla/mux") of
-// segments made of letters, digits and ._@+~- that are neither "." nor
-// "..", at most 512 bytes: it is used as a directory path and in URLs.
+// segments made of letters, digits and ._@+~- that are neither ".", ".."
+// nor ".git", at most 512 bytes: it is used as a directory path and in URLs.
 func CheckRepositoryName(name string) error {
 	switch {
 	case name == "":
@@ -359,6 +359,8 @@ func CheckRepositoryName(name string) error {
 			return fmt.Errorf("%q has an empty path segment (a leading, trailing or double '/')", name)
 		case seg == "." || seg == "..":
 			return fmt.Errorf("%q has a %q segment; names must not leave their directory", name, seg)
+		case strings.EqualFold(seg, ".git"):
+			return fmt.Errorf("%q has a %q segment, which is a repository's own git directory", name, seg)
 		case !repoSegmentRE.MatchString(seg):
 			return fmt.Errorf("%q: segment %q may only hold letters, digits and ._@+~-", name, seg)
 		}

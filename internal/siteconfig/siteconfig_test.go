@@ -119,6 +119,8 @@ func TestCheckRepositoryName(t *testing.T) {
 		{"a/../b", false},
 		{"..", false},
 		{"a/./b", false},
+		{"a/.git", false},
+		{"a/.GIT/b", false},
 		{"a//b", false},
 		{"a/b/", false},
 		{"a\\b", false},
