@@ -44,6 +44,14 @@ func TestShared(t *testing.T) {
 	})
 }
 
+func TestFiles(t *testing.T) {
+	storetest.RunFiles(t, func(t *testing.T) store.FileStore { return open(t).(store.FileStore) })
+	storetest.RunFilesShared(t, func(t *testing.T) (store.FileStore, store.FileStore) {
+		path := filepath.Join(t.TempDir(), "execd.db")
+		return openPath(t, path).(store.FileStore), openPath(t, path).(store.FileStore)
+	})
+}
+
 func BenchmarkStore(b *testing.B) {
 	storetest.Bench(b, func(b *testing.B) store.Store { return open(b) })
 }
