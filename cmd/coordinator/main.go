@@ -1,5 +1,5 @@
 // Command coordinator runs the coordinator (serve), and is the command-line
-// client of its submission API (jobs, executors).
+// client of its submission API (jobs, files, executors).
 package main
 
 import (
@@ -19,6 +19,7 @@ const usage = `coordinator: job queues and the executor API
 Usage:
   coordinator serve [flags]        run the coordinator
   coordinator jobs <command> ...   submit, get, list, cancel, retry jobs; print logs
+  coordinator files put|get ...    upload or download file blobs for jobs' files entries
   coordinator executors            list executors
   coordinator version
 
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stderr)
 	case "jobs":
 		return jobs(ctx, args[1:], stdout, stderr)
+	case "files":
+		return files(ctx, args[1:], stdout, stderr)
 	case "executors":
 		return executors(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -1,6 +1,7 @@
 // Package coordinator assembles the coordinator: the job store, the site
-// config, the executor queue API, the git proxy and its mirrors, the
-// submission API, the resetter and the metrics, behind one HTTP handler.
+// config, the executor queue API, the git proxy and its mirrors, the file
+// blobs, the submission API, the resetter and the metrics, behind one HTTP
+// handler.
 package coordinator
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/execd/execd/internal/filesapi"
 	"github.com/execd/execd/internal/gitproxy"
 	"github.com/execd/execd/internal/jobsapi"
 	"github.com/execd/execd/internal/queueapi"
@@ -56,6 +58,7 @@ type Coordinator struct {
 	queueAPI *queueapi.Server
 	jobsAPI  *jobsapi.Server
 	git      *gitproxy.Server
+	files    *filesapi.Server
 	registry *prometheus.Registry
 	handler  http.Handler
 }
@@ -118,6 +121,12 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 		st.Close()
 		return nil, err
 	}
+	fileStore, ok := st.(store.FileStore)
+	if !ok {
+		st.Close()
+		return nil, fmt.Errorf("open database: the %T store cannot keep file blobs (store.FileStore)", st)
+	}
+	c.files = filesapi.New(filesapi.Options{Files: fileStore, Jobs: st, Config: cfg, Auth: c.queueAPI, Logger: opts.Logger})
 	c.registry.MustRegister(newStoreCollector(st, cfg))
 	c.handler = c.routes()
 	return c, nil
@@ -136,7 +145,10 @@ func (c *Coordinator) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(queueapi.Prefix+"/", c.queueAPI.Handler())
 	mux.Handle(gitproxy.Prefix+"/", c.git.Handler())
+	files := c.files.Handler()
+	mux.Handle(queueapi.Prefix+"/files/", files)
 	mux.Handle("/api/", c.jobsAPI.Handler())
+	mux.Handle("/api/files/", files)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", c.handleHealthz)
 	return instrument(c.registry, mux)

@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/execd/execd/internal/store"
 )
 
 // Client calls the submission API.
@@ -32,15 +36,23 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "token "+c.Token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
+	return c.send(req, method, path, out)
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
 	}
-	resp, err := hc.Do(req)
+	return http.DefaultClient
+}
+
+// send sends req with the API token and decodes a JSON answer into out.
+func (c *Client) send(req *http.Request, method, path string, out any) error {
+	req.Header.Set("Authorization", "token "+c.Token)
+	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return err
 	}
@@ -50,16 +62,22 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		var apiErr APIError
-		if json.Unmarshal(data, &apiErr) == nil && apiErr.Error != "" {
-			return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, apiErr.Error)
-		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))
+		return responseError(method, path, resp.Status, data)
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// responseError describes an error answer, with its {"error": ...} message
+// when it has one.
+func responseError(method, path, status string, body []byte) error {
+	var apiErr APIError
+	if json.Unmarshal(body, &apiErr) == nil && apiErr.Error != "" {
+		return fmt.Errorf("%s %s: %s: %s", method, path, status, apiErr.Error)
+	}
+	return fmt.Errorf("%s %s: %s: %s", method, path, status, strings.TrimSpace(string(body)))
 }
 
 // Submit enqueues a job.
@@ -115,4 +133,77 @@ func (c *Client) Executors(ctx context.Context) ([]Executor, error) {
 	var out []Executor
 	err := c.do(ctx, http.MethodGet, "/api/executors", nil, &out)
 	return out, err
+}
+
+// File describes a stored file blob, as PUT /api/files/... answers.
+type File struct {
+	Bucket     string    `json:"bucket"`
+	Key        string    `json:"key"`
+	Size       int64     `json:"size"`
+	ModifiedAt time.Time `json:"modifiedAt"`
+}
+
+// FilePath is the submission API path of a file blob.
+func FilePath(bucket, key string) string {
+	return "/api/files/" + url.PathEscape(bucket) + "/" + escapeKey(key)
+}
+
+// escapeKey escapes each segment of a slash-separated key.
+func escapeKey(key string) string {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
+// PutFile uploads content as the file bucket/key, replacing any file
+// there, for jobs' files entries to name. Content whose size is known
+// (bytes.Reader, strings.Reader, bytes.Buffer, a regular *os.File) is sent
+// with a Content-Length, so a file over the coordinator's limit is refused
+// before it is sent.
+func (c *Client) PutFile(ctx context.Context, bucket, key string, content io.Reader) (File, error) {
+	if err := store.CheckFileName(bucket, key); err != nil {
+		return File{}, fmt.Errorf("put file: %w", err)
+	}
+	path := FilePath(bucket, key)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, strings.TrimSuffix(c.BaseURL, "/")+path, content)
+	if err != nil {
+		return File{}, err
+	}
+	if f, ok := content.(interface{ Stat() (fs.FileInfo, error) }); ok && req.ContentLength == 0 {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			req.ContentLength = fi.Size()
+			if fi.Size() == 0 {
+				req.Body = http.NoBody
+			}
+		}
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	var f File
+	err = c.send(req, http.MethodPut, path, &f)
+	return f, err
+}
+
+// GetFile downloads the file bucket/key. The caller closes the reader.
+func (c *Client) GetFile(ctx context.Context, bucket, key string) (io.ReadCloser, error) {
+	if err := store.CheckFileName(bucket, key); err != nil {
+		return nil, fmt.Errorf("get file: %w", err)
+	}
+	path := FilePath(bucket, key)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.BaseURL, "/")+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "token "+c.Token)
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return nil, responseError(http.MethodGet, path, resp.Status, data)
+	}
+	return resp.Body, nil
 }

@@ -5,6 +5,8 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/execd/execd/internal/store"
 )
 
 // Validate checks a job spec, naming the field at fault.
@@ -61,6 +63,11 @@ func Validate(req SubmitRequest) error {
 		}
 		if f.Bucket != "" && len(f.Content) > 0 {
 			return fmt.Errorf("%s: has both content and bucket/key; set one", field)
+		}
+		if f.Bucket != "" {
+			if err := store.CheckFileName(f.Bucket, f.Key); err != nil {
+				return fmt.Errorf("%s: %w", field, err)
+			}
 		}
 	}
 	for secret, replacement := range req.RedactedValues {

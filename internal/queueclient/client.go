@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -255,4 +256,31 @@ func (c *Client) MarkErrored(ctx context.Context, job protocol.Job, message stri
 func (c *Client) MarkFailed(ctx context.Context, job protocol.Job, message string) error {
 	_, err := c.jobCall(ctx, job, "markFailed", protocol.MarkErroredRequest{JobOperationRequest: c.op(job), ErrorMessage: message}, http.StatusNoContent)
 	return err
+}
+
+// GetFile downloads the file blob bucket/key that job's files entries
+// name, authenticated by the job's token. The caller closes the reader.
+func (c *Client) GetFile(ctx context.Context, job protocol.Job, bucket, key string) (io.ReadCloser, error) {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	path := "/files/" + url.PathEscape(bucket) + "/" + strings.Join(segs, "/")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.BaseURL, "/")+"/.executors"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+job.Token)
+	req.Header.Set("X-Sourcegraph-Job-ID", strconv.Itoa(job.ID))
+	req.Header.Set("X-Sourcegraph-Executor-Name", c.ExecutorName)
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return nil, &StatusError{"GET", path, resp.StatusCode, string(data)}
+	}
+	return resp.Body, nil
 }

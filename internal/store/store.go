@@ -241,27 +241,3 @@ type Store interface {
 	// Close releases the store's connections.
 	Close() error
 }
-
-// File describes a stored file blob.
-type File struct {
-	Bucket     string
-	Key        string
-	Size       int64
-	ModifiedAt time.Time
-}
-
-// FileStore keeps the file blobs that jobs' files entries name by bucket
-// and key. Blobs live in the database, so every coordinator sharing it
-// serves the same ones. Both implementations of [Store] implement it; its
-// conformance suite is storetest.RunFiles.
-type FileStore interface {
-	// PutFile stores content under bucket and key, replacing any file
-	// there, with modification time now.
-	PutFile(ctx context.Context, bucket, key string, content []byte, now time.Time) error
-	// GetFile returns a file and its content (non-nil, empty for an empty
-	// file). ErrFileNotFound when absent.
-	GetFile(ctx context.Context, bucket, key string) (File, []byte, error)
-	// StatFile returns a file without reading its content. ErrFileNotFound
-	// when absent.
-	StatFile(ctx context.Context, bucket, key string) (File, error)
-}
