@@ -22,7 +22,7 @@ import (
 func TestServer_Fetch(t *testing.T) {
 	needGit(t)
 	reposDir := t.TempDir()
-	repos := map[string]repo{
+	repos := map[string]*repo{
 		"github.com/acme/app":  newRepo(t, filepath.Join(reposDir, "github.com/acme/app"), false),
 		"example.com/bare.git": newRepo(t, filepath.Join(reposDir, "example.com/bare.git"), true),
 	}
@@ -30,17 +30,17 @@ func TestServer_Fetch(t *testing.T) {
 	tests := []struct {
 		name    string
 		version string
-		ref     func(r repo) string
+		ref     func(r *repo) string
 		opts    []string
-		want    func(r repo) string
+		want    func(r *repo) string
 	}{
-		{"v2 head", "2", func(repo) string { return "HEAD" }, nil, func(r repo) string { return r.commits[2] }},
-		{"v2 old commit shallow", "2", func(r repo) string { return r.commits[0] }, []string{"--depth=1"}, func(r repo) string { return r.commits[0] }},
-		{"v2 old commit partial", "2", func(r repo) string { return r.commits[1] }, []string{"--filter=blob:none"}, func(r repo) string { return r.commits[1] }},
-		{"v2 tags", "2", func(repo) string { return "main" }, []string{"--tags"}, func(r repo) string { return r.commits[2] }},
-		{"v2 annotated tag", "2", func(repo) string { return "v1" }, nil, func(r repo) string { return r.commits[0] }},
-		{"v0 branch", "0", func(repo) string { return "refs/heads/main" }, nil, func(r repo) string { return r.commits[2] }},
-		{"v0 old commit shallow", "0", func(r repo) string { return r.commits[1] }, []string{"--depth=1"}, func(r repo) string { return r.commits[1] }},
+		{"v2 head", "2", func(*repo) string { return "HEAD" }, nil, func(r *repo) string { return r.Commits[2] }},
+		{"v2 old commit shallow", "2", func(r *repo) string { return r.Commits[0] }, []string{"--depth=1"}, func(r *repo) string { return r.Commits[0] }},
+		{"v2 old commit partial", "2", func(r *repo) string { return r.Commits[1] }, []string{"--filter=blob:none"}, func(r *repo) string { return r.Commits[1] }},
+		{"v2 tags", "2", func(*repo) string { return "main" }, []string{"--tags"}, func(r *repo) string { return r.Commits[2] }},
+		{"v2 annotated tag", "2", func(*repo) string { return "v1" }, nil, func(r *repo) string { return r.Commits[0] }},
+		{"v0 branch", "0", func(*repo) string { return "refs/heads/main" }, nil, func(r *repo) string { return r.Commits[2] }},
+		{"v0 old commit shallow", "0", func(r *repo) string { return r.Commits[1] }, []string{"--depth=1"}, func(r *repo) string { return r.Commits[1] }},
 	}
 	for name, r := range repos {
 		job := e.job(name, "ex-fetch")
@@ -136,10 +136,10 @@ func TestServer_Push(t *testing.T) {
 	r := newRepo(t, filepath.Join(reposDir, "github.com/acme/app"), false)
 	e := newEnv(t, envOptions{reposDir: reposDir})
 	args := append(gitConfigArgs(secretHeaders()), "push", e.url+"/.executors/git/github.com/acme/app", "HEAD:refs/heads/pushed")
-	if _, err := tryGit(t, r.dir, args...); err == nil || !strings.Contains(err.Error(), "403") {
+	if _, err := tryGit(t, r.Dir, args...); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("git push: err = %v, want a 403", err)
 	}
-	if _, err := tryGit(t, r.dir, "rev-parse", "--verify", "refs/heads/pushed"); err == nil {
+	if _, err := tryGit(t, r.Dir, "rev-parse", "--verify", "refs/heads/pushed"); err == nil {
 		t.Errorf("the push created refs/heads/pushed")
 	}
 }
@@ -158,29 +158,29 @@ func TestMirrors(t *testing.T) {
 			{"name": "github.com/up/plain", "url": %q},
 			{"name": "github.com/up/url", "url": %q},
 			{"name": "github.com/up/later", "url": %q},
-		]`, plain.dir, "file://"+viaURL.dir, brokenPath),
+		]`, plain.Dir, "file://"+viaURL.Dir, brokenPath),
 		interval:   100 * time.Millisecond,
 		background: true,
 	})
 	for _, tt := range []struct {
 		name string
 		r    *repo
-	}{{"github.com/up/plain", &plain}, {"github.com/up/url", &viaURL}} {
+	}{{"github.com/up/plain", plain}, {"github.com/up/url", viaURL}} {
 		t.Run(tt.name, func(t *testing.T) {
 			job := e.job(tt.name, "ex-mirror")
 			headers := jobHeaders(job, "ex-mirror")
-			got, err := e.fetch(tt.name, headers, tt.r.commits[0], "--depth=1")
+			got, err := e.fetch(tt.name, headers, tt.r.Commits[0], "--depth=1")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != tt.r.commits[0] {
-				t.Errorf("fetched %s, want %s", got, tt.r.commits[0])
+			if got != tt.r.Commits[0] {
+				t.Errorf("fetched %s, want %s", got, tt.r.Commits[0])
 			}
 			if dir := filepath.Join(e.dataDir, "mirrors", tt.name); runGit(t, dir, "rev-parse", "--is-bare-repository") != "true" {
 				t.Errorf("%s is not a bare repository", dir)
 			}
 			// A new upstream commit is served after a fetch cycle.
-			next := tt.r.commit(t, "new.txt", "new\n")
+			next := tt.r.Commit(t, map[string]string{"new.txt": "new\n"})
 			eventually(t, 10*time.Second, func() error {
 				refs, err := e.lsRemote(tt.name, headers)
 				if err != nil {
@@ -212,8 +212,8 @@ func TestMirrors(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(refs, later.commits[2]) {
-			return fmt.Errorf("ls-remote:\n%s\nwant %s", refs, later.commits[2])
+		if !strings.Contains(refs, later.Commits[2]) {
+			return fmt.Errorf("ls-remote:\n%s\nwant %s", refs, later.Commits[2])
 		}
 		return nil
 	})
@@ -230,20 +230,20 @@ func TestMirrors_ConfigReload(t *testing.T) {
 	if code, body := call(t, "GET", refs, secretHeaders(), ""); code != http.StatusNotFound {
 		t.Fatalf("before the config names it: %d %q, want 404", code, body)
 	}
-	e.writeConfig(fmt.Sprintf(`[{"name": %q, "url": %q}]`, name, r.dir))
+	e.writeConfig(fmt.Sprintf(`[{"name": %q, "url": %q}]`, name, r.Dir))
 	if !e.c.Config().Reload() {
 		t.Fatal("config not reloaded")
 	}
 	// The mirror is cloned in the background, without a request.
 	mirror := filepath.Join(e.dataDir, "mirrors", name)
 	eventually(t, 10*time.Second, func() error {
-		if _, err := tryGit(t, mirror, "rev-parse", r.commits[2]); err != nil {
+		if _, err := tryGit(t, mirror, "rev-parse", r.Commits[2]); err != nil {
 			return fmt.Errorf("mirror not cloned: %w", err)
 		}
 		return nil
 	})
-	if got, err := e.fetch(name, secretHeaders(), "HEAD"); err != nil || got != r.commits[2] {
-		t.Errorf("fetch = %s, %v; want %s", got, err, r.commits[2])
+	if got, err := e.fetch(name, secretHeaders(), "HEAD"); err != nil || got != r.Commits[2] {
+		t.Errorf("fetch = %s, %v; want %s", got, err, r.Commits[2])
 	}
 	e.writeConfig(`[]`)
 	if !e.c.Config().Reload() {
@@ -269,12 +269,12 @@ func TestMirrors_OnDemand(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRepo(t, filepath.Join(t.TempDir(), "upstream"), false)
-			url := serveMirrors(t, `[{"name": "a/b", "url": "`+r.dir+`"}]`, tt.freshFor)
+			url := serveMirrors(t, `[{"name": "a/b", "url": "`+r.Dir+`"}]`, tt.freshFor)
 			e := &env{t: t, url: url}
-			if got, err := e.fetch("a/b", secretHeaders(), "HEAD"); err != nil || got != r.commits[2] {
-				t.Fatalf("first fetch = %s, %v; want %s (cloned on demand)", got, err, r.commits[2])
+			if got, err := e.fetch("a/b", secretHeaders(), "HEAD"); err != nil || got != r.Commits[2] {
+				t.Fatalf("first fetch = %s, %v; want %s (cloned on demand)", got, err, r.Commits[2])
 			}
-			next := r.commit(t, "x.txt", "x\n")
+			next := r.Commit(t, map[string]string{"x.txt": "x\n"})
 			got, err := e.fetch("a/b", secretHeaders(), "main")
 			if err != nil {
 				t.Fatal(err)

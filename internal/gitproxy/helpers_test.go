@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,111 +29,18 @@ const (
 )
 
 // needGit skips (or, in CI, fails) a test without git.
-func needGit(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		testutil.Missing(t, "git", err.Error())
-	}
-}
+func needGit(t *testing.T) { testutil.NeedGit(t) }
 
-// gitEnv is the environment of the tests' git commands: no user or system
-// config, a fixed identity, never prompting.
-func gitEnv(t *testing.T) []string {
-	home := t.TempDir()
-	return append(os.Environ(),
-		"HOME="+home, "XDG_CONFIG_HOME="+home, "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0",
-		"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.com",
-		"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.com",
-	)
-}
+func runGit(t *testing.T, dir string, args ...string) string { return testutil.Git(t, dir, args...) }
 
-// runGit runs git in dir and returns its trimmed standard output.
-func runGit(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	out, err := tryGit(t, dir, args...)
-	if err != nil {
-		t.Fatalf("git %s: %v", strings.Join(args, " "), err)
-	}
-	return out
-}
-
-// tryGit runs git in dir; the error carries its standard error.
 func tryGit(t *testing.T, dir string, args ...string) (string, error) {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = gitEnv(t)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%w: %s", err, stderr.String())
-	}
-	return strings.TrimSpace(stdout.String()), nil
+	return testutil.TryGit(t, dir, args...)
 }
 
-// repo is a test repository and its commits, oldest first.
-type repo struct {
-	dir     string
-	commits []string
-}
+// repo is a test repository (see testutil.NewGitRepo).
+type repo = testutil.GitRepo
 
-// newRepo creates a repository at dir (bare: a bare clone of one built
-// beside it) with three commits on main, an annotated tag v1 on the
-// first and a lightweight tag v2 on the second.
-func newRepo(t *testing.T, dir string, bare bool) repo {
-	t.Helper()
-	work := dir
-	if bare {
-		work = dir + ".work"
-	}
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	runGit(t, work, "init", "--quiet", "--initial-branch=main")
-	r := repo{dir: dir}
-	files := []map[string]string{
-		{"README.md": "hello\n", "sub/a.txt": "a\n"},
-		{"sub/b.txt": "b\n", "other/c.txt": "c\n"},
-		{"README.md": "hello again\n"},
-	}
-	for i, fs := range files {
-		for name, content := range fs {
-			p := filepath.Join(work, name)
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		runGit(t, work, "add", "--all")
-		runGit(t, work, "commit", "--quiet", "-m", fmt.Sprintf("commit %d", i+1))
-		r.commits = append(r.commits, runGit(t, work, "rev-parse", "HEAD"))
-		switch i {
-		case 0:
-			runGit(t, work, "tag", "-a", "v1", "-m", "version 1")
-		case 1:
-			runGit(t, work, "tag", "v2")
-		}
-	}
-	if bare {
-		runGit(t, filepath.Dir(dir), "clone", "--quiet", "--bare", work, dir)
-	}
-	return r
-}
-
-// commit adds a commit to the non-bare repository r and returns its id.
-func (r *repo) commit(t *testing.T, file, content string) string {
-	t.Helper()
-	if err := os.WriteFile(filepath.Join(r.dir, file), []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runGit(t, r.dir, "add", "--all")
-	runGit(t, r.dir, "commit", "--quiet", "-m", "more "+file)
-	id := runGit(t, r.dir, "rev-parse", "HEAD")
-	r.commits = append(r.commits, id)
-	return id
-}
+func newRepo(t *testing.T, dir string, bare bool) *repo { return testutil.NewGitRepo(t, dir, bare) }
 
 // syncBuffer is a concurrency-safe log sink.
 type syncBuffer struct {
