@@ -1,0 +1,119 @@
+package shell
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/execd/execd/internal/runtime"
+)
+
+// Runtime is the shell runtime. It is safe for concurrent use by multiple
+// goroutines; its sandboxes are independent.
+type Runtime struct {
+	cfg Config
+}
+
+var _ runtime.Runtime = (*Runtime)(nil)
+
+// New returns a shell runtime. Config errors are reported by
+// [Runtime.Check] and [Runtime.Prepare].
+func New(cfg Config) *Runtime {
+	return &Runtime{cfg: cfg.withDefaults()}
+}
+
+// Name returns "shell".
+func (r *Runtime) Name() string { return "shell" }
+
+// Check reports whether this host can run shell sandboxes: Linux
+// namespaces, /bin/sh, and writable cgroups with the memory, pids and cpu
+// controllers. Its error wraps [runtime.ErrUnavailable] and says how to
+// fix what is missing.
+func (r *Runtime) Check(ctx context.Context) error {
+	if err := r.cfg.validate(); err != nil {
+		return fmt.Errorf("%w: %w", runtime.ErrUnavailable, err)
+	}
+	if err := r.check(ctx); err != nil {
+		return fmt.Errorf("%w: shell: %w", runtime.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Prepare creates the job's cgroup with opts' limits and, when the
+// executor runs as root, hands the workspace to the sandbox user (see the
+// package documentation). The network policy must be
+// [runtime.NetworkNone]: this runtime has no network.
+//
+// Even when it fails, Prepare returns a Sandbox whose Destroy is safe to
+// call.
+func (r *Runtime) Prepare(ctx context.Context, opts runtime.Options) (runtime.Sandbox, error) {
+	if err := r.cfg.validate(); err != nil {
+		return &Sandbox{}, err
+	}
+	if err := validateOptions(opts); err != nil {
+		return &Sandbox{}, err
+	}
+	return r.prepare(ctx, opts)
+}
+
+// RemoveStale removes the cgroups of every job of owner, killing whatever
+// still runs in them. An executor calls it when it starts, before it runs
+// jobs, to clean up after a crash: it must not be called while owner has
+// sandboxes in use.
+func (r *Runtime) RemoveStale(ctx context.Context, owner string) error {
+	if err := r.cfg.validate(); err != nil {
+		return err
+	}
+	name, err := cgroupName(owner)
+	if err != nil {
+		return fmt.Errorf("shell: owner: %w", err)
+	}
+	return r.removeStale(ctx, name)
+}
+
+// validateOptions checks opts before anything is created.
+func validateOptions(opts runtime.Options) error {
+	switch opts.Network {
+	case runtime.NetworkNone, "":
+	case runtime.NetworkInternet:
+		return errors.New("shell: network policy \"internet\" is not supported: shell sandboxes have no network " +
+			"(only loopback); set EXECUTOR_JOB_NETWORK=none to use the shell runtime, or use the docker or gvisor runtime")
+	default:
+		return fmt.Errorf("shell: unknown network policy %q", opts.Network)
+	}
+	if _, err := cgroupName(opts.JobID); err != nil {
+		return fmt.Errorf("shell: job ID: %w", err)
+	}
+	if _, err := cgroupName(opts.Owner); err != nil {
+		return fmt.Errorf("shell: owner: %w", err)
+	}
+	if !filepath.IsAbs(opts.Workspace) {
+		return fmt.Errorf("shell: workspace %q is not an absolute path", opts.Workspace)
+	}
+	if opts.CPUs < 0 || opts.MemoryBytes < 0 || opts.PIDs < 0 {
+		return fmt.Errorf("shell: negative limit (CPUs %d, memory %d, PIDs %d)", opts.CPUs, opts.MemoryBytes, opts.PIDs)
+	}
+	return nil
+}
+
+// cgroupName turns a job ID or owner into a cgroup directory name: bytes
+// other than letters, digits, '.', '_' and '-' become '_', so that names
+// are safe in paths and still recognisable to a janitor.
+func cgroupName(s string) (string, error) {
+	if s == "" {
+		return "", errors.New("empty")
+	}
+	name := strings.Map(func(r rune) rune {
+		switch {
+		case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9', r == '.', r == '_', r == '-':
+			return r
+		}
+		return '_'
+	}, s)
+	if name == "." || name == ".." {
+		return "", fmt.Errorf("%q is not a valid name", s)
+	}
+	return name, nil
+}

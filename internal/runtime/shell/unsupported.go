@@ -1,0 +1,34 @@
+//go:build !linux
+
+package shell
+
+import (
+	"context"
+	"errors"
+
+	"github.com/execd/execd/internal/runtime"
+)
+
+var errNotLinux = errors.New("shell: the shell runtime needs Linux namespaces and cgroups")
+
+// MaybeRunInit does nothing: there is no sandbox init outside Linux.
+func MaybeRunInit() {}
+
+// Sandbox is a shell sandbox; outside Linux none can be prepared.
+type Sandbox struct{}
+
+// Run fails: outside Linux there is no shell sandbox.
+func (*Sandbox) Run(context.Context, runtime.Step, runtime.Output) (runtime.Result, error) {
+	return runtime.Result{}, errNotLinux
+}
+
+// Destroy does nothing.
+func (*Sandbox) Destroy(context.Context) error { return nil }
+
+func (r *Runtime) check(context.Context) error { return errNotLinux }
+
+func (r *Runtime) prepare(context.Context, runtime.Options) (runtime.Sandbox, error) {
+	return &Sandbox{}, errNotLinux
+}
+
+func (r *Runtime) removeStale(context.Context, string) error { return errNotLinux }
