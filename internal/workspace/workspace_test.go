@@ -441,7 +441,9 @@ func TestPrepare_Errors(t *testing.T) {
 	}{
 		{
 			name: "commit not in the repository",
-			job:  func() protocol.Job { return h.job(store.Spec{RepositoryName: repoName, Commit: strings.Repeat("0", 40)}) },
+			job: func() protocol.Job {
+				return h.job(store.Spec{RepositoryName: repoName, Commit: strings.Repeat("0", 40)})
+			},
 			want: []string{"setup.git.fetch", "git -c protocol.version=2 fetch"},
 		},
 		{
@@ -453,7 +455,9 @@ func TestPrepare_Errors(t *testing.T) {
 		},
 		{
 			name: "blob without a fetcher",
-			job:  func() protocol.Job { return protocol.Job{Files: map[string]protocol.VirtualFile{"f": {Bucket: "b", Key: "k"}}} },
+			job: func() protocol.Job {
+				return protocol.Job{Files: map[string]protocol.VirtualFile{"f": {Bucket: "b", Key: "k"}}}
+			},
 			opts: func(o *workspace.Options) { o.Files = nil },
 			want: []string{`job file "f"`, "FileFetcher"},
 		},
