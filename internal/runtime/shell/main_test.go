@@ -2,6 +2,7 @@ package shell_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,8 +18,10 @@ import (
 	"github.com/execd/execd/internal/testutil"
 )
 
-// The tests' cgroups, removed by TestMain.
-const testCgroupParent = "execd-test"
+// testCgroupParent holds the tests' cgroups; TestMain removes them.
+// EXECD_SHELL_TEST_CGROUP_PARENT overrides it, to run the tests as a user
+// that was delegated another cgroup.
+var testCgroupParent = cmp.Or(os.Getenv("EXECD_SHELL_TEST_CGROUP_PARENT"), "execd-test")
 
 var testOwner = fmt.Sprintf("shell-test-%d", os.Getpid())
 
