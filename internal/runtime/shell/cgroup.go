@@ -249,44 +249,47 @@ func enableControllers(root, dir string) error {
 	return nil
 }
 
+// cgroupSetting is a value to write to a cgroup file.
+type cgroupSetting struct {
+	dir, file, value string
+	// optional settings are skipped when the kernel lacks the file.
+	optional bool
+}
+
 // setLimits applies opts' CPU, memory and PID limits; 0 means no limit.
 func (cg *jobCgroup) setLimits(opts runtime.Options) error {
-	var files [][2]string // file, value: in order, as v1 needs the memory limit before memsw
+	var settings []cgroupSetting // in order: v1 needs the memory limit before memsw
 	if opts.MemoryBytes > 0 {
 		mem := strconv.FormatInt(opts.MemoryBytes, 10)
+		// No swap: memory.swap.max is 0; memsw, which caps memory plus
+		// swap, is the memory limit. Both files are missing when the
+		// kernel does not account swap, and then there is nothing to cap.
 		if cg.v2 {
-			files = append(files, [2]string{"memory.max", mem}, [2]string{"memory.swap.max", "0"})
+			settings = append(settings,
+				cgroupSetting{cg.memory, "memory.max", mem, false},
+				cgroupSetting{cg.memory, "memory.swap.max", "0", true})
 		} else {
-			// memsw caps memory plus swap: equal to the limit means no swap.
-			files = append(files, [2]string{"memory.limit_in_bytes", mem}, [2]string{"memory.memsw.limit_in_bytes", mem})
+			settings = append(settings,
+				cgroupSetting{cg.memory, "memory.limit_in_bytes", mem, false},
+				cgroupSetting{cg.memory, "memory.memsw.limit_in_bytes", mem, true})
 		}
 	}
 	if opts.PIDs > 0 {
-		files = append(files, [2]string{"pids.max", strconv.Itoa(opts.PIDs)})
+		settings = append(settings, cgroupSetting{cg.pids, "pids.max", strconv.Itoa(opts.PIDs), false})
 	}
 	if opts.CPUs > 0 {
-		quota := strconv.Itoa(opts.CPUs * cpuPeriod)
+		quota, period := strconv.Itoa(opts.CPUs*cpuPeriod), strconv.Itoa(cpuPeriod)
 		if cg.v2 {
-			files = append(files, [2]string{"cpu.max", quota + " " + strconv.Itoa(cpuPeriod)})
+			settings = append(settings, cgroupSetting{cg.cpu, "cpu.max", quota + " " + period, false})
 		} else {
-			files = append(files, [2]string{"cpu.cfs_period_us", strconv.Itoa(cpuPeriod)}, [2]string{"cpu.cfs_quota_us", quota})
+			settings = append(settings,
+				cgroupSetting{cg.cpu, "cpu.cfs_period_us", period, false},
+				cgroupSetting{cg.cpu, "cpu.cfs_quota_us", quota, false})
 		}
 	}
-	for _, f := range files {
-		dir := cg.pids
-		switch {
-		case strings.HasPrefix(f[0], "memory."):
-			dir = cg.memory
-		case strings.HasPrefix(f[0], "cpu."):
-			dir = cg.cpu
-		}
-		err := writeCgroupFile(filepath.Join(dir, f[0]), f[1])
-		if errors.Is(err, fs.ErrNotExist) && (strings.Contains(f[0], "swap") || strings.Contains(f[0], "memsw")) {
-			// The kernel does not account swap (swapaccount=0, or no
-			// swap): nothing to cap.
-			continue
-		}
-		if err != nil {
+	for _, set := range settings {
+		err := writeCgroupFile(filepath.Join(set.dir, set.file), set.value)
+		if err != nil && !(set.optional && errors.Is(err, fs.ErrNotExist)) {
 			return fmt.Errorf("set cgroup limit: %w", err)
 		}
 	}

@@ -2,8 +2,12 @@ package shell
 
 import (
 	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/execd/execd/internal/runtime"
 )
 
 func TestParseMountinfo(t *testing.T) {
@@ -148,5 +152,104 @@ func TestMountFlags(t *testing.T) {
 	// ST_RDONLY|ST_NOSUID|ST_NODEV|ST_NOEXEC|ST_RELATIME
 	if got, want := mountFlags(1|2|4|8|4096), uintptr(0x1|0x2|0x4|0x8|0x200000); got != want {
 		t.Errorf("mountFlags = %#x, want %#x", got, want)
+	}
+}
+
+// fakeCgroup makes a directory with the given (empty) cgroup files, as
+// the kernel would show them.
+func fakeCgroup(t *testing.T, files ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestJobCgroup_SetLimits(t *testing.T) {
+	opts := runtime.Options{CPUs: 3, MemoryBytes: 1 << 30, PIDs: 500}
+	tests := []struct {
+		name  string
+		v2    bool
+		files []string
+		want  map[string]string
+	}{
+		{
+			name:  "v2",
+			v2:    true,
+			files: []string{"memory.max", "memory.swap.max", "cpu.max", "pids.max"},
+			want:  map[string]string{"memory.max": "1073741824", "memory.swap.max": "0", "cpu.max": "300000 100000", "pids.max": "500"},
+		},
+		{
+			name:  "v2 without swap accounting",
+			v2:    true,
+			files: []string{"memory.max", "cpu.max", "pids.max"},
+			want:  map[string]string{"memory.max": "1073741824", "cpu.max": "300000 100000", "pids.max": "500"},
+		},
+		{
+			name:  "v1",
+			files: []string{"memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "cpu.cfs_period_us", "cpu.cfs_quota_us", "pids.max"},
+			want: map[string]string{"memory.limit_in_bytes": "1073741824", "memory.memsw.limit_in_bytes": "1073741824",
+				"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "300000", "pids.max": "500"},
+		},
+		{
+			name:  "v1 without swap accounting",
+			files: []string{"memory.limit_in_bytes", "cpu.cfs_period_us", "cpu.cfs_quota_us", "pids.max"},
+			want:  map[string]string{"memory.limit_in_bytes": "1073741824", "cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "300000", "pids.max": "500"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := fakeCgroup(t, tt.files...)
+			cg := &jobCgroup{v2: tt.v2, dirs: []string{dir}, memory: dir, pids: dir, cpu: dir}
+			if err := cg.setLimits(opts); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range tt.files {
+				b, _ := os.ReadFile(filepath.Join(dir, f))
+				if string(b) != tt.want[f] {
+					t.Errorf("%s = %q, want %q", f, b, tt.want[f])
+				}
+			}
+		})
+	}
+	t.Run("no limits", func(t *testing.T) {
+		dir := t.TempDir() // no files: nothing may be written
+		cg := &jobCgroup{v2: true, dirs: []string{dir}, memory: dir, pids: dir, cpu: dir}
+		if err := cg.setLimits(runtime.Options{}); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Run("missing controller", func(t *testing.T) {
+		dir := fakeCgroup(t, "memory.max")
+		cg := &jobCgroup{v2: true, dirs: []string{dir}, memory: dir, pids: dir, cpu: dir}
+		if err := cg.setLimits(opts); err == nil {
+			t.Error("no error without pids.max and cpu.max")
+		}
+	})
+}
+
+func TestJobCgroup_OOMKills(t *testing.T) {
+	tests := []struct {
+		v2      bool
+		file    string
+		content string
+		want    int64
+	}{
+		{false, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", 3},
+		{false, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n", 0}, // before Linux 4.13
+		{true, "memory.events", "low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n", 2},
+	}
+	for _, tt := range tests {
+		dir := fakeCgroup(t)
+		if err := os.WriteFile(filepath.Join(dir, tt.file), []byte(tt.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cg := &jobCgroup{v2: tt.v2, memory: dir}
+		if got, err := cg.oomKills(); got != tt.want || err != nil {
+			t.Errorf("oomKills(%s %q) = %d, %v; want %d", tt.file, tt.content, got, err, tt.want)
+		}
 	}
 }

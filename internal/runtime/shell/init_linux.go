@@ -100,15 +100,28 @@ func runInit() int {
 	// Neither pipe may leak into the step.
 	syscall.CloseOnExec(initConfigFD)
 	syscall.CloseOnExec(initStatusFD)
-	status := os.NewFile(initStatusFD, "init-status")
-	cfg, err := readInitConfig(os.NewFile(initConfigFD, "init-config"))
-	// A cancelled step's SIGTERM may arrive while the sandbox is being
-	// built: catch it now, forward it once the step runs.
+	// Catch termination signals from now on: as PID 1 of its namespace
+	// the init would otherwise not even receive them. One that comes
+	// while the sandbox is built ends the init before the step starts;
+	// later ones are forwarded to the step's processes.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
+	status := os.NewFile(initStatusFD, "init-status")
+	cfg, err := readInitConfig(os.NewFile(initConfigFD, "init-config"))
+	if err == nil {
+		err = setUp(cfg)
+	}
+	select {
+	case sig := <-sigs:
+		// Cancelled while setting up: no need to start the step.
+		if err == nil {
+			err = fmt.Errorf("%v before the step started", sig)
+		}
+	default:
+	}
 	var pid int
 	if err == nil {
-		pid, err = setUpAndStart(cfg)
+		pid, err = startShell(cfg)
 	}
 	if errors.Is(err, errStepFailed) {
 		json.NewEncoder(status).Encode(initStatus{Started: true})
@@ -148,7 +161,7 @@ func readInitConfig(f *os.File) (*initConfig, error) {
 // step's shell exits, and returns the shell's exit status as a shell
 // would: the exit code, or 128 + the signal that killed it. When the init
 // exits, the kernel kills every other process of the PID namespace.
-func reap(shell int) int {
+func reap(step int) int {
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, 0, nil)
@@ -159,7 +172,7 @@ func reap(shell int) int {
 			fmt.Fprintf(os.Stderr, "execd sandbox init: wait: %v\n", err)
 			return initSetupFailed
 		}
-		if pid != shell {
+		if pid != step {
 			continue
 		}
 		if ws.Signaled() {
@@ -169,29 +182,28 @@ func reap(shell int) int {
 	}
 }
 
-// setUpAndStart builds the sandbox around the init and starts the step's
-// shell in it.
-func setUpAndStart(cfg *initConfig) (int, error) {
+// setUp builds the sandbox around the init, for the step's shell.
+func setUp(cfg *initConfig) error {
 	// In a new cgroup namespace rooted at the job's cgroup (where the
 	// runtime put the init), /proc/self/cgroup shows no host paths.
 	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-		return 0, fmt.Errorf("new cgroup namespace: %w", err)
+		return fmt.Errorf("new cgroup namespace: %w", err)
 	}
 	// Named so that ps in the sandbox shows what PID 1 is.
 	os.WriteFile("/proc/self/comm", []byte("execd-init"), 0)
 	if err := setUpFilesystem(cfg); err != nil {
-		return 0, err
+		return err
 	}
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
-		return 0, fmt.Errorf("set host name: %w", err)
+		return fmt.Errorf("set host name: %w", err)
 	}
 	if err := loopbackUp(); err != nil {
-		return 0, err
+		return err
 	}
 	if err := dropPrivileges(); err != nil {
-		return 0, err
+		return err
 	}
-	return startShell(cfg)
+	return nil
 }
 
 // loopbackUp brings up the network namespace's only interface, which

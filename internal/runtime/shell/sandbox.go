@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -233,8 +234,15 @@ func (s *Sandbox) initCmd(ctx context.Context, out runtime.Output, conf, status 
 	cmd.SysProcAttr = sysProcAttr(s.userNS)
 	// Cancellation: SIGTERM, which the init forwards to every process of
 	// the sandbox; SIGKILL to the init, and so to all of them, after
-	// stopGrace.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	// stopGrace. An init that does not catch SIGTERM yet would not even
+	// receive it (it is PID 1 of its namespace), but it has not run
+	// anything of the step either: SIGKILL at once.
+	cmd.Cancel = func() error {
+		if !catchesSignal(cmd.Process.Pid, syscall.SIGTERM) {
+			return cmd.Process.Kill()
+		}
+		return cmd.Process.Signal(syscall.SIGTERM)
+	}
 	cmd.WaitDelay = stopGrace
 	return cmd
 }
@@ -273,6 +281,22 @@ func readInitStatus(r io.Reader) initStatus {
 			st.Error = msg.Error
 		}
 	}
+}
+
+// catchesSignal reports whether process pid has a handler for sig,
+// according to the SigCgt mask of /proc/<pid>/status.
+func catchesSignal(pid int, sig syscall.Signal) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && mask&(1<<(sig-1)) != 0
+		}
+	}
+	return false
 }
 
 // exitResult returns a step's result from its init's exit status, which

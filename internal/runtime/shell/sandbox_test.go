@@ -459,3 +459,26 @@ func TestRun_Concurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestRun_CancelEarly cancels steps at any point of the sandbox's set-up.
+func TestRun_CancelEarly(t *testing.T) {
+	rt := needSandbox(t)
+	sb, opts := prepare(t, rt, runtime.Options{})
+	for i := range 12 {
+		delay := time.Duration(i) * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), delay)
+		start := time.Now()
+		_, err := sb.Run(ctx, runtime.Step{Commands: []string{"sleep 1000"}}, runtime.Output{})
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("cancelled after %v: Run error = %v, want context.DeadlineExceeded", delay, err)
+		}
+		// At worst, a SIGTERM that came before the init could catch it is
+		// followed by SIGKILL after the grace.
+		if d := time.Since(start); d > 4*time.Second {
+			t.Errorf("cancelled after %v: Run returned after %v", delay, d)
+		}
+		waitGone(t, jobCgroup(t, rt, opts), nil, 0)
+	}
+	runOK(t, sb, "true")
+}
