@@ -222,12 +222,20 @@ func (w *Worker) runJob(final, hard context.Context, j protocol.Job) {
 		exec, stop = context.WithTimeoutCause(exec, w.opts.MaxRuntime, errMaxRuntime)
 		defer stop()
 	}
+	self := &runningJob{job: j, cancel: cancel}
 	w.mu.Lock()
-	w.running[uid] = &runningJob{job: j, cancel: cancel}
+	if old, ok := w.running[uid]; ok {
+		// The coordinator reset the job and handed it to us again: the old
+		// attempt is no longer ours.
+		old.cancel(errDropped)
+	}
+	w.running[uid] = self
 	w.mu.Unlock()
 	defer func() {
 		w.mu.Lock()
-		delete(w.running, uid)
+		if w.running[uid] == self {
+			delete(w.running, uid)
+		}
 		w.mu.Unlock()
 	}()
 	stopOnHard := context.AfterFunc(hard, func() { cancel(errExecutorStopped) })
@@ -259,7 +267,9 @@ func (w *Worker) mark(ctx context.Context, j protocol.Job, runErr, cause error) 
 	case errors.Is(cause, errMaxRuntime):
 		return "errored", retry(ctx, func() error { return w.client.MarkErrored(ctx, j, errMaxRuntime.Error()) })
 	case errors.Is(cause, errExecutorStopped):
-		return "failed", retry(ctx, func() error { return w.client.MarkFailed(ctx, j, "job was stopped: the executor was stopped while the job ran") })
+		return "failed", retry(ctx, func() error {
+			return w.client.MarkFailed(ctx, j, "job was stopped: the executor was stopped while the job ran")
+		})
 	case errors.As(runErr, &jobErr) && !jobErr.Retryable:
 		return "failed", retry(ctx, func() error { return w.client.MarkFailed(ctx, j, jobErr.Msg) })
 	default:
