@@ -1,4 +1,7 @@
-package main
+// Package executor assembles an executor: its configuration from the
+// environment, the sandbox runtime, the job runner and the worker loop. The
+// executor command and the coordinator's quickstart both run it.
+package executor
 
 import (
 	"encoding/json"
@@ -12,9 +15,9 @@ import (
 	"time"
 )
 
-// config is the executor's configuration, read from the environment with
+// Config is the executor's configuration, read from the environment with
 // the reference's variable names and defaults.
-type config struct {
+type Config struct {
 	FrontendURL      string
 	FrontendPassword string
 	Queues           []string
@@ -38,6 +41,7 @@ type config struct {
 	VMStartupScriptPath   string
 
 	// Ours.
+	Version         string // the executor's version, reported to the coordinator
 	Runtime         string // auto, shell, docker, gvisor, firecracker
 	JobNetwork      string // none, internet; empty: the runtime's default
 	JobMaxProcesses int
@@ -51,11 +55,11 @@ type config struct {
 // runtimeNames are the values of EXECUTOR_RUNTIME.
 var runtimeNames = []string{"auto", "shell", "docker", "gvisor", "firecracker"}
 
-// loadConfig reads the configuration through getenv. Every invalid value
+// LoadConfig reads the configuration through getenv. Every invalid value
 // is reported, each naming the variable, the value and what is expected.
-func loadConfig(getenv func(string) string) (config, error) {
+func LoadConfig(getenv func(string) string) (Config, error) {
 	p := &envParser{getenv: getenv}
-	c := config{
+	c := Config{
 		FrontendURL:      p.url("EXECUTOR_FRONTEND_URL"),
 		FrontendPassword: p.required("EXECUTOR_FRONTEND_PASSWORD", "the executors.accessToken of the coordinator's site config"),
 		PollInterval:     p.duration("EXECUTOR_QUEUE_POLL_INTERVAL", time.Second, time.Millisecond),

@@ -1,4 +1,4 @@
-package main
+package executor
 
 import (
 	"strings"
@@ -19,7 +19,7 @@ func minimal() map[string]string {
 }
 
 func TestLoadConfig_Defaults(t *testing.T) {
-	c, err := loadConfig(env(minimal()))
+	c, err := LoadConfig(env(minimal()))
 	if err != nil {
 		t.Fatalf("the three variables of the reference guide are not enough: %v", err)
 	}
@@ -89,7 +89,7 @@ func TestLoadConfig_Errors(t *testing.T) {
 			for _, k := range tt.unset {
 				delete(kv, k)
 			}
-			_, err := loadConfig(env(kv))
+			_, err := LoadConfig(env(kv))
 			if err == nil {
 				t.Fatalf("loadConfig accepted %v", tt.set)
 			}

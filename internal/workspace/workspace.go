@@ -23,6 +23,22 @@ import (
 	"github.com/execd/execd/internal/protocol"
 )
 
+// ErrInvalidPath marks errors about a path of the job (a file, the
+// repository directory) that is not a path inside the workspace: the job
+// is wrong, and retrying it cannot help.
+var ErrInvalidPath = errors.New("invalid path in the job")
+
+// pathError is an error about a path of the job; it matches ErrInvalidPath.
+type pathError struct{ err error }
+
+func (e *pathError) Error() string        { return e.err.Error() }
+func (e *pathError) Unwrap() error        { return e.err }
+func (e *pathError) Is(target error) bool { return target == ErrInvalidPath }
+
+func invalidPath(format string, args ...any) error {
+	return &pathError{fmt.Errorf(format, args...)}
+}
+
 // CommandRunner runs one command of the workspace set-up on the host,
 // waiting for it to exit. The caller implements it: it logs each call as
 // an execution log entry named key (such as "setup.git.fetch"), with the
@@ -96,23 +112,23 @@ func repositoryDir(workspace, repoDir string) (string, error) {
 // cleaned path, in the OS's form. dirOK admits the workspace itself (".").
 func relativePath(workspace, p string, dirOK bool) (string, error) {
 	if p == "" {
-		return "", errors.New("the path is empty")
+		return "", invalidPath("the path is empty")
 	}
 	if strings.ContainsRune(p, 0) {
-		return "", fmt.Errorf("path %q contains a NUL byte", p)
+		return "", invalidPath("path %q contains a NUL byte", p)
 	}
 	if filepath.IsAbs(p) || strings.HasPrefix(p, "/") {
-		return "", fmt.Errorf("path %q escapes the workspace: it is absolute; use a path relative to the workspace", p)
+		return "", invalidPath("path %q escapes the workspace: it is absolute; use a path relative to the workspace", p)
 	}
 	clean := filepath.Clean(filepath.FromSlash(p))
 	if clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
-		return "", fmt.Errorf("path %q escapes the workspace; use a path inside it", p)
+		return "", invalidPath("path %q escapes the workspace; use a path inside it", p)
 	}
 	if clean == "." && !dirOK {
-		return "", fmt.Errorf("path %q names the workspace itself, not a file in it", p)
+		return "", invalidPath("path %q names the workspace itself, not a file in it", p)
 	}
 	if err := checkSymlinks(workspace, clean); err != nil {
-		return "", fmt.Errorf("path %q escapes the workspace: %w", p, err)
+		return "", invalidPath("path %q escapes the workspace: %w", p, err)
 	}
 	return clean, nil
 }

@@ -1,0 +1,183 @@
+package executor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/execd/execd/internal/job"
+	"github.com/execd/execd/internal/protocol"
+	"github.com/execd/execd/internal/queueclient"
+	sandbox "github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/worker"
+)
+
+// Run wires the executor and runs it until drain ends or a job limit is
+// reached (after its running jobs finish), or hard ends (running jobs are
+// stopped and marked failed).
+func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
+	name := Name()
+	logger = logger.With("executor", name)
+	rt, why, err := selectRuntime(drain, cfg, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("sandbox runtime chosen", "runtime", rt.Name(), "why", why)
+	network := sandbox.Network(cfg.JobNetwork)
+	if network == "" {
+		network = defaultNetwork(rt.Name())
+	}
+
+	httpClient := &http.Client{Timeout: cfg.LongPoll + time.Minute}
+	client := &queueclient.Client{BaseURL: cfg.FrontendURL, Secret: cfg.FrontendPassword, ExecutorName: name, HTTP: httpClient}
+	if err := client.TestAuth(drain); err != nil {
+		var se *queueclient.StatusError
+		if errors.As(err, &se) && (se.Code == http.StatusUnauthorized || se.Code == http.StatusForbidden) {
+			return fmt.Errorf("the coordinator at %s refused EXECUTOR_FRONTEND_PASSWORD: set it to the executors.accessToken of its site config", cfg.FrontendURL)
+		}
+		logger.Warn("coordinator not reachable yet; will keep trying", "url", cfg.FrontendURL, "err", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	finished := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "execd_executor_jobs_finished_total", Help: "Jobs run, by outcome."}, []string{"outcome"})
+	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "execd_executor_job_duration_seconds", Help: "Job durations, by outcome.", Buckets: prometheus.ExponentialBuckets(0.1, 2, 16)}, []string{"outcome"})
+	reg.MustRegister(finished, durations)
+	if cfg.MetricsAddr != "" {
+		if err := serveMetrics(drain, cfg.MetricsAddr, reg, logger); err != nil {
+			return err
+		}
+	}
+
+	git, _ := GitVersion()
+	root := filepath.Join(cfg.WorkspaceRoot, name)
+	cleanWorkspaces(cfg.WorkspaceRoot, logger)
+	release, err := lockWorkspaceRoot(root)
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	runner := &job.Runner{
+		Client:         client,
+		Runtime:        rt,
+		Preparer:       &workspacePreparer{client: client, frontendURL: cfg.FrontendURL, executorName: name, http: httpClient},
+		ExecutorName:   name,
+		Secret:         cfg.FrontendPassword,
+		WorkspaceRoot:  root,
+		KeepWorkspaces: cfg.KeepWorkspaces,
+		CPUs:           cfg.JobCPUs,
+		MemoryBytes:    cfg.JobMemory,
+		PIDs:           cfg.JobMaxProcesses,
+		Network:        network,
+		Streamer: job.StreamerOptions{
+			MaxOutput:    int(cfg.MaxStepOutput),
+			IsUnknownJob: func(err error) bool { return errors.Is(err, queueclient.ErrUnknownJob) || isAuthError(err) },
+			Logger:       logger,
+		},
+		Logger: logger,
+	}
+	w := worker.New(client, runner, worker.Options{
+		Queues:        cfg.Queues,
+		MaxJobs:       cfg.MaxJobs,
+		PollInterval:  cfg.PollInterval,
+		LongPoll:      cfg.LongPoll,
+		MaxRuntime:    cfg.MaxRuntime,
+		NumTotalJobs:  cfg.NumTotalJobs,
+		MaxActiveTime: cfg.MaxActiveTime,
+		Dequeue: queueclient.DequeueOptions{
+			Version: cfg.Version, NumCPUs: cfg.JobCPUs, Memory: cfg.memoryText, DiskSpace: formatSize(cfg.DiskSpace),
+		},
+		Telemetry: protocol.HeartbeatRequest{
+			OS: runtime.GOOS, Architecture: runtime.GOARCH, ExecutorVersion: cfg.Version, GitVersion: git,
+		},
+		Metrics: func() string { return gatherText(reg) },
+		Logger:  logger,
+		Observe: func(outcome string, d time.Duration) {
+			finished.WithLabelValues(outcome).Inc()
+			durations.WithLabelValues(outcome).Observe(d.Seconds())
+		},
+	})
+	logger.Info("executor started", "queues", strings.Join(cfg.Queues, ","), "coordinator", cfg.FrontendURL, "max_jobs", cfg.MaxJobs, "runtime", rt.Name(), "network", network)
+	return w.Run(drain, hard)
+}
+
+func isAuthError(err error) bool {
+	var se *queueclient.StatusError
+	return errors.As(err, &se) && (se.Code == http.StatusUnauthorized || se.Code == http.StatusForbidden)
+}
+
+// serveMetrics serves /metrics and /healthz until ctx ends.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, logger *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("EXECUTOR_METRICS_ADDR=%q: %w (choose a free address, or \"off\")", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	context.AfterFunc(ctx, func() { _ = srv.Close() })
+	logger.Info("serving metrics", "url", "http://"+l.Addr().String()+"/metrics")
+	return nil
+}
+
+// gatherText renders the registry in the Prometheus text format, as the
+// heartbeat carries it.
+func gatherText(reg *prometheus.Registry) string {
+	families, err := reg.Gather()
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, f := range families {
+		_, _ = expfmt.MetricFamilyToText(&b, f)
+	}
+	return b.String()
+}
+
+func formatSize(n int64) string {
+	if n%(1<<30) == 0 {
+		return fmt.Sprintf("%dG", n>>30)
+	}
+	return fmt.Sprintf("%dM", n>>20)
+}
+
+// Name returns a new executor name, "<hostname>-<random id>", as the
+// reference names them.
+func Name() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "executor"
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}
+
+// GitVersion returns the version of the host's git, or an error saying how
+// to install it.
+func GitVersion() (string, error) {
+	out, err := exec.Command("git", "version").Output()
+	if err != nil {
+		return "", errors.New("git is not installed or not on PATH: install it (apt-get install git)")
+	}
+	return strings.TrimPrefix(strings.TrimSpace(string(out)), "git version "), nil
+}

@@ -1,0 +1,70 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/execd/execd/internal/queueclient"
+)
+
+// Validate checks what the executor needs, with the configuration read
+// through getenv, and prints a line per check with the fix for what fails.
+// It reports whether the executor can run.
+func Validate(ctx context.Context, getenv func(string) string, out io.Writer) bool {
+	ok := true
+	report := func(check string, err error, detail string) {
+		if err != nil {
+			ok = false
+			fmt.Fprintf(out, "FAIL  %-14s %v\n", check, err)
+			return
+		}
+		fmt.Fprintf(out, "ok    %-14s %s\n", check, detail)
+	}
+	cfg, err := LoadConfig(getenv)
+	report("configuration", err, "environment variables valid")
+	if err != nil {
+		return false
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	client := &queueclient.Client{BaseURL: cfg.FrontendURL, Secret: cfg.FrontendPassword, HTTP: &http.Client{Timeout: 10 * time.Second}}
+	err = client.TestAuth(ctx)
+	var se *queueclient.StatusError
+	switch {
+	case errors.As(err, &se) && se.Code == http.StatusUnauthorized:
+		err = fmt.Errorf("%s refused the secret: set EXECUTOR_FRONTEND_PASSWORD to the executors.accessToken of its site config", cfg.FrontendURL)
+	case errors.As(err, &se) && se.Code == http.StatusInternalServerError:
+		err = fmt.Errorf("%s has no executors.accessToken in its site config: set one (at least 20 characters)", cfg.FrontendURL)
+	case err != nil:
+		err = fmt.Errorf("%s is not reachable: %v (check EXECUTOR_FRONTEND_URL and the network)", cfg.FrontendURL, err)
+	}
+	report("coordinator", err, cfg.FrontendURL+" accepts the secret")
+
+	git, err := GitVersion()
+	report("git", err, git)
+
+	logger := slog.New(slog.DiscardHandler)
+	for _, rt := range runtimes(logger) {
+		if err := rt.Check(ctx); err != nil {
+			fmt.Fprintf(out, "-     runtime %-6s unavailable: %v\n", rt.Name(), err)
+		} else {
+			fmt.Fprintf(out, "ok    runtime %-6s available\n", rt.Name())
+		}
+	}
+	for _, name := range []string{"docker", "gvisor", "firecracker"} {
+		fmt.Fprintf(out, "-     runtime %-6s unavailable: %s\n", name, plannedRuntimes[name])
+	}
+	rt, why, err := selectRuntime(ctx, cfg, logger)
+	detail := ""
+	if err == nil {
+		detail = rt.Name() + " (" + why + ")"
+	}
+	report("runtime", err, detail)
+	return ok
+}
