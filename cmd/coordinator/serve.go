@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"time"
 
 	"github.com/execd/execd/internal/coordinator"
 )
@@ -19,11 +20,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	siteConfig := envFlag(fs, "site-config", "EXECD_SITE_CONFIG", "", "site config file (default <data-dir>/site-config.json; created with fresh secrets if missing)")
 	database := envFlag(fs, "database", "EXECD_DATABASE", "", "database: empty for SQLite in the data dir, a file path for SQLite elsewhere, or a postgres:// URL")
 	reposDir := envFlag(fs, "repos-dir", "EXECD_REPOS_DIR", "", "directory of git repositories served to executors by name (repository github.com/x/y is DIR/github.com/x/y, bare or not)")
+	mirrorInterval := envFlag(fs, "mirror-interval", "EXECD_MIRROR_INTERVAL", "1m", "how often the mirrors of the site config's repositories are fetched")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+	}
+	interval, err := time.ParseDuration(*mirrorInterval)
+	if err != nil || interval <= 0 {
+		return fmt.Errorf("serve: --mirror-interval %q: want a positive duration such as 1m or 30s", *mirrorInterval)
 	}
 	logger := newLogger(stderr)
 	c, err := coordinator.New(ctx, coordinator.Options{
@@ -31,6 +37,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		SiteConfigPath: *siteConfig,
 		Database:       *database,
 		ReposDir:       *reposDir,
+		MirrorInterval: interval,
 		Logger:         logger,
 	})
 	if err != nil {

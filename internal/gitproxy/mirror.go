@@ -67,6 +67,7 @@ type mirror struct {
 	applied     string             // the upstream the mirror's origin was last set to
 	lastAttempt time.Time          // last clone or fetch, successful or not
 	lastErr     error              // of the last attempt
+	lastOp      string             // clone or fetch: the last attempt
 	stop        context.CancelFunc // stops the fetch loop; nil when none runs
 }
 
@@ -192,6 +193,11 @@ func (m *Mirrors) ensure(ctx context.Context, repo siteconfig.Repository) (strin
 	if isBare(mr.dir) {
 		return mr.dir, nil
 	}
+	// Jobs asking for a repository whose upstream just failed get that
+	// failure, rather than each waiting for another attempt.
+	if err := mr.recentError(defaultFreshFor); err != nil {
+		return "", err
+	}
 	if err := m.sync(ctx, mr, -1); err != nil {
 		return "", err
 	}
@@ -214,6 +220,17 @@ func (m *Mirrors) refresh(ctx context.Context, name string) {
 	ctx, cancel := context.WithTimeout(ctx, OnDemandTimeout)
 	defer cancel()
 	_ = m.sync(ctx, mr, m.freshFor)
+}
+
+// recentError returns the error of the last attempt if it failed within d.
+func (mr *mirror) recentError(d time.Duration) error {
+	mr.mu.Lock()
+	defer mr.mu.Unlock()
+	if mr.lastErr != nil && time.Since(mr.lastAttempt) < d {
+		return fmt.Errorf("%s mirror of %q from %s failed %s ago (retried at the next interval): %w",
+			mr.lastOp, mr.name, redactURL(mr.url), time.Since(mr.lastAttempt).Round(time.Second), mr.lastErr)
+	}
+	return nil
 }
 
 // fresh reports whether mr was cloned or fetched (or tried to be) within d.
@@ -262,7 +279,7 @@ func (m *Mirrors) sync(ctx context.Context, mr *mirror, freshFor time.Duration) 
 		return err // shutting down, or the job's request went away
 	}
 	mr.mu.Lock()
-	mr.lastAttempt, mr.lastErr = time.Now(), err
+	mr.lastAttempt, mr.lastErr, mr.lastOp = time.Now(), err, op
 	if err == nil {
 		mr.applied = upstream
 	}

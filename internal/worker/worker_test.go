@@ -165,8 +165,10 @@ func TestWorker_Outcomes(t *testing.T) {
 		wantMessage string
 	}{
 		{
-			name:        "canceled through the API",
-			act:         func(e *env, id int, _, _ context.CancelFunc) { e.c.Store().Cancel(context.Background(), "batches", id, time.Now()) },
+			name: "canceled through the API",
+			act: func(e *env, id int, _, _ context.CancelFunc) {
+				e.c.Store().Cancel(context.Background(), "batches", id, time.Now())
+			},
 			wantState:   store.StateCanceled,
 			wantMessage: "canceled",
 		},
