@@ -3,6 +3,7 @@ package workspace_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -420,6 +421,9 @@ func TestPrepare_EscapingPaths(t *testing.T) {
 			dir, _, err := h.prepare(job)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Prepare with file %q: err = %v, want one containing %q", tt.path, err, tt.want)
+			}
+			if !errors.Is(err, workspace.ErrInvalidPath) {
+				t.Errorf("Prepare with file %q: err = %v, want one matching ErrInvalidPath", tt.path, err)
 			}
 			if entries, _ := os.ReadDir(h.outside); len(entries) > 0 {
 				t.Errorf("files were written outside the workspace: %v", entries)
