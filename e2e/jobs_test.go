@@ -1,0 +1,224 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/execd/execd/internal/testutil"
+)
+
+const secret = "e2e-job-secret-value-987"
+
+// TestE2E_WorkspaceOptions runs jobs that use every workspace option and
+// every kind of file on two executors; each step checks the workspace
+// itself and fails the job if it is wrong.
+func TestE2E_WorkspaceOptions(t *testing.T) {
+	s := newSystem(t, `{}`)
+	s.startExecutor()
+	s.startExecutor()
+	if _, err := s.api.PutFile(context.Background(), "uploads", "data/blob.txt", bytes.NewReader([]byte("blob content\n"))); err != nil {
+		t.Fatal(err)
+	}
+	c1, c2, c3 := s.repo.commits[0], s.repo.commits[1], s.repo.commits[2]
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	tests := []struct {
+		name, spec string
+		wantState  string
+		wantInLog  []string
+	}{
+		{
+			name: "full clone of an older commit, tags, repository directory, every file kind",
+			spec: fmt.Sprintf(`{"repositoryName": %q, "commit": %q, "fetchTags": true, "repositoryDirectory": "src/repo",
+				"files": {"inline.txt": {"content": %q}, "nested/dir/blob.txt": {"bucket": "uploads", "key": "data/blob.txt"}, "empty.txt": {}},
+				"dockerSteps": [{"key": "check", "image": "alpine:3", "dir": "src/repo", "env": ["TOKEN=%s"], "commands": [
+					"test \"$(cat README.md)\" = \"demo v1\"",
+					"test \"$(git rev-parse HEAD)\" = %s",
+					"git tag | grep -qx v1",
+					"test \"$(cat ../../inline.txt)\" = \"inline content\"",
+					"test \"$(cat ../../nested/dir/blob.txt)\" = \"blob content\"",
+					"test -f ../../empty.txt && test ! -s ../../empty.txt",
+					"echo token is $TOKEN"]}],
+				"cliSteps": [{"key": "list", "command": ["ls", "src/repo"]}],
+				"redactedValues": {%q: "[REDACTED]"}}`, repoName, c1, b64("inline content\n"), secret, c1, secret),
+			wantState: "completed",
+			wantInLog: []string{"token is [REDACTED]", "stdout: README.md"},
+		},
+		{
+			name: "shallow clone without tags",
+			spec: fmt.Sprintf(`{"repositoryName": %q, "commit": %q, "shallowClone": true,
+				"dockerSteps": [{"image": "alpine:3", "commands": [
+					"test \"$(git rev-list --count HEAD)\" = 1",
+					"test -z \"$(git tag)\"",
+					"test \"$(tail -1 README.md)\" = \"demo v2\""]}]}`, repoName, c2),
+			wantState: "completed",
+		},
+		{
+			name: "sparse checkout",
+			spec: fmt.Sprintf(`{"repositoryName": %q, "commit": %q, "sparseCheckout": ["docs/*"],
+				"dockerSteps": [{"image": "alpine:3", "commands": ["test -f docs/guide.md", "test ! -e src/main.sh"]}]}`, repoName, c2),
+			wantState: "completed",
+		},
+		{
+			name: "a file through a symbolic link out of the workspace",
+			spec: fmt.Sprintf(`{"repositoryName": %q, "commit": %q, "files": {"evil/passwd": {"content": %q}},
+				"dockerSteps": [{"image": "alpine:3", "commands": ["true"]}]}`, repoName, c3, b64("x")),
+			wantState: "failed",
+		},
+		{
+			name:      "a failing step",
+			spec:      `{"dockerSteps": [{"key": "boom", "image": "alpine:3", "commands": ["echo about to fail", "exit 3"]}], "maxAttempts": 1}`,
+			wantState: "failed",
+			wantInLog: []string{"stdout: about to fail"},
+		},
+	}
+	ids := make([]int, len(tests))
+	for i, tt := range tests {
+		ids[i] = s.submit(tt.spec)
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := s.waitState(ids[i], 60*time.Second, "completed", "failed", "errored", "canceled")
+			logs := formatLogs(j)
+			if j.State != tt.wantState {
+				t.Fatalf("state %s, want %s; logs:\n%s", j.State, tt.wantState, logs)
+			}
+			if strings.Contains(logs, secret) || strings.Contains(logs, execSecret) {
+				t.Errorf("a secret is in the stored logs:\n%s", logs)
+			}
+			for _, w := range tt.wantInLog {
+				if !strings.Contains(logs, w) {
+					t.Errorf("logs lack %q:\n%s", w, logs)
+				}
+			}
+		})
+	}
+	// Each setup command is its own log entry.
+	keys := map[string]bool{}
+	for _, e := range s.job(ids[0]).ExecutionLogs {
+		keys[e.Key] = true
+	}
+	for _, k := range []string{"setup.git.init", "setup.git.add-remote", "setup.git.fetch", "setup.git.checkout", "step.docker.check", "step.src.list"} {
+		if !keys[k] {
+			t.Errorf("job %d has no %s log entry (has %v)", ids[0], k, keys)
+		}
+	}
+	if msg := s.job(ids[3]).FailureMessage; !strings.Contains(msg, "escapes the workspace") {
+		t.Errorf("symlink escape failed with %q, want a message saying the path escapes the workspace", msg)
+	}
+	if msg := s.job(ids[4]).FailureMessage; !strings.Contains(msg, "step.docker.boom") || !strings.Contains(msg, "exit code 3") {
+		t.Errorf("failing step: message %q, want it to name the step and exit code", msg)
+	}
+	// Both executors took part.
+	workers := map[string]bool{}
+	for _, id := range ids {
+		workers[s.job(id).WorkerHostname] = true
+	}
+	if execs, err := s.api.Executors(context.Background()); err != nil || len(execs) != 2 {
+		t.Errorf("executors: %v %v, want 2", execs, err)
+	}
+}
+
+// TestE2E_ExecutorKilledMidStep: kill -9 of the executor running a job;
+// its step's processes die with it, the coordinator resets the job, and
+// the other executor completes it.
+func TestE2E_ExecutorKilledMidStep(t *testing.T) {
+	s := newSystem(t, `{"stalledAge": "8s"}`)
+	first := s.startExecutor()
+	id := s.submit(`{"dockerSteps": [{"image": "alpine:3", "commands": ["echo started", "sleep 6.321", "echo finished"]}]}`)
+	s.waitState(id, 30*time.Second, "processing")
+	waitProcesses(t, "sleep 6.321", 10*time.Second)
+	s.startExecutor()
+	first.kill()
+	waitNoProcesses(t, "sleep 6.321", 3*time.Second)
+
+	j := s.waitState(id, 60*time.Second, "completed", "failed", "errored")
+	if j.State != "completed" || j.NumResets != 1 {
+		t.Fatalf("job %s with %d resets, want completed after 1 reset; logs:\n%s", j.State, j.NumResets, formatLogs(j))
+	}
+	if logs := formatLogs(j); !strings.Contains(logs, "stdout: finished") {
+		t.Errorf("logs of the second attempt lack its output:\n%s", logs)
+	}
+}
+
+// TestE2E_CoordinatorRestartMidJob: the coordinator is killed and
+// restarted while a job prints; the job completes and its log is whole.
+func TestE2E_CoordinatorRestartMidJob(t *testing.T) {
+	s := newSystem(t, `{}`)
+	s.startExecutor()
+	id := s.submit(`{"dockerSteps": [{"image": "alpine:3", "commands": ["for i in $(seq 1 40); do echo line $i; sleep 0.1; done"]}]}`)
+	s.waitState(id, 30*time.Second, "processing")
+	time.Sleep(time.Second)
+	s.coord.kill()
+	time.Sleep(1500 * time.Millisecond)
+	s.startCoordinator()
+	j := s.waitState(id, 60*time.Second, "completed", "failed", "errored")
+	if j.State != "completed" {
+		t.Fatalf("job %s, want completed; logs:\n%s", j.State, formatLogs(j))
+	}
+	out := j.ExecutionLogs[len(j.ExecutionLogs)-1].Out
+	for i := 1; i <= 40; i++ {
+		if !strings.Contains(out, fmt.Sprintf("stdout: line %d\n", i)) {
+			t.Fatalf("log lacks line %d:\n%s", i, out)
+		}
+	}
+}
+
+// TestE2E_Cancel: cancelling a running job through the submission API
+// kills its processes and the job is canceled within 10 s.
+func TestE2E_Cancel(t *testing.T) {
+	s := newSystem(t, `{}`)
+	s.startExecutor()
+	id := s.submit(`{"dockerSteps": [{"image": "alpine:3", "commands": ["sleep 1000.77"]}]}`)
+	s.waitState(id, 30*time.Second, "processing")
+	waitProcesses(t, "sleep 1000.77", 10*time.Second)
+	start := time.Now()
+	if _, err := s.api.Cancel(context.Background(), queue, id); err != nil {
+		t.Fatal(err)
+	}
+	j := s.waitState(id, 10*time.Second, "canceled")
+	waitNoProcesses(t, "sleep 1000.77", time.Until(start.Add(10*time.Second)))
+	t.Logf("canceled after %v", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(formatLogs(j), "step stopped") {
+		t.Errorf("the step's log does not say it was stopped:\n%s", formatLogs(j))
+	}
+}
+
+// TestE2E_Validate: executor validate reports each check.
+func TestE2E_Validate(t *testing.T) {
+	s := newSystem(t, `{}`)
+	run := func(secret string) (string, error) {
+		p := start(t, "validate", []string{
+			"EXECUTOR_FRONTEND_URL=" + s.url(), "EXECUTOR_FRONTEND_PASSWORD=" + secret, "EXECUTOR_QUEUE_NAME=batches",
+		}, "executor", "validate")
+		<-p.done
+		if p.cmd.ProcessState.ExitCode() != 0 {
+			return p.log.String(), fmt.Errorf("exit %d", p.cmd.ProcessState.ExitCode())
+		}
+		return p.log.String(), nil
+	}
+	out, err := run(execSecret)
+	if err != nil || !strings.Contains(out, "ok    coordinator") || !strings.Contains(out, "ok    runtime shell") {
+		t.Errorf("validate with the right secret: %v\n%s", err, out)
+	}
+	out, err = run("wrong-secret-wrong-secret")
+	if err == nil || !strings.Contains(out, "EXECUTOR_FRONTEND_PASSWORD") {
+		t.Errorf("validate with a wrong secret: %v\n%s", err, out)
+	}
+}
+
+func waitProcesses(t *testing.T, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for hostProcesses(t, s) == 0 {
+		if time.Now().After(deadline) {
+			testutil.Missing(t, "namespaces", "no process running "+s+" appeared")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
