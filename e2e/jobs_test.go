@@ -221,4 +221,3 @@ func waitProcesses(t *testing.T, s string, timeout time.Duration) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
