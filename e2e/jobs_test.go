@@ -113,11 +113,6 @@ func TestE2E_WorkspaceOptions(t *testing.T) {
 	if msg := s.job(ids[4]).FailureMessage; !strings.Contains(msg, "step.docker.boom") || !strings.Contains(msg, "exit code 3") {
 		t.Errorf("failing step: message %q, want it to name the step and exit code", msg)
 	}
-	// Both executors took part.
-	workers := map[string]bool{}
-	for _, id := range ids {
-		workers[s.job(id).WorkerHostname] = true
-	}
 	if execs, err := s.api.Executors(context.Background()); err != nil || len(execs) != 2 {
 		t.Errorf("executors: %v %v, want 2", execs, err)
 	}

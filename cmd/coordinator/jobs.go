@@ -194,31 +194,13 @@ func readSpec(path, files string) (jobsapi.SubmitRequest, error) {
 }
 
 func printLogs(ctx context.Context, c *jobsapi.Client, queue string, id int, follow bool, w io.Writer) error {
-	printed := map[int]int{} // entry index -> bytes of its output printed so far
-	finished := map[int]bool{}
+	var lp logPrinter
 	for {
 		job, err := c.Get(ctx, queue, id)
 		if err != nil {
 			return err
 		}
-		for i, e := range job.ExecutionLogs {
-			if finished[i] {
-				continue
-			}
-			n, started := printed[i]
-			if !started {
-				fmt.Fprintf(w, "== %s: %s\n", e.Key, strings.Join(e.Command, " "))
-			}
-			if len(e.Out) > n {
-				io.WriteString(w, e.Out[n:])
-				n = len(e.Out)
-			}
-			printed[i] = n
-			if e.ExitCode != nil {
-				fmt.Fprintf(w, "== %s: exit %d after %dms\n", e.Key, *e.ExitCode, deref(e.DurationMs))
-				finished[i] = true
-			}
-		}
+		lp.print(w, job)
 		done := job.State != "queued" && job.State != "processing"
 		if !follow || done {
 			fmt.Fprintf(w, "job %d: %s %s\n", job.ID, job.State, job.FailureMessage)
@@ -228,6 +210,36 @@ func printLogs(ctx context.Context, c *jobsapi.Client, queue string, id int, fol
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// logPrinter prints a job's log entries as they grow, each line once.
+type logPrinter struct {
+	printed  map[int]int // entry index -> bytes of its output printed so far
+	finished map[int]bool
+}
+
+func (lp *logPrinter) print(w io.Writer, job jobsapi.Job) {
+	if lp.printed == nil {
+		lp.printed, lp.finished = map[int]int{}, map[int]bool{}
+	}
+	for i, e := range job.ExecutionLogs {
+		if lp.finished[i] {
+			continue
+		}
+		n, started := lp.printed[i]
+		if !started {
+			fmt.Fprintf(w, "== %s: %s\n", e.Key, strings.Join(e.Command, " "))
+		}
+		if len(e.Out) > n {
+			io.WriteString(w, e.Out[n:])
+			n = len(e.Out)
+		}
+		lp.printed[i] = n
+		if e.ExitCode != nil {
+			fmt.Fprintf(w, "== %s: exit %d after %dms\n", e.Key, *e.ExitCode, deref(e.DurationMs))
+			lp.finished[i] = true
 		}
 	}
 }

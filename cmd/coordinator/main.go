@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/execd/execd/internal/executor"
 	"io"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 const usage = `coordinator: job queues and the executor API
 
 Usage:
+  coordinator quickstart [flags]   everything on this machine: coordinator, executor, a demo job
   coordinator serve [flags]        run the coordinator
   coordinator jobs <command> ...   submit, get, list, cancel, retry jobs; print logs
   coordinator files put|get ...    upload or download file blobs for jobs' files entries
@@ -31,6 +33,9 @@ set by the environment variable named in its help.
 var version = "0.1.0-dev"
 
 func main() {
+	// The quickstart's in-process executor re-executes this binary as the
+	// init of its sandboxes.
+	executor.MaybeRunSandboxInit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -49,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
+	case "quickstart":
+		return quickstart(ctx, args[1:], stdout, stderr)
 	case "jobs":
 		return jobs(ctx, args[1:], stdout, stderr)
 	case "files":

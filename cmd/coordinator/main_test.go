@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/execd/execd/internal/executor"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +26,7 @@ import (
 // TestMain re-runs this test binary as the coordinator when asked, so the
 // integration tests drive real coordinator processes without a build step.
 func TestMain(m *testing.M) {
+	executor.MaybeRunSandboxInit()
 	if os.Getenv("EXECD_TEST_RUN_COORDINATOR") == "1" {
 		main()
 		return
@@ -324,4 +326,55 @@ func TestCLI_Jobs(t *testing.T) {
 	if _, err := cli("jobs", "get", "-queue", "batches", want); err == nil || !strings.Contains(err.Error(), "EXECD_API_TOKEN") {
 		t.Errorf("jobs get without a token: %v, want an error naming EXECD_API_TOKEN", err)
 	}
+}
+
+func TestQuickstart(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	for i := range 2 { // the second run reuses the data dir
+		ctx, cancel := context.WithCancel(t.Context())
+		out := &syncBuffer{}
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, []string{"quickstart", "--data-dir", dir, "--addr", addr}, out, out) }()
+		deadline := time.Now().Add(60 * time.Second)
+		for !strings.Contains(out.String(), "keeps serving") && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("run %d: quickstart: %v\n%s", i, err, out)
+		}
+		got := out.String()
+		for _, want := range []string{fmt.Sprintf("job %d: completed", i+1), "checked out v1.0.0", "build ok", "[REDACTED]", "API token:"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("run %d: output lacks %q:\n%s", i, want, got)
+			}
+		}
+		if strings.Contains(got, "demo-secret-value-1234") {
+			t.Errorf("run %d: the demo secret was printed:\n%s", i, got)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
