@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -215,4 +216,45 @@ func waitProcesses(t *testing.T, s string, timeout time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestE2E_Signals: the first SIGTERM drains (the running job completes, the
+// executor exits 0 and takes no new job); a second SIGTERM stops the
+// running job, which is marked failed saying the executor was stopped.
+func TestE2E_Signals(t *testing.T) {
+	s := newSystem(t, `{"maxAttempts": 1}`)
+	e := s.startExecutor()
+	id := s.submit(`{"dockerSteps": [{"image": "alpine:3", "commands": ["sleep 2", "echo done"]}]}`)
+	s.waitState(id, 30*time.Second, "processing")
+	next := s.submit(`{"dockerSteps": [{"image": "alpine:3", "commands": ["true"]}]}`)
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the executor did not exit after draining")
+	}
+	if code := e.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d after draining, want 0", code)
+	}
+	if j := s.job(id); j.State != "completed" {
+		t.Errorf("the running job is %s, want completed", j.State)
+	}
+	if j := s.job(next); j.State != "queued" {
+		t.Errorf("the next job is %s, want queued: a draining executor takes none", j.State)
+	}
+
+	e = s.startExecutor()
+	id = s.submit(`{"dockerSteps": [{"image": "alpine:3", "commands": ["sleep 1000.55"]}]}`)
+	s.waitState(next, 30*time.Second, "completed")
+	s.waitState(id, 30*time.Second, "processing")
+	waitProcesses(t, "sleep 1000.55", 10*time.Second)
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(200 * time.Millisecond)
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	j := s.waitState(id, 30*time.Second, "failed")
+	if !strings.Contains(j.FailureMessage, "executor was stopped") {
+		t.Errorf("failure message %q, want it to say the executor was stopped", j.FailureMessage)
+	}
+	waitNoProcesses(t, "sleep 1000.55", 10*time.Second)
+	<-e.done
 }
