@@ -456,3 +456,18 @@ func TestSiteConfig_ReloadedWhileRunning(t *testing.T) {
 		t.Errorf("after a refused edit the config in force changed: %d", code)
 	}
 }
+
+func TestSubmissionAPI_MasksSecrets(t *testing.T) {
+	e := newEnv(t, "")
+	id := e.submit("batches", `{"dockerSteps": [{"image": "a", "commands": ["x"]}], "redactedValues": {"hunter2-secret-value": "***"},
+		"dockerAuthConfig": {"auths": {"registry.example.com": {"auth": "dXNlcjpzM2NyM3Q="}}}}`)
+	_, body := e.call("GET", fmt.Sprintf("/api/queues/batches/jobs/%d", id), map[string]string{"Authorization": "token " + apiToken}, "")
+	if strings.Contains(body, "hunter2-secret-value") || strings.Contains(body, "dXNlcjpzM2NyM3Q=") {
+		t.Errorf("GET job shows a secret: %s", body)
+	}
+	// The executor still gets them.
+	job := e.dequeue("batches", "ex-1", "5.0.0")
+	if _, ok := job["redactedValues"].(map[string]any)["hunter2-secret-value"]; !ok {
+		t.Errorf("the dequeued job lacks the secret to redact: %v", job["redactedValues"])
+	}
+}

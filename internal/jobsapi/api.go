@@ -355,6 +355,29 @@ func toJob(j store.Job) Job {
 		ID: j.ID, Queue: j.Queue, State: j.State, FailureMessage: j.FailureMessage,
 		NumFailures: j.NumFailures, NumResets: j.NumResets, MaxAttempts: j.MaxAttempts,
 		CancelRequested: j.Cancel, QueuedAt: j.QueuedAt, StartedAt: j.StartedAt,
-		FinishedAt: j.FinishedAt, WorkerHostname: j.WorkerHostname, Spec: j.Spec,
+		FinishedAt: j.FinishedAt, WorkerHostname: j.WorkerHostname, Spec: MaskSecrets(j.Spec),
 	}
+}
+
+// MaskSecrets returns spec with its secrets hidden: the values to redact
+// (the keys of redactedValues) and registry credentials. Secrets go to
+// executors only, never back out of the API.
+func MaskSecrets(spec store.Spec) store.Spec {
+	if len(spec.RedactedValues) > 0 {
+		masked := make(map[string]string, len(spec.RedactedValues))
+		i := 0
+		for _, replacement := range spec.RedactedValues {
+			i++
+			masked[fmt.Sprintf("[secret %d]", i)] = replacement
+		}
+		spec.RedactedValues = masked
+	}
+	if len(spec.DockerAuthConfig.Auths) > 0 {
+		auths := make(map[string]protocol.DockerAuth, len(spec.DockerAuthConfig.Auths))
+		for registry := range spec.DockerAuthConfig.Auths {
+			auths[registry] = protocol.DockerAuth{Auth: []byte("[redacted]")}
+		}
+		spec.DockerAuthConfig = protocol.DockerAuthConfig{Auths: auths}
+	}
+	return spec
 }
