@@ -292,7 +292,7 @@ func (c *Config) validate(path string) error {
 		case s.Weight < 0:
 			return &Error{Path: path, Key: key + ".weight", Msg: "must not be negative"}
 		case s.StalledAge != 0 && time.Duration(s.StalledAge) < time.Second:
-			return &Error{Path: path, Key: key + ".stalledAge", Msg: "must be at least 1s: executors heartbeat every 5s"}
+			return &Error{Path: path, Key: key + ".stalledAge", Msg: "must be at least 1s (and should stay well above the executors' heartbeat interval of 5s, or running jobs are reset)"}
 		}
 	}
 	return c.validateRepositories(path)
