@@ -107,7 +107,12 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 	}
 	c := &Coordinator{opts: opts, logger: opts.Logger, store: st, config: cfg, registry: prometheus.NewRegistry()}
 	c.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	c.queueAPI = queueapi.New(queueapi.Options{Store: st, Config: cfg, Logger: opts.Logger, Registerer: c.registry})
+	fileStore, ok := st.(store.FileStore)
+	if !ok {
+		st.Close()
+		return nil, fmt.Errorf("open database: the %T store cannot keep file blobs (store.FileStore)", st)
+	}
+	c.queueAPI = queueapi.New(queueapi.Options{Store: st, Config: cfg, Logger: opts.Logger, Registerer: c.registry, Uploads: fileStore})
 	c.jobsAPI = jobsapi.New(jobsapi.Options{Store: st, Config: cfg, Logger: opts.Logger})
 	c.git, err = gitproxy.New(gitproxy.Options{
 		ReposDir:      opts.ReposDir,
@@ -120,11 +125,6 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 	if err != nil {
 		st.Close()
 		return nil, err
-	}
-	fileStore, ok := st.(store.FileStore)
-	if !ok {
-		st.Close()
-		return nil, fmt.Errorf("open database: the %T store cannot keep file blobs (store.FileStore)", st)
 	}
 	c.files = filesapi.New(filesapi.Options{Files: fileStore, Jobs: st, Config: cfg, Auth: c.queueAPI, Logger: opts.Logger})
 	c.registry.MustRegister(newStoreCollector(st, cfg))

@@ -471,3 +471,22 @@ func TestSubmissionAPI_MasksSecrets(t *testing.T) {
 		t.Errorf("the dequeued job lacks the secret to redact: %v", job["redactedValues"])
 	}
 }
+
+func TestScipUpload(t *testing.T) {
+	e := newEnv(t, "")
+	if code, _ := e.call("HEAD", "/.executors/scip/upload", execAuth(), ""); code != http.StatusOK {
+		t.Errorf("HEAD /scip/upload = %d, want 200", code)
+	}
+	if code, _ := e.call("POST", "/.executors/scip/upload", nil, "index"); code != http.StatusUnauthorized {
+		t.Errorf("POST /scip/upload without the secret = %d, want 401", code)
+	}
+	code, body := e.call("POST", "/.executors/scip/upload?repository=r&commit=c", execAuth(), "the index bytes")
+	if code != http.StatusOK {
+		t.Fatalf("POST /scip/upload = %d %s", code, body)
+	}
+	key := decodeMap(t, body)["id"].(string)
+	code, body = e.call("GET", "/api/files/scip-uploads/"+key, map[string]string{"Authorization": "token " + apiToken}, "")
+	if code != http.StatusOK || body != "the index bytes" {
+		t.Errorf("GET the upload = %d %q", code, body)
+	}
+}

@@ -42,14 +42,18 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Uploads keeps code-intel index uploads (POST /scip/upload); nil
+	// answers 501.
+	Uploads Uploads
 }
 
 // Server handles the executor queue API. It is safe for concurrent use.
 type Server struct {
-	store  store.Store
-	config *siteconfig.Watcher
-	logger *slog.Logger
-	now    func() time.Time
+	store   store.Store
+	uploads Uploads
+	config  *siteconfig.Watcher
+	logger  *slog.Logger
+	now     func() time.Time
 
 	jobsFinished *prometheus.CounterVec
 
@@ -61,12 +65,13 @@ type Server struct {
 // New returns a Server.
 func New(opts Options) *Server {
 	s := &Server{
-		store:  opts.Store,
-		config: opts.Config,
-		logger: opts.Logger,
-		now:    opts.Now,
-		known:  map[string]time.Time{},
-		random: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0)),
+		store:   opts.Store,
+		uploads: opts.Uploads,
+		config:  opts.Config,
+		logger:  opts.Logger,
+		now:     opts.Now,
+		known:   map[string]time.Time{},
+		random:  rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0)),
 		jobsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "execd_jobs_finished_total",
 			Help: "Jobs finished, by queue and outcome (completed, errored, failed, canceled, reset).",
@@ -104,6 +109,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+Prefix+"/queue/{queue}/markComplete", job(http.HandlerFunc(s.handleMarkComplete)))
 	mux.Handle("POST "+Prefix+"/queue/{queue}/markErrored", job(http.HandlerFunc(s.handleMarkErrored)))
 	mux.Handle("POST "+Prefix+"/queue/{queue}/markFailed", job(http.HandlerFunc(s.handleMarkFailed)))
+	mux.Handle("POST "+Prefix+"/scip/upload", exec(http.HandlerFunc(s.handleUpload)))
+	mux.Handle("HEAD "+Prefix+"/scip/upload", exec(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
 	return mux
 }
 
