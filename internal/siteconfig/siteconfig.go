@@ -192,7 +192,9 @@ var queueNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // Parse decodes and validates a site config. path is used in errors only.
 func Parse(path string, data []byte) (*Config, error) {
-	std, err := hujson.Standardize(data)
+	// Standardize blanks comments in place: work on a copy, so callers keep
+	// (and Save writes) the text as it was given.
+	std, err := hujson.Standardize(bytes.Clone(data))
 	if err != nil {
 		return nil, &Error{Path: path, Msg: fmt.Sprintf("not valid JSON: %v", err)}
 	}

@@ -185,3 +185,29 @@ func TestWatcher_Reload(t *testing.T) {
 		t.Errorf("refused Save changed the file: %s", data)
 	}
 }
+
+// Saving keeps the text as given, comments and all, on disk and in Raw.
+func TestWatcher_SaveKeepsComments(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "site-config.json")
+	if err := os.WriteFile(path, []byte(`{"executors.queues": ["batches"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := siteconfig.NewWatcher(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := "// The queues.\n{\n  \"executors.queues\": [\"batches\", \"codeintel\"], // two\n}\n"
+	if err := w.Save([]byte(text)); err != nil {
+		t.Fatal(err)
+	}
+	onDisk, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(onDisk) != text {
+		t.Errorf("file after Save = %q, want %q", onDisk, text)
+	}
+	if got := string(w.Raw()); got != text {
+		t.Errorf("Raw after Save = %q, want %q", got, text)
+	}
+}
