@@ -3,6 +3,7 @@
 //
 //	executor run        run jobs until stopped (SIGTERM drains; a second SIGTERM stops)
 //	executor validate   check the configuration, the coordinator, git and the runtimes
+//	executor install [--dry-run] docker|gvisor|all   prepare a Debian or Ubuntu host
 //	executor version
 //
 // It is configured by environment variables; see README.md.
@@ -28,6 +29,8 @@ const usage = `executor: runs jobs of a coordinator in sandboxes
 Usage:
   executor run        run jobs until stopped (SIGTERM drains; a second one stops running jobs)
   executor validate   check the configuration, the coordinator, git and the sandbox runtimes
+  executor install [--dry-run] docker|gvisor|all
+                      install and configure docker, gVisor (runsc) and the firewall (Debian, Ubuntu)
   executor version
 
 Configured by environment variables: EXECUTOR_FRONTEND_URL,
@@ -53,6 +56,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			return 1
 		}
 		return 0
+	case "install":
+		return runInstall(args[1:], getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return 0

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/execd/execd/internal/queueclient"
+	"github.com/execd/execd/internal/runtime/netpolicy"
 )
 
 // Validate checks what the executor needs, with the configuration read
@@ -59,6 +60,13 @@ func Validate(ctx context.Context, getenv func(string) string, out io.Writer) bo
 	}
 	for _, name := range []string{"docker", "gvisor", "firecracker"} {
 		fmt.Fprintf(out, "-     runtime %-6s unavailable: %s\n", name, plannedRuntimes[name])
+	}
+	// The docker and gvisor runtimes need the firewall for the network
+	// policy of EXECUTOR_JOB_NETWORK=internet jobs; the shell runtime does not.
+	if err := netpolicy.Check(ctx); err != nil {
+		fmt.Fprintf(out, "-     firewall       unavailable: %v (the docker and gvisor runtimes need it for EXECUTOR_JOB_NETWORK=internet)\n", err)
+	} else {
+		fmt.Fprintf(out, "ok    firewall       iptables can install the job network policy\n")
 	}
 	rt, why, err := selectRuntime(ctx, cfg, logger)
 	detail := ""
