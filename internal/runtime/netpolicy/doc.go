@@ -28,14 +28,16 @@
 //     (multicast). Other sandboxes' subnets are private, hence covered;
 //   - the host itself is closed: every new connection from the bridge to
 //     any address of the host (its address on the bridge, the gateway, as
-//     well as its public ones) is dropped, DNS included. Docker's
-//     user-defined networks resolve names with the embedded resolver at
-//     127.0.0.11 inside the container's own namespace, which needs no
-//     host port; [Firewall.AllowDNS] opens port 53 of resolvers that are
-//     private (a cloud VPC resolver) and [Firewall.AllowHost] opens the
-//     host (EXECUTOR_DOCKER_ADD_HOST_GATEWAY). IPv6 neighbour and
-//     router solicitations and neighbour advertisements reach the host,
-//     as ARP does in IPv4;
+//     well as its public ones) is dropped, DNS included. IPv6 neighbour
+//     and router solicitations and neighbour advertisements reach it, as
+//     ARP does in IPv4. [Firewall.AllowHost] opens the host
+//     (EXECUTOR_DOCKER_ADD_HOST_GATEWAY);
+//   - DNS: docker's user-defined networks resolve names with the embedded
+//     resolver at 127.0.0.11 inside the container's namespace, which needs
+//     no host port but forwards queries, from that namespace, to the
+//     host's resolvers. Those are often private (a cloud VPC's, a LAN
+//     router): [Firewall.AllowDNS] opens their port 53, and [Resolvers]
+//     lists them;
 //   - everything else (the internet) is let through to the host's and
 //     docker's own rules, which forward and masquerade it.
 //

@@ -185,3 +185,23 @@ func TestCheckBridge(t *testing.T) {
 		}
 	}
 }
+
+func TestParseResolvConf(t *testing.T) {
+	tests := []struct {
+		name, conf string
+		want       []string
+	}{
+		{"cloud", "# generated\nsearch ec2.internal\nnameserver 10.0.0.2\nnameserver 169.254.169.253\noptions edns0\n", []string{"10.0.0.2", "169.254.169.253"}},
+		{"systemd-resolved stub", "nameserver 127.0.0.53\noptions edns0 trust-ad\n", nil},
+		{"IPv6 and junk", "nameserver fe80::1%eth0\nnameserver ::1\nnameserver nonsense\nnameserver\n", []string{"fe80::1"}},
+	}
+	for _, tt := range tests {
+		var got []string
+		for _, a := range parseResolvConf(tt.conf) {
+			got = append(got, a.String())
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: parseResolvConf() = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
