@@ -10,6 +10,11 @@
 //	sb.Destroy(ctx)                     // always, even if Prepare or Run failed
 //
 // Different jobs' sandboxes are independent and used concurrently.
+//
+// Optional abilities are small interfaces, found by type assertion:
+// a [Sandbox] that runs steps in container images is a [Puller], and a
+// [Runtime] whose sandboxes can outlive a crashed executor (containers,
+// networks) is a [Janitor].
 package runtime
 
 import (
@@ -60,6 +65,12 @@ type Options struct {
 	PIDs int
 	// Network is the job's network policy.
 	Network Network
+	// DockerAuth holds the job's registry credentials, registry host ->
+	// base64 of "user:password" (a docker config's "auths"), for
+	// runtimes that pull images. When set it replaces the executor's own
+	// (EXECUTOR_DOCKER_AUTH_CONFIG), as the job's dockerAuthConfig does
+	// in the reference.
+	DockerAuth map[string]string
 }
 
 // Network is a sandbox's network policy.
@@ -101,6 +112,37 @@ type Result struct {
 	// OOMKilled is true when the step was killed for exceeding its memory
 	// limit.
 	OOMKilled bool
+}
+
+// Puller is implemented by sandboxes that run steps in container images.
+// The job runner calls Pull once for each distinct image of the job's
+// steps, before the first step, and shows out as the job's
+// setup.docker.pull log entry. Pull makes image available to Run,
+// pulling it when it is missing; its error says whether the image, the
+// registry or the container engine is at fault, and what to do. Run must
+// still work for an image that was not pulled first.
+type Puller interface {
+	Pull(ctx context.Context, image string, out io.Writer) error
+}
+
+// Janitor is implemented by runtimes whose sandboxes leave things behind
+// when an executor dies without calling Destroy (containers, networks,
+// firewall rules).
+type Janitor interface {
+	// Clean removes the leftovers of every sandbox for which stale
+	// reports true. It must not remove anything of a sandbox whose Prepare
+	// or Destroy is running when stale reports false for it. It is safe to
+	// call concurrently with the runtime's other methods, and does
+	// nothing when there is nothing to remove.
+	Clean(ctx context.Context, stale func(Leftover) bool) error
+}
+
+// Leftover describes what a runtime made for one sandbox, from the labels
+// it gave it: Prepare's Options.
+type Leftover struct {
+	JobID     string
+	Owner     string
+	Workspace string
 }
 
 // ErrUnavailable wraps Check errors: the runtime cannot run on this host.
