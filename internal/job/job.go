@@ -6,6 +6,7 @@ package job
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,8 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -64,6 +67,36 @@ type Runner struct {
 	// Streaming of log entries.
 	Streamer StreamerOptions
 	Logger   *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]int // job UID -> runs in progress
+}
+
+// Running reports whether a job with this UID (protocol.Job.UID) is being
+// run: from before its sandbox is prepared until after it is destroyed.
+// A janitor must leave such a job's sandbox alone.
+func (r *Runner) Running(jobUID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.running[jobUID] > 0
+}
+
+// track counts a run of the job in progress until the returned function
+// is called.
+func (r *Runner) track(jobUID string) (done func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running == nil {
+		r.running = map[string]int{}
+	}
+	r.running[jobUID]++
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.running[jobUID]--; r.running[jobUID] <= 0 {
+			delete(r.running, jobUID)
+		}
+	}
 }
 
 // Run runs job. ctx bounds the whole run including the delivery of its
@@ -91,6 +124,7 @@ func (r *Runner) Run(ctx context.Context, job protocol.Job, exec context.Context
 }
 
 func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer) error {
+	defer r.track(job.UID())()
 	dir, err := r.makeWorkspace(job)
 	if err != nil {
 		return &Error{Msg: "create workspace: " + err.Error(), Retryable: true}
@@ -118,6 +152,7 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer
 	sandbox, err := r.Runtime.Prepare(exec, runtime.Options{
 		JobID: job.UID(), Owner: r.ExecutorName, Workspace: dir,
 		CPUs: r.CPUs, MemoryBytes: r.MemoryBytes, PIDs: r.PIDs, Network: r.Network,
+		DockerAuth: dockerAuth(job.DockerAuthConfig),
 	})
 	if err != nil {
 		if exec.Err() != nil {
@@ -136,12 +171,62 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer
 			r.logger().Warn("destroy sandbox", "job", job.UID(), "err", err)
 		}
 	}()
+	if err := r.pullImages(ctx, exec, sandbox, logs, job); err != nil {
+		return err
+	}
 	for _, st := range steps(job) {
 		if err := r.runStep(ctx, exec, sandbox, logs, st); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// pullImages makes the images of the job's docker steps available, each
+// once, before the first step, as the log entry setup.docker.pull, when
+// the sandbox runs steps in images (a [runtime.Puller]).
+func (r *Runner) pullImages(ctx, exec context.Context, sb runtime.Sandbox, logs *Streamer, job protocol.Job) error {
+	p, ok := sb.(runtime.Puller)
+	if !ok {
+		return nil
+	}
+	var images []string
+	for _, s := range job.DockerSteps {
+		if s.Image != "" && !slices.Contains(images, s.Image) {
+			images = append(images, s.Image)
+		}
+	}
+	if len(images) == 0 {
+		return nil
+	}
+	e := logs.Start(ctx, "setup.docker.pull", append([]string{"docker", "pull"}, images...))
+	for _, image := range images {
+		err := p.Pull(exec, image, e.Stdout())
+		switch {
+		case exec.Err() != nil:
+			e.Printf("execd: pull stopped: %v\n", context.Cause(exec))
+			e.Finish(-1)
+			return exec.Err()
+		case err != nil:
+			e.Printf("execd: %v\n", err)
+			e.Finish(1)
+			return &Error{Msg: "setup.docker.pull: " + err.Error(), Retryable: true}
+		}
+	}
+	e.Finish(0)
+	return nil
+}
+
+// dockerAuth turns a job's registry credentials into runtime.Options'.
+func dockerAuth(c protocol.DockerAuthConfig) map[string]string {
+	if len(c.Auths) == 0 {
+		return nil
+	}
+	m := make(map[string]string, len(c.Auths))
+	for registry, a := range c.Auths {
+		m[registry] = base64.StdEncoding.EncodeToString(a.Auth)
+	}
+	return m
 }
 
 type namedStep struct {

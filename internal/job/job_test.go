@@ -1,0 +1,174 @@
+package job_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/execd/execd/internal/job"
+	"github.com/execd/execd/internal/protocol"
+	"github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/store"
+)
+
+// fakeRuntime records what the runner asks of it; its sandboxes pull
+// images (runtime.Puller) unless noPull is set.
+type fakeRuntime struct {
+	noPull  bool
+	pullErr map[string]error // image -> error of its pull
+	// running, when set, is asked about the job during Prepare, Run and
+	// Destroy.
+	running func() bool
+
+	mu      sync.Mutex
+	calls   []string // "prepare", "pull <image>", "run <key>", "destroy"
+	opts    runtime.Options
+	notRuns []string // calls during which running reported false
+}
+
+func (f *fakeRuntime) record(call string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, call)
+	if f.running != nil && !f.running() {
+		f.notRuns = append(f.notRuns, call)
+	}
+}
+
+func (f *fakeRuntime) Name() string                { return "fake" }
+func (f *fakeRuntime) Check(context.Context) error { return nil }
+func (f *fakeRuntime) Prepare(_ context.Context, opts runtime.Options) (runtime.Sandbox, error) {
+	f.record("prepare")
+	f.mu.Lock()
+	f.opts = opts
+	f.mu.Unlock()
+	if f.noPull {
+		return plainSandbox{f}, nil
+	}
+	return &pullingSandbox{plainSandbox{f}}, nil
+}
+
+type plainSandbox struct{ f *fakeRuntime }
+
+func (s plainSandbox) Run(_ context.Context, st runtime.Step, out runtime.Output) (runtime.Result, error) {
+	s.f.record("run " + st.Key)
+	fmt.Fprintf(out.Stdout, "ran %s in %s\n", st.Key, st.Image)
+	return runtime.Result{}, nil
+}
+
+func (s plainSandbox) Destroy(context.Context) error {
+	s.f.record("destroy")
+	return nil
+}
+
+type pullingSandbox struct{ plainSandbox }
+
+func (s *pullingSandbox) Pull(_ context.Context, image string, out io.Writer) error {
+	s.f.record("pull " + image)
+	if err := s.f.pullErr[image]; err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "pulled %s\n", image)
+	return nil
+}
+
+func runJob(t *testing.T, rt *fakeRuntime, spec store.Spec) (*coord, protocol.Job, error) {
+	t.Helper()
+	c := startCoord(t)
+	client, j := c.dequeued(spec)
+	r := &job.Runner{Client: client, Runtime: rt, ExecutorName: "ex", WorkspaceRoot: t.TempDir(), Network: runtime.NetworkNone,
+		Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
+	rt.running = func() bool { return r.Running(j.UID()) }
+	err := r.Run(context.Background(), j, context.Background())
+	if r.Running(j.UID()) {
+		t.Errorf("Running(%q) after Run returned", j.UID())
+	}
+	return c, j, err
+}
+
+func TestRunner_PullsEachImageOnce(t *testing.T) {
+	rt := &fakeRuntime{}
+	spec := store.Spec{
+		DockerSteps: []protocol.DockerStep{
+			{Key: "a", Image: "img-a", Commands: []string{"true"}},
+			{Key: "b", Image: "img-b", Commands: []string{"true"}},
+			{Key: "c", Image: "img-a", Commands: []string{"true"}},
+		},
+		CliSteps: []protocol.CliStep{{Key: "cli", Commands: []string{"src", "version"}}},
+		DockerAuthConfig: protocol.DockerAuthConfig{Auths: map[string]protocol.DockerAuth{
+			"registry.example.com": {Auth: []byte("alice:s3cret")},
+		}},
+	}
+	c, j, err := runJob(t, rt, spec)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := []string{"prepare", "pull img-a", "pull img-b", "run a", "run b", "run c", "run cli", "destroy"}
+	if !slices.Equal(rt.calls, want) {
+		t.Errorf("calls = %q, want %q", rt.calls, want)
+	}
+	if len(rt.notRuns) > 0 {
+		t.Errorf("Running reported false during %q", rt.notRuns)
+	}
+	if got, want := rt.opts.DockerAuth["registry.example.com"], "YWxpY2U6czNjcmV0"; got != want {
+		t.Errorf("Options.DockerAuth = %v, want the job's credentials, base64 %q", rt.opts.DockerAuth, want)
+	}
+	var keys []string
+	for _, e := range c.entries(j.ID) {
+		keys = append(keys, e.Key)
+		if e.Key == "setup.docker.pull" {
+			if got := strings.Join(e.Command, " "); got != "docker pull img-a img-b" {
+				t.Errorf("pull entry command = %q", got)
+			}
+			if e.Out != "stdout: pulled img-a\nstdout: pulled img-b\n" || e.ExitCode == nil || *e.ExitCode != 0 {
+				t.Errorf("pull entry: out %q, exit %v", e.Out, e.ExitCode)
+			}
+		}
+	}
+	// Entries are added concurrently: their order in the store may differ
+	// from the order they started in.
+	slices.Sort(keys)
+	if want := []string{"setup.docker.pull", "step.docker.a", "step.docker.b", "step.docker.c", "step.src.cli"}; !slices.Equal(keys, want) {
+		t.Errorf("log entries = %q, want %q", keys, want)
+	}
+}
+
+func TestRunner_PullFails(t *testing.T) {
+	rt := &fakeRuntime{pullErr: map[string]error{"img-b": errors.New("image img-b is not on this host and its registry cannot be reached")}}
+	spec := store.Spec{DockerSteps: []protocol.DockerStep{
+		{Key: "a", Image: "img-a", Commands: []string{"true"}},
+		{Key: "b", Image: "img-b", Commands: []string{"true"}},
+	}}
+	c, j, err := runJob(t, rt, spec)
+	var jerr *job.Error
+	if !errors.As(err, &jerr) || !strings.Contains(jerr.Msg, "setup.docker.pull") || !strings.Contains(jerr.Msg, "cannot be reached") {
+		t.Fatalf("Run = %v, want a job error naming the pull and why", err)
+	}
+	if want := []string{"prepare", "pull img-a", "pull img-b", "destroy"}; !slices.Equal(rt.calls, want) {
+		t.Errorf("calls = %q, want %q (no step after a failed pull)", rt.calls, want)
+	}
+	es := c.entries(j.ID)
+	if len(es) != 1 || es[0].Key != "setup.docker.pull" || es[0].ExitCode == nil || *es[0].ExitCode != 1 ||
+		!strings.Contains(es[0].Out, "cannot be reached") {
+		t.Errorf("entries = %+v, want one failed setup.docker.pull saying why", es)
+	}
+}
+
+func TestRunner_NoPullWithoutPuller(t *testing.T) {
+	rt := &fakeRuntime{noPull: true}
+	c, j, err := runJob(t, rt, store.Spec{DockerSteps: []protocol.DockerStep{{Key: "a", Image: "img-a", Commands: []string{"true"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"prepare", "run a", "destroy"}; !slices.Equal(rt.calls, want) {
+		t.Errorf("calls = %q, want %q", rt.calls, want)
+	}
+	if es := c.entries(j.ID); len(es) != 1 || es[0].Key != "step.docker.a" {
+		t.Errorf("entries = %+v, want only the step's", es)
+	}
+}
