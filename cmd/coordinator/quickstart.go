@@ -49,7 +49,7 @@ func quickstart(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("demo repository: %w", err)
 	}
-	c, err := coordinator.New(ctx, coordinator.Options{DataDir: *dataDir, ReposDir: reposDir, Logger: logger})
+	c, err := coordinator.New(ctx, coordinator.Options{DataDir: *dataDir, ReposDir: reposDir, Logger: logger, Version: version})
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Database:       *database,
 		ReposDir:       *reposDir,
 		MirrorInterval: interval,
+		Version:        version,
 		Logger:         logger,
 	})
 	if err != nil {

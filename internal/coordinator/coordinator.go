@@ -28,6 +28,7 @@ import (
 	"github.com/execd/execd/internal/store"
 	"github.com/execd/execd/internal/store/postgres"
 	"github.com/execd/execd/internal/store/sqlite"
+	"github.com/execd/execd/internal/ui"
 )
 
 // Options configure a [Coordinator].
@@ -47,6 +48,9 @@ type Options struct {
 	// MirrorInterval is how often the mirrors of the site config's
 	// repositories (in DataDir/mirrors) are fetched; 0 means a minute.
 	MirrorInterval time.Duration
+	// Version is the coordinator's version, shown by the admin UI and
+	// compared with executors' versions there.
+	Version string
 }
 
 // Coordinator is a running coordinator's state.
@@ -59,6 +63,7 @@ type Coordinator struct {
 	jobsAPI  *jobsapi.Server
 	git      *gitproxy.Server
 	files    *filesapi.Server
+	ui       *ui.Server
 	registry *prometheus.Registry
 	handler  http.Handler
 }
@@ -127,6 +132,11 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	c.files = filesapi.New(filesapi.Options{Files: fileStore, Jobs: st, Config: cfg, Auth: c.queueAPI, Logger: opts.Logger})
+	c.ui, err = ui.New(ui.Options{Store: st, Config: cfg, Logger: opts.Logger, Version: opts.Version})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	c.registry.MustRegister(newStoreCollector(st, cfg))
 	c.handler = c.routes()
 	return c, nil
@@ -151,6 +161,7 @@ func (c *Coordinator) routes() http.Handler {
 	mux.Handle("/api/files/", files)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", c.handleHealthz)
+	mux.Handle("/", c.ui.Handler()) // the admin UI: / and /ui/
 	return instrument(c.registry, mux)
 }
 
@@ -170,6 +181,7 @@ func (c *Coordinator) handleHealthz(w http.ResponseWriter, r *http.Request) {
 func (c *Coordinator) Run(ctx context.Context) {
 	go c.config.Run(ctx, time.Second)
 	go c.runResetter(ctx)
+	go c.ui.Run(ctx)
 	c.git.Mirrors().Run(ctx)
 }
 
