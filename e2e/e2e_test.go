@@ -143,6 +143,9 @@ func (s *system) startExecutor(extra ...string) *proc {
 		"EXECUTOR_JOB_NUM_CPUS=1",
 		"EXECUTOR_WORKSPACE_ROOT=" + filepath.Join(s.dir, "workspaces"),
 		"EXECUTOR_LONG_POLL=5s",
+		// The jobs of these tests run the host's tools; docker_test.go
+		// overrides it.
+		"EXECUTOR_RUNTIME=shell",
 	}, extra...)
 	return start(s.t, fmt.Sprintf("executor-%d", s.execNum), env, "executor", "run")
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -65,8 +66,12 @@ func quickstart(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	go func() { served <- c.Serve(serveCtx, l) }()
 	cfg := c.Config().Current()
 
-	// The executor runs in this process, with the embedded defaults.
+	// The executor runs in this process, with the embedded defaults. The
+	// demo job uses the host's git in its step, which only the shell
+	// runtime offers (container runtimes run the step's image, and no
+	// image is pulled offline): EXECUTOR_RUNTIME chooses another.
 	execCfg, err := executor.LoadConfig(mapEnv(map[string]string{
+		"EXECUTOR_RUNTIME":           cmp.Or(os.Getenv("EXECUTOR_RUNTIME"), "shell"),
 		"EXECUTOR_FRONTEND_URL":      url,
 		"EXECUTOR_FRONTEND_PASSWORD": cfg.ExecutorsAccessToken,
 		"EXECUTOR_QUEUE_NAMES":       strings.Join(cfg.Queues, ","),

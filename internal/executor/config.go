@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/execd/execd/internal/runtime/docker"
 )
 
 // Config is the executor's configuration, read from the environment with
@@ -34,7 +36,7 @@ type Config struct {
 	KeepWorkspaces   bool
 
 	DockerRegistryMirrors []string
-	DockerAdditionalMount []string
+	DockerAdditionalMount []string // each source:target[:ro] or a docker --mount spec
 	DockerAddHostGateway  bool
 	DockerAuthConfig      string
 	VMPrefix              string
@@ -75,7 +77,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		KeepWorkspaces:   p.bool("EXECUTOR_KEEP_WORKSPACES", false),
 
 		DockerRegistryMirrors: p.list("EXECUTOR_DOCKER_REGISTRY_MIRROR_URL"),
-		DockerAdditionalMount: p.list("EXECUTOR_DOCKER_ADDITIONAL_MOUNTS"),
+		DockerAdditionalMount: p.mounts("EXECUTOR_DOCKER_ADDITIONAL_MOUNTS"),
 		DockerAddHostGateway:  p.bool("EXECUTOR_DOCKER_ADD_HOST_GATEWAY", false),
 		DockerAuthConfig:      p.json("EXECUTOR_DOCKER_AUTH_CONFIG"),
 		VMPrefix:              p.str("EXECUTOR_VM_PREFIX", "executor"),
@@ -207,10 +209,44 @@ func (p *envParser) list(name string) []string {
 
 func (p *envParser) json(name string) string {
 	v := strings.TrimSpace(p.getenv(name))
-	if v != "" && !json.Valid([]byte(v)) {
-		p.fail(name, v, `want a docker config JSON object such as {"auths": {"registry.example.com": {"auth": "<base64 user:password>"}}}`)
+	if v == "" {
+		return ""
+	}
+	const want = `want a docker config JSON object such as {"auths": {"registry.example.com": {"auth": "<base64 user:password>"}}}`
+	if !json.Valid([]byte(v)) {
+		p.fail(name, v, want)
+		return v
+	}
+	if _, err := docker.ParseAuthConfig(v); err != nil {
+		// Not quoted: the value holds credentials.
+		p.errs = append(p.errs, fmt.Errorf("%s: %v; %s", name, err, want))
 	}
 	return v
+}
+
+// mounts reads EXECUTOR_DOCKER_ADDITIONAL_MOUNTS: docker --mount
+// specifications separated by semicolons, as the reference writes them
+// ("type=bind,source=/foo,target=/bar;..."), or source:target[:ro]
+// entries separated by commas or semicolons.
+func (p *envParser) mounts(name string) []string {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		return nil
+	}
+	sep := func(r rune) bool { return r == ';' || r == ',' }
+	if strings.Contains(v, "=") {
+		sep = func(r rune) bool { return r == ';' }
+	}
+	var entries []string
+	for _, e := range strings.FieldsFunc(v, sep) {
+		if e = strings.TrimSpace(e); e != "" {
+			entries = append(entries, e)
+		}
+	}
+	if _, err := docker.ParseMounts(entries); err != nil {
+		p.fail(name, v, err.Error())
+	}
+	return entries
 }
 
 func (p *envParser) file(name string) string {

@@ -71,6 +71,9 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"active time", map[string]string{"EXECUTOR_MAX_ACTIVE_TIME": "forever"}, nil, []string{`EXECUTOR_MAX_ACTIVE_TIME="forever"`}},
 		{"keep", map[string]string{"EXECUTOR_KEEP_WORKSPACES": "sometimes"}, nil, []string{`EXECUTOR_KEEP_WORKSPACES="sometimes"`}},
 		{"auth config", map[string]string{"EXECUTOR_DOCKER_AUTH_CONFIG": "{not json"}, nil, []string{"EXECUTOR_DOCKER_AUTH_CONFIG", "auths"}},
+		{"auth config credentials", map[string]string{"EXECUTOR_DOCKER_AUTH_CONFIG": `{"auths": {"r.example.com": {"auth": "!!"}}}`}, nil, []string{"EXECUTOR_DOCKER_AUTH_CONFIG", "r.example.com", "base64"}},
+		{"mounts", map[string]string{"EXECUTOR_DOCKER_ADDITIONAL_MOUNTS": "cache:/cache"}, nil, []string{"EXECUTOR_DOCKER_ADDITIONAL_MOUNTS", "not an absolute path"}},
+		{"mount spec", map[string]string{"EXECUTOR_DOCKER_ADDITIONAL_MOUNTS": "type=bind,source=/a,target=/b,colour=red"}, nil, []string{"EXECUTOR_DOCKER_ADDITIONAL_MOUNTS", "unknown field"}},
 		{"host gateway", map[string]string{"EXECUTOR_DOCKER_ADD_HOST_GATEWAY": "maybe"}, nil, []string{"EXECUTOR_DOCKER_ADD_HOST_GATEWAY"}},
 		{"startup script", map[string]string{"EXECUTOR_VM_STARTUP_SCRIPT_PATH": "/nonexistent/script.sh"}, nil, []string{"EXECUTOR_VM_STARTUP_SCRIPT_PATH", "existing file"}},
 		{"runtime", map[string]string{"EXECUTOR_RUNTIME": "podman"}, nil, []string{`EXECUTOR_RUNTIME="podman"`, "auto, shell, docker, gvisor, firecracker"}},
@@ -99,6 +102,22 @@ func TestLoadConfig_Errors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestLoadConfig_DockerMounts(t *testing.T) {
+	tests := []struct{ value, want string }{
+		{"/srv/cache:/cache:ro,/srv/tools:/tools", "/srv/cache:/cache:ro|/srv/tools:/tools"},
+		{"type=bind,source=/foo,target=/bar;type=volume,source=v,target=/v", "type=bind,source=/foo,target=/bar|type=volume,source=v,target=/v"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		kv := minimal()
+		kv["EXECUTOR_DOCKER_ADDITIONAL_MOUNTS"] = tt.value
+		c, err := LoadConfig(env(kv))
+		if got := strings.Join(c.DockerAdditionalMount, "|"); err != nil || got != tt.want {
+			t.Errorf("EXECUTOR_DOCKER_ADDITIONAL_MOUNTS=%q: %q, %v; want %q", tt.value, got, err, tt.want)
+		}
 	}
 }
 

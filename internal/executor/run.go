@@ -59,6 +59,10 @@ func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 	finished := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "execd_executor_jobs_finished_total", Help: "Jobs run, by outcome."}, []string{"outcome"})
 	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "execd_executor_job_duration_seconds", Help: "Job durations, by outcome.", Buckets: prometheus.ExponentialBuckets(0.1, 2, 16)}, []string{"outcome"})
 	reg.MustRegister(finished, durations)
+	// The chosen runtime and why, in the metrics the heartbeats carry.
+	runtimeInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "execd_executor_runtime", Help: "The sandbox runtime in use (1), and why it was chosen."}, []string{"runtime", "reason"})
+	runtimeInfo.WithLabelValues(rt.Name(), why).Set(1)
+	reg.MustRegister(runtimeInfo)
 	if cfg.MetricsAddr != "" {
 		if err := serveMetrics(drain, cfg.MetricsAddr, reg, logger); err != nil {
 			return err
@@ -66,6 +70,12 @@ func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 	}
 
 	git, _ := GitVersion()
+	var dockerVersion string
+	if v, ok := rt.(interface {
+		ServerVersion(context.Context) (string, error)
+	}); ok {
+		dockerVersion, _ = v.ServerVersion(drain)
+	}
 	root := filepath.Join(cfg.WorkspaceRoot, name)
 	cleanWorkspaces(cfg.WorkspaceRoot, logger)
 	release, err := lockWorkspaceRoot(root)
@@ -93,6 +103,11 @@ func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 		},
 		Logger: logger,
 	}
+	if j, ok := rt.(sandbox.Janitor); ok {
+		ctx, stop := context.WithCancel(hard)
+		defer stop()
+		startJanitor(ctx, j, cfg.CleanupInterval, staleSandboxes(cfg.WorkspaceRoot, name, runner.Running), logger)
+	}
 	w := worker.New(client, runner, worker.Options{
 		Queues:        cfg.Queues,
 		MaxJobs:       cfg.MaxJobs,
@@ -105,7 +120,7 @@ func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 			Version: cfg.Version, NumCPUs: cfg.JobCPUs, Memory: cfg.memoryText, DiskSpace: formatSize(cfg.DiskSpace),
 		},
 		Telemetry: protocol.HeartbeatRequest{
-			OS: runtime.GOOS, Architecture: runtime.GOARCH, ExecutorVersion: cfg.Version, GitVersion: git,
+			OS: runtime.GOOS, Architecture: runtime.GOARCH, ExecutorVersion: cfg.Version, GitVersion: git, DockerVersion: dockerVersion,
 		},
 		Metrics: func() string { return gatherText(reg) },
 		Logger:  logger,
@@ -116,6 +131,55 @@ func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 	})
 	logger.Info("executor started", "queues", strings.Join(cfg.Queues, ","), "coordinator", cfg.FrontendURL, "max_jobs", cfg.MaxJobs, "runtime", rt.Name(), "network", network)
 	return w.Run(drain, hard)
+}
+
+// startJanitor removes the leftovers of sandboxes that stale reports, once
+// now and then every interval until ctx ends.
+func startJanitor(ctx context.Context, j sandbox.Janitor, interval time.Duration, stale func(sandbox.Leftover) bool, logger *slog.Logger) {
+	clean := func() {
+		cctx, cancel := context.WithTimeout(ctx, max(interval, time.Minute))
+		defer cancel()
+		if err := j.Clean(cctx, stale); err != nil && ctx.Err() == nil {
+			logger.Warn("sandbox janitor", "err", err)
+		}
+	}
+	clean()
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				clean()
+			}
+		}
+	}()
+}
+
+// staleSandboxes reports which sandboxes belong to no running job: this
+// executor's (self) whose job is not running, and those of dead executors
+// that shared its workspace root (their workspace lock is free). Other
+// executors' are left alone, as their liveness cannot be told.
+func staleSandboxes(root, self string, running func(jobID string) bool) func(sandbox.Leftover) bool {
+	resolved, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		resolved = root
+	}
+	return func(l sandbox.Leftover) bool {
+		if l.Owner == "" {
+			return false
+		}
+		if l.Owner == self {
+			return !running(l.JobID)
+		}
+		dir := filepath.Dir(l.Workspace)
+		if dir != filepath.Join(root, l.Owner) && dir != filepath.Join(resolved, l.Owner) {
+			return false
+		}
+		return !ownerAlive(root, l.Owner)
+	}
 }
 
 func isAuthError(err error) bool {

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	sandbox "github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/runtime/docker"
+	"github.com/execd/execd/internal/runtime/netpolicy"
 	"github.com/execd/execd/internal/runtime/shell"
 )
 
@@ -15,25 +17,49 @@ import (
 func MaybeRunSandboxInit() { shell.MaybeRunInit() }
 
 // runtimes lists the sandbox runtimes, most isolating first: the order in
-// which EXECUTOR_RUNTIME=auto tries them.
-func runtimes(logger *slog.Logger) []sandbox.Runtime {
+// which EXECUTOR_RUNTIME=auto tries them (firecracker, not in this build,
+// would come first).
+func runtimes(cfg Config, logger *slog.Logger) []sandbox.Runtime {
+	dc := docker.Config{
+		RegistryMirrors:  cfg.DockerRegistryMirrors,
+		AdditionalMounts: cfg.DockerAdditionalMount,
+		AddHostGateway:   cfg.DockerAddHostGateway,
+		AuthConfig:       cfg.DockerAuthConfig,
+		Logger:           logger,
+	}
+	if cfg.JobNetwork != string(sandbox.NetworkNone) {
+		dc.Firewall = firewall(cfg, logger)
+	}
+	gvisor := dc
+	gvisor.GVisor = true
 	return []sandbox.Runtime{
+		docker.New(gvisor),
+		docker.New(dc),
 		shell.New(shell.Config{Logger: logger}),
 	}
+}
+
+// firewall is the network policy of the jobs' networks: docker's
+// resolvers may be reached on port 53 even when private, and the host
+// when EXECUTOR_DOCKER_ADD_HOST_GATEWAY asks for it.
+func firewall(cfg Config, logger *slog.Logger) *netpolicy.Firewall {
+	resolvers, err := netpolicy.Resolvers()
+	if err != nil {
+		logger.Warn("cannot list the host's DNS resolvers; jobs' networks may not resolve names through private ones", "err", err)
+	}
+	return &netpolicy.Firewall{AllowDNS: resolvers, AllowHost: cfg.DockerAddHostGateway, Logger: logger}
 }
 
 // plannedRuntimes are runtimes not built yet, named so that choosing one
 // gets a clear answer.
 var plannedRuntimes = map[string]string{
 	"firecracker": "the firecracker runtime is not available in this build; use EXECUTOR_RUNTIME=gvisor, docker or shell",
-	"gvisor":      "the gvisor runtime is not available in this build; use EXECUTOR_RUNTIME=shell",
-	"docker":      "the docker runtime is not available in this build; use EXECUTOR_RUNTIME=shell",
 }
 
 // selectRuntime returns the configured runtime, or with auto the first one
 // whose Check passes, and why it was chosen.
 func selectRuntime(ctx context.Context, cfg Config, logger *slog.Logger) (sandbox.Runtime, string, error) {
-	all := runtimes(logger)
+	all := runtimes(cfg, logger)
 	if cfg.Runtime != "auto" {
 		for _, rt := range all {
 			if rt.Name() == cfg.Runtime {
@@ -45,9 +71,12 @@ func selectRuntime(ctx context.Context, cfg Config, logger *slog.Logger) (sandbo
 		}
 		return nil, "", fmt.Errorf("EXECUTOR_RUNTIME=%s: %s", cfg.Runtime, plannedRuntimes[cfg.Runtime])
 	}
-	var skipped []string
+	skipped := []string{"firecracker: not in this build"}
 	for _, rt := range all {
 		err := rt.Check(ctx)
+		if err == nil && cfg.JobNetwork == string(sandbox.NetworkInternet) && rt.Name() == "shell" {
+			err = fmt.Errorf("EXECUTOR_JOB_NETWORK=internet: the shell runtime has no network")
+		}
 		if err == nil {
 			why := "EXECUTOR_RUNTIME=auto: the most isolating runtime available"
 			if len(skipped) > 0 {

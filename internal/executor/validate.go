@@ -51,16 +51,20 @@ func Validate(ctx context.Context, getenv func(string) string, out io.Writer) bo
 	report("git", err, git)
 
 	logger := slog.New(slog.DiscardHandler)
-	for _, rt := range runtimes(logger) {
+	for _, rt := range runtimes(cfg, logger) {
 		if err := rt.Check(ctx); err != nil {
 			fmt.Fprintf(out, "-     runtime %-6s unavailable: %v\n", rt.Name(), err)
 		} else {
 			fmt.Fprintf(out, "ok    runtime %-6s available\n", rt.Name())
 		}
 	}
-	for _, name := range []string{"docker", "gvisor", "firecracker"} {
-		fmt.Fprintf(out, "-     runtime %-6s unavailable: %s\n", name, plannedRuntimes[name])
+	// The reference's guide checks KVM before installing firecracker.
+	if err := checkKVM("/dev/kvm"); err != nil {
+		fmt.Fprintf(out, "-     kvm            unavailable: %v\n", err)
+	} else {
+		fmt.Fprintf(out, "ok    kvm            /dev/kvm can run virtual machines (firecracker could run here)\n")
 	}
+	fmt.Fprintf(out, "-     runtime %-6s unavailable: %s\n", "firecracker", plannedRuntimes["firecracker"])
 	// The docker and gvisor runtimes need the firewall for the network
 	// policy of EXECUTOR_JOB_NETWORK=internet jobs; the shell runtime does not.
 	if err := netpolicy.Check(ctx); err != nil {

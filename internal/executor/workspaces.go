@@ -46,27 +46,35 @@ func cleanWorkspaces(root string, logger *slog.Logger) {
 		return
 	}
 	for _, e := range entries {
-		if !e.IsDir() {
+		if !e.IsDir() || ownerAlive(root, e.Name()) {
 			continue
 		}
 		dir := filepath.Join(root, e.Name())
-		f, err := os.Open(filepath.Join(dir, lockName))
-		if err == nil {
-			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-			if err != nil {
-				f.Close()
-				continue // a live executor holds it
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
-			continue
-		}
 		if err := os.RemoveAll(dir); err != nil {
 			logger.Warn("workspace janitor: remove", "dir", dir, "err", err)
 		} else {
 			logger.Info("workspace janitor: removed the workspaces of a stopped executor", "dir", dir)
 		}
-		if f != nil {
-			f.Close()
-		}
 	}
+}
+
+// ownerAlive reports whether the executor name, whose workspaces are in
+// root/name, runs: whether its lock is held (by any process, this one
+// included). A directory without a lock file belongs to no live
+// executor; one whose lock cannot be checked is taken as alive.
+func ownerAlive(root, name string) bool {
+	f, err := os.Open(filepath.Join(root, name, lockName))
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	// flock locks belong to open files: this one conflicts with the
+	// owner's even within the owner's process.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	return false
 }

@@ -54,9 +54,10 @@ type Config struct {
 	// credentials (runtime.Options.DockerAuth) replace it.
 	AuthConfig string
 	// Firewall, when set, installs the network policy of each job's
-	// network on its bridge interface. nil installs no rules: the
-	// containers of NetworkInternet jobs may then reach anything the host
-	// routes to.
+	// network on its bridge interface; when it also has a method
+	// Check(context.Context) error, [Runtime.Check] calls it. nil
+	// installs no rules: the containers of NetworkInternet jobs may then
+	// reach anything the host routes to.
 	Firewall Firewall
 	// Logger receives the runtime's debug and warning messages; nil
 	// discards them.

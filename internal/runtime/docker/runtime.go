@@ -94,7 +94,9 @@ func (r *Runtime) usable() error {
 }
 
 // Check reports whether the Docker daemon answers and can enforce memory
-// and process limits, and for gvisor that it has runsc registered. Its
+// and process limits, for gvisor that it has runsc registered, and that
+// the firewall can be installed when [Config.Firewall] has a Check method
+// (func(context.Context) error). Its
 // error wraps [runtime.ErrUnavailable] and says how to fix what is
 // missing.
 func (r *Runtime) Check(ctx context.Context) error {
@@ -124,6 +126,12 @@ func (r *Runtime) check(ctx context.Context) error {
 	if r.cfg.GVisor {
 		errs = append(errs, r.checkGVisor(info.Runtimes))
 	}
+	if c, ok := r.cfg.Firewall.(interface{ Check(context.Context) error }); ok {
+		if err := c.Check(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: the network policy of jobs' networks cannot be installed: %w "+
+				"(or set EXECUTOR_JOB_NETWORK=none: jobs then have no network)", r.Name(), err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -143,6 +151,19 @@ func (r *Runtime) checkGVisor(runtimes map[string]system.RuntimeWithStatus) erro
 		}
 	}
 	return nil
+}
+
+// ServerVersion returns the Docker daemon's version, for the executor's
+// telemetry.
+func (r *Runtime) ServerVersion(ctx context.Context) (string, error) {
+	if err := r.usable(); err != nil {
+		return "", err
+	}
+	v, err := r.cli.ServerVersion(ctx)
+	if err != nil {
+		return "", r.daemonError(err)
+	}
+	return v.Version, nil
 }
 
 // daemonError explains an error of a request to the daemon: when the

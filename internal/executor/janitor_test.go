@@ -1,0 +1,67 @@
+package executor
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	sandbox "github.com/execd/execd/internal/runtime"
+)
+
+func TestOwnerAlive(t *testing.T) {
+	root := t.TempDir()
+	release, err := lockWorkspaceRoot(filepath.Join(root, "live"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	// A dead executor's directory: its lock file is there, unlocked.
+	if err := os.MkdirAll(filepath.Join(root, "dead"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "dead", lockName), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"live": true, "dead": false, "gone": false} {
+		if got := ownerAlive(root, name); got != want {
+			t.Errorf("ownerAlive(%q) = %v, want %v", name, got, want)
+		}
+	}
+	// Checking does not take the lock from its owner.
+	if !ownerAlive(root, "live") {
+		t.Error("ownerAlive(live) = false after a check")
+	}
+	release()
+	if ownerAlive(root, "live") {
+		t.Error("ownerAlive(live) = true after its lock was released")
+	}
+}
+
+func TestStaleSandboxes(t *testing.T) {
+	root := t.TempDir()
+	release, err := lockWorkspaceRoot(filepath.Join(root, "other-live"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	running := func(job string) bool { return job == "1-batches" }
+	stale := staleSandboxes(root, "me", running)
+	ws := func(owner string) string { return filepath.Join(root, owner, "job-dir") }
+	tests := []struct {
+		name string
+		l    sandbox.Leftover
+		want bool
+	}{
+		{"mine, running", sandbox.Leftover{JobID: "1-batches", Owner: "me", Workspace: ws("me")}, false},
+		{"mine, over", sandbox.Leftover{JobID: "2-batches", Owner: "me", Workspace: ws("me")}, true},
+		{"a live executor's", sandbox.Leftover{JobID: "3-batches", Owner: "other-live", Workspace: ws("other-live")}, false},
+		{"a dead executor's", sandbox.Leftover{JobID: "4-batches", Owner: "other-dead", Workspace: ws("other-dead")}, true},
+		{"another workspace root's", sandbox.Leftover{JobID: "5-batches", Owner: "elsewhere", Workspace: "/srv/other-root/elsewhere/job-dir"}, false},
+		{"no owner", sandbox.Leftover{JobID: "6-batches"}, false},
+	}
+	for _, tt := range tests {
+		if got := stale(tt.l); got != tt.want {
+			t.Errorf("%s: stale(%+v) = %v, want %v", tt.name, tt.l, got, tt.want)
+		}
+	}
+}
