@@ -110,6 +110,7 @@ func quickstart(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintf(stdout, `
 The coordinator keeps serving until Ctrl-C.
   URL:                     %s
+  web UI:                  %s/ (sign in with the API token)
   API token:               %s
   executors' secret:       %s
   site config:             %s
@@ -121,7 +122,7 @@ Try:
   curl -s -H "Authorization: token $EXECD_API_TOKEN" $EXECD_URL/api/queues/batches/jobs/1
 Run more executors on other machines with:
   EXECUTOR_FRONTEND_URL=%s EXECUTOR_FRONTEND_PASSWORD=%s EXECUTOR_QUEUE_NAME=batches executor run
-`, url, cfg.APIAccessToken, cfg.ExecutorsAccessToken, c.Config().Path(), url, cfg.APIAccessToken, url, cfg.ExecutorsAccessToken)
+`, url, url, cfg.APIAccessToken, cfg.ExecutorsAccessToken, c.Config().Path(), url, cfg.APIAccessToken, url, cfg.ExecutorsAccessToken)
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(stdout, "\nstopping")

@@ -17,8 +17,8 @@ import (
 // An administrator signs in with the site config's api.accessToken (compared
 // in constant time). The server then keeps a session in memory under a
 // random 256-bit id, sent as the cookie execd_session: HttpOnly,
-// SameSite=Lax, Secure when the request came over HTTPS (directly, by
-// X-Forwarded-Proto, or when externalURL is https). A session ends at
+// SameSite=Lax, Secure when the request came over HTTPS (directly or, behind
+// a proxy, by X-Forwarded-Proto). A session ends at
 // sign-out, after the session TTL, on a coordinator restart, and as soon as
 // api.accessToken changes: it remembers the hash of the token it was opened
 // with.
@@ -116,9 +116,9 @@ func (s *Server) session(r *http.Request) (*session, bool) {
 	return sess, true
 }
 
-// page wraps a GET handler: without a session it redirects to the sign-in
+// view wraps a GET handler: without a session it redirects to the sign-in
 // page, which comes back here.
-func (s *Server) page(h func(http.ResponseWriter, *http.Request, *session)) http.Handler {
+func (s *Server) view(h func(http.ResponseWriter, *http.Request, *session)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sess, ok := s.session(r)
 		if !ok {
@@ -178,11 +178,10 @@ func sameOrigin(r *http.Request) bool {
 }
 
 // secure reports whether the cookie should be Secure: the request came
-// over HTTPS, or the coordinator is reached at an https:// externalURL.
-func (s *Server) secure(r *http.Request) bool {
-	return r.TLS != nil ||
-		strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") ||
-		strings.HasPrefix(s.config.Current().ExternalURL, "https://")
+// over HTTPS. (Not from externalURL: an admin who reaches the coordinator
+// over plain HTTP, through a tunnel say, could not sign in.)
+func secure(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 type signInData struct {
@@ -231,7 +230,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		Path:     "/",
 		Expires:  sess.expires,
 		HttpOnly: true,
-		Secure:   s.secure(r),
+		Secure:   secure(r),
 		SameSite: http.SameSiteLaxMode,
 	})
 	s.logger.Info("ui sign-in", "remote", r.RemoteAddr)
@@ -240,7 +239,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request, sess *session) {
 	s.sessions.delete(sess.id)
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.secure(r), SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, "/ui/sign-in", http.StatusSeeOther)
 }
 

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -39,7 +40,7 @@ func (s *Server) handleExecutors(w http.ResponseWriter, r *http.Request, sess *s
 		s.fail(w, r, err)
 		return
 	}
-	running, err := s.runningByExecutor(r, cfg.Queues)
+	running, err := s.runningByExecutor(ctx, cfg.Queues)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -78,10 +79,10 @@ func (s *Server) handleExecutors(w http.ResponseWriter, r *http.Request, sess *s
 
 // runningByExecutor counts the processing jobs of every queue by the
 // executor that holds them.
-func (s *Server) runningByExecutor(r *http.Request, queues []string) (map[string]int, error) {
+func (s *Server) runningByExecutor(ctx context.Context, queues []string) (map[string]int, error) {
 	out := map[string]int{}
 	for _, q := range queues {
-		jobs, err := s.store.ListJobs(r.Context(), q, store.ListOptions{State: store.StateProcessing, Limit: 10000})
+		jobs, err := s.store.ListJobs(ctx, q, store.ListOptions{State: store.StateProcessing, Limit: 10000})
 		if err != nil {
 			return nil, fmt.Errorf("count running jobs: %w", err)
 		}

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -85,7 +86,7 @@ func (s *Server) handleQueues(w http.ResponseWriter, r *http.Request, sess *sess
 		size.points = append(size.points, point{now, float64(v.Size)})
 		v.SizeChart = lineChart("queue size of "+name+" over the last hour", from, now, countLabel, size)
 		if v.Total > 0 {
-			if err := s.finishedCharts(r, &v, now); err != nil {
+			if err := s.finishedCharts(ctx, &v, now); err != nil {
 				s.fail(w, r, err)
 				return
 			}
@@ -107,8 +108,8 @@ func barRange(now time.Time) (from, to time.Time) {
 
 // finishedCharts draws the throughput and duration charts of v from its
 // newest jobs that finished in the last hour.
-func (s *Server) finishedCharts(r *http.Request, v *queueView, now time.Time) error {
-	jobs, err := s.store.ListJobs(r.Context(), v.Name, store.ListOptions{Limit: recentJobsLimit})
+func (s *Server) finishedCharts(ctx context.Context, v *queueView, now time.Time) error {
+	jobs, err := s.store.ListJobs(ctx, v.Name, store.ListOptions{Limit: recentJobsLimit})
 	if err != nil {
 		return fmt.Errorf("recent jobs of %q: %w", v.Name, err)
 	}
