@@ -156,10 +156,14 @@ func TestBrowser_ExecutorDot(t *testing.T) {
 	ex := e.executor("ci-box-1")
 	hbCtx, stop := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
+	var lastBeat time.Time // written by the goroutine, read after stopped
 	go func() {
 		defer close(stopped)
 		for {
-			if err := heartbeat(hbCtx, ex); err != nil && hbCtx.Err() == nil {
+			sent := time.Now()
+			if err := heartbeat(hbCtx, ex); err == nil {
+				lastBeat = sent
+			} else if hbCtx.Err() == nil {
 				t.Errorf("heartbeat: %v", err)
 			}
 			select {
@@ -194,9 +198,8 @@ func TestBrowser_ExecutorDot(t *testing.T) {
 	}
 	stop()
 	<-stopped
-	stoppedAt := time.Now()
 	waitFor(t, ctx, "dot turns grey", `document.querySelector('`+row+` .dot:not(.on)') !== null`, 20*time.Second)
-	if waited := time.Since(stoppedAt); waited < 2*time.Second {
+	if waited := time.Since(lastBeat); waited < 2*time.Second {
 		t.Errorf("dot turned grey %v after the last heartbeat, before the 2s threshold", waited)
 	}
 	if got := eval[string](t, ctx, `getComputedStyle(document.querySelector('`+row+` .dot')).backgroundColor`); got != "rgb(154, 163, 173)" {
