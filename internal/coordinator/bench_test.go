@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/execd/execd/internal/protocol"
+	"github.com/execd/execd/internal/benchutil"
 	"github.com/execd/execd/internal/queueclient"
 	"github.com/execd/execd/internal/store"
 	"github.com/execd/execd/internal/store/postgres/pgtest"
@@ -65,37 +65,16 @@ func BenchmarkProtocolCycle(b *testing.B) {
 	}
 }
 
-var errNoJob = errors.New("queue drained")
+var errNoJob = benchutil.ErrEmpty
 
 func benchCycle(c *queueclient.Client) error {
-	ctx := context.Background()
-	job, ok, err := c.Dequeue(ctx, []string{"batches"}, queueclient.DequeueOptions{Version: "5.0.0"})
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errNoJob
-	}
-	start := time.Now()
-	id, err := c.AddLogEntry(ctx, job, protocol.ExecutionLogEntry{Key: "step.docker.0", Command: []string{"true"}, StartTime: start})
-	if err != nil {
-		return err
-	}
-	code, dur := 0, 3
-	if err := c.UpdateLogEntry(ctx, job, id, protocol.ExecutionLogEntry{Key: "step.docker.0", Command: []string{"true"}, StartTime: start, ExitCode: &code, DurationMs: &dur, Out: "stdout: ok\n"}); err != nil {
-		return err
-	}
-	return c.MarkComplete(ctx, job)
+	return benchutil.ProtocolCycle(context.Background(), c, "batches")
 }
 
 func enqueue(b *testing.B, s store.Store, n int) {
 	b.Helper()
-	spec := store.Spec{DockerSteps: []protocol.DockerStep{{Image: "alpine", Commands: []string{"true"}}}}
-	now := time.Now()
-	for range n {
-		if _, err := s.Enqueue(context.Background(), "batches", spec, 1, now); err != nil {
-			b.Fatal(err)
-		}
+	if err := benchutil.Enqueue(context.Background(), s, "batches", n); err != nil {
+		b.Fatal(err)
 	}
 }
 

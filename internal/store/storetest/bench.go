@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/execd/execd/internal/protocol"
+	"github.com/execd/execd/internal/benchutil"
 	"github.com/execd/execd/internal/store"
 )
 
@@ -73,30 +71,11 @@ func Bench(b *testing.B, open func(b *testing.B) store.Store) {
 
 const benchQueue = "bench"
 
-var errEmpty = errors.New("bench queue is empty")
+var errEmpty = benchutil.ErrEmpty
 
 // cycle runs one job through the protocol as executor ex.
 func cycle(s store.Store, ex string, i int) error {
-	ctx := context.Background()
-	tok := store.HashToken(ex + "/" + strconv.Itoa(i))
-	j, ok, err := s.Dequeue(ctx, benchQueue, store.DequeueOptions{ExecutorName: ex, TokenHash: tok}, time.Now())
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errEmpty
-	}
-	entry := protocol.ExecutionLogEntry{Key: "step.docker.0", Command: []string{"sh", "-c", "make test"}, StartTime: time.Now()}
-	eid, err := s.AddLogEntry(ctx, benchQueue, j.ID, ex, entry)
-	if err != nil {
-		return err
-	}
-	exit, dur := 0, 12
-	entry.Out, entry.ExitCode, entry.DurationMs = "stdout: ok\n", &exit, &dur
-	if err := s.UpdateLogEntry(ctx, benchQueue, j.ID, ex, eid, entry); err != nil {
-		return err
-	}
-	return s.MarkComplete(ctx, benchQueue, j.ID, ex, time.Now())
+	return benchutil.StoreCycle(context.Background(), s, benchQueue, ex, i)
 }
 
 // enqueueN enqueues n jobs from a few goroutines, outside the timer.
@@ -104,25 +83,7 @@ func enqueueN(b *testing.B, s store.Store, n int) {
 	b.Helper()
 	b.StopTimer()
 	defer b.StartTimer()
-	spec := store.Spec{
-		RepositoryName: "github.com/execd/bench",
-		Commit:         "0123456789abcdef0123456789abcdef01234567",
-		DockerSteps:    []protocol.DockerStep{{Key: "test", Image: "alpine:3", Commands: []string{"make test"}, Dir: "."}},
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				if _, err := s.Enqueue(context.Background(), benchQueue, spec, 1, time.Now()); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if b.Failed() {
-		b.FailNow()
+	if err := benchutil.Enqueue(context.Background(), s, benchQueue, n); err != nil {
+		b.Fatal(err)
 	}
 }

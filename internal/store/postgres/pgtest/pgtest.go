@@ -84,19 +84,43 @@ func URL(tb testing.TB) string {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	name := "execd_test_" + strconv.Itoa(os.Getpid()) + "_" + randomHex(6)
-	if err := adminExec(ctx, admin, "CREATE DATABASE "+name); err != nil {
+	dbURL, drop, err := CreateDatabase(ctx, admin)
+	if err != nil {
 		tb.Fatalf("create test database: %v", err)
 	}
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := adminExec(ctx, admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		if err := drop(ctx); err != nil {
 			tb.Errorf("drop test database: %v", err)
 		}
 	})
+	return dbURL
+}
+
+// Start starts a temporary server outside of tests (for programs such as
+// cmd/bench) and returns its admin URL and a function that stops it and
+// removes its files. Tests use [URL] instead.
+func Start() (adminURL string, stop func(), err error) {
+	return start()
+}
+
+// CreateDatabase creates an empty database on the server of the admin URL
+// and returns its URL and a function that drops it.
+func CreateDatabase(ctx context.Context, admin string) (dbURL string, drop func(context.Context) error, err error) {
+	u, err := url.Parse(admin)
+	if err != nil {
+		return "", nil, fmt.Errorf("admin URL: %w", err)
+	}
+	name := "execd_test_" + strconv.Itoa(os.Getpid()) + "_" + randomHex(6)
+	if err := adminExec(ctx, admin, "CREATE DATABASE "+name); err != nil {
+		return "", nil, err
+	}
+	drop = func(ctx context.Context) error {
+		return adminExec(ctx, admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	}
 	u.Path = "/" + name
-	return u.String()
+	return u.String(), drop, nil
 }
 
 func adminExec(ctx context.Context, admin, sql string) error {
