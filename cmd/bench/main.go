@@ -1,0 +1,131 @@
+// Command bench measures execd against the goals of the performance issue,
+// on this machine, in one run:
+//
+//	bench [-runs N] [-format text|benchstat] pickup|throughput|logs|sandbox|scale|fault|all
+//
+// Each scenario runs N times (3 by default) with fixed sizes and prints one
+// line per figure: the median over the runs, the spread (minimum–maximum)
+// and, where the issue sets one, the goal and whether it is met. With
+// -format benchstat it prints each run as a Go benchmark result line
+// instead, for benchstat to compare with stored results. docs/benchmarks.md
+// describes every scenario.
+//
+// It runs as root on Linux (the shell sandbox needs namespaces and cgroups),
+// from within the module (it builds the coordinator and executor commands
+// for the scenarios that run them as processes).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/execd/execd/internal/executor"
+)
+
+// A scenario measures its figures over b.runs runs.
+type scenario struct {
+	name string
+	run  func(ctx context.Context, b *bench) ([]*figure, error)
+}
+
+// scenarios lists the scenarios in the order "all" runs them.
+func scenarios() []scenario {
+	return []scenario{
+	{"pickup", pickup},
+	{"throughput", throughput},
+	{"logs", logs},
+	{"sandbox", sandbox},
+	{"scale", scale},
+	{"fault", fault},
+	}
+}
+
+func main() {
+	// The in-process executor's shell sandboxes re-execute this binary.
+	executor.MaybeRunSandboxInit()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	runs := fs.Int("runs", 3, "runs of each scenario; figures are the median over them")
+	format := fs.String("format", "text", "output: text (one summary line per figure) or benchstat (one line per run)")
+	verbose := fs.Bool("v", false, "log progress to standard error")
+	all := scenarios()
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: bench [flags] scenario...|all\nscenarios:")
+		for _, s := range all {
+			fmt.Fprintf(stderr, " %s", s.name)
+		}
+		fmt.Fprintln(stderr)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 || *runs < 1 || (*format != "text" && *format != "benchstat") {
+		fs.Usage()
+		return errors.New("want a scenario, -runs of at least 1, and -format text or benchstat")
+	}
+	var chosen []scenario
+	for _, name := range fs.Args() {
+		if name == "all" {
+			chosen = append(chosen, all...)
+			continue
+		}
+		i := slices.IndexFunc(all, func(s scenario) bool { return s.name == name })
+		if i < 0 {
+			fs.Usage()
+			return fmt.Errorf("unknown scenario %q", name)
+		}
+		chosen = append(chosen, all[i])
+	}
+
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	b, err := newBench(*runs, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	if *format == "text" {
+		fmt.Fprintf(stdout, "# %s\n", b.machine())
+	}
+	var errs []error
+	for _, s := range chosen {
+		start := time.Now()
+		figs, err := s.run(ctx, b)
+		if *format == "text" {
+			writeText(stdout, figs)
+			fmt.Fprintf(stdout, "# %s took %s\n", s.name, time.Since(start).Round(time.Second))
+		} else {
+			writeBenchstat(stdout, figs)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
+			fmt.Fprintf(stderr, "bench: %s: %v\n", s.name, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
