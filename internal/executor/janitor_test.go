@@ -45,7 +45,13 @@ func TestStaleSandboxes(t *testing.T) {
 	}
 	defer release()
 	running := func(job string) bool { return job == "1-batches" }
-	stale := staleSandboxes(root, "me", running)
+	stale := staleSandboxes("me", running)
+	otherRoot := t.TempDir()
+	releaseOther, err := lockWorkspaceRoot(filepath.Join(otherRoot, "live-elsewhere"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseOther()
 	ws := func(owner string) string { return filepath.Join(root, owner, "job-dir") }
 	tests := []struct {
 		name string
@@ -56,8 +62,11 @@ func TestStaleSandboxes(t *testing.T) {
 		{"mine, over", sandbox.Leftover{JobID: "2-batches", Owner: "me", Workspace: ws("me")}, true},
 		{"a live executor's", sandbox.Leftover{JobID: "3-batches", Owner: "other-live", Workspace: ws("other-live")}, false},
 		{"a dead executor's", sandbox.Leftover{JobID: "4-batches", Owner: "other-dead", Workspace: ws("other-dead")}, true},
-		{"another workspace root's", sandbox.Leftover{JobID: "5-batches", Owner: "elsewhere", Workspace: "/srv/other-root/elsewhere/job-dir"}, false},
-		{"no owner", sandbox.Leftover{JobID: "6-batches"}, false},
+		{"a live executor's of another root", sandbox.Leftover{JobID: "5-batches", Owner: "live-elsewhere", Workspace: filepath.Join(otherRoot, "live-elsewhere", "job-dir")}, false},
+		{"a dead executor's of another root", sandbox.Leftover{JobID: "6-batches", Owner: "dead-elsewhere", Workspace: filepath.Join(otherRoot, "dead-elsewhere", "job-dir")}, true},
+		{"not in an executor's directory", sandbox.Leftover{JobID: "7-batches", Owner: "tool", Workspace: "/srv/jobs/job-dir"}, false},
+		{"relative workspace", sandbox.Leftover{JobID: "8-batches", Owner: "x", Workspace: "x/job-dir"}, false},
+		{"no owner", sandbox.Leftover{JobID: "9-batches"}, false},
 	}
 	for _, tt := range tests {
 		if got := stale(tt.l); got != tt.want {

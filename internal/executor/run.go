@@ -106,7 +106,7 @@ func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 	if j, ok := rt.(sandbox.Janitor); ok {
 		ctx, stop := context.WithCancel(hard)
 		defer stop()
-		startJanitor(ctx, j, cfg.CleanupInterval, staleSandboxes(cfg.WorkspaceRoot, name, runner.Running), logger)
+		startJanitor(ctx, j, cfg.CleanupInterval, staleSandboxes(name, runner.Running), logger)
 	}
 	w := worker.New(client, runner, worker.Options{
 		Queues:        cfg.Queues,
@@ -159,26 +159,25 @@ func startJanitor(ctx context.Context, j sandbox.Janitor, interval time.Duration
 }
 
 // staleSandboxes reports which sandboxes belong to no running job: this
-// executor's (self) whose job is not running, and those of dead executors
-// that shared its workspace root (their workspace lock is free). Other
-// executors' are left alone, as their liveness cannot be told.
-func staleSandboxes(root, self string, running func(jobID string) bool) func(sandbox.Leftover) bool {
-	resolved, err := filepath.EvalSymlinks(root)
-	if err != nil {
-		resolved = root
-	}
+// executor's (self) whose job is not running, and those of executors that
+// died. Every executor keeps its workspaces in <root>/<name>, holding the
+// lock <root>/<name>/.lock while it runs (whatever its
+// EXECUTOR_WORKSPACE_ROOT): a sandbox whose workspace is in such a
+// directory whose lock is free, or which is gone, is an orphan. Other
+// sandboxes are left alone, as their liveness cannot be told.
+func staleSandboxes(self string, running func(jobID string) bool) func(sandbox.Leftover) bool {
 	return func(l sandbox.Leftover) bool {
-		if l.Owner == "" {
+		switch {
+		case l.Owner == "":
 			return false
-		}
-		if l.Owner == self {
+		case l.Owner == self:
 			return !running(l.JobID)
 		}
 		dir := filepath.Dir(l.Workspace)
-		if dir != filepath.Join(root, l.Owner) && dir != filepath.Join(resolved, l.Owner) {
+		if !filepath.IsAbs(l.Workspace) || filepath.Base(dir) != l.Owner {
 			return false
 		}
-		return !ownerAlive(root, l.Owner)
+		return !ownerAlive(filepath.Dir(dir), l.Owner)
 	}
 }
 

@@ -45,6 +45,16 @@ func (f *fakeFirewall) Remove(_ context.Context, bridge string) error {
 	return nil
 }
 
+func (f *fakeFirewall) Bridges(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var bridges []string
+	for b := range f.rules {
+		bridges = append(bridges, b)
+	}
+	return bridges, nil
+}
+
 func (f *fakeFirewall) applied(bridge string) netip.Prefix {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -147,4 +157,25 @@ func TestClean_ExecutorKilled(t *testing.T) {
 			t.Errorf("second Clean: %v", err)
 		}
 	})
+}
+
+// TestClean_FirewallRules: the janitor removes the rules of bridges that
+// look like ours and whose network is gone, and no other.
+func TestClean_FirewallRules(t *testing.T) {
+	fw := &fakeFirewall{}
+	rt := needRuntime(t, docker.Config{Firewall: fw})
+	live, _ := prepare(t, rt, runtime.Options{Network: runtime.NetworkInternet})
+	_, _, liveBridge := docker.SandboxInfo(live)
+	ctx := context.Background()
+	for _, b := range []string{"execd0123456789", "docker0", "execd-other"} {
+		fw.Apply(ctx, b, netip.MustParsePrefix("172.30.0.0/16"))
+	}
+	if err := rt.Clean(ctx, func(runtime.Leftover) bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+	for b, want := range map[string]bool{"execd0123456789": false, "docker0": true, "execd-other": true, liveBridge: true} {
+		if got := fw.applied(b).IsValid(); got != want {
+			t.Errorf("after Clean, bridge %s has rules: %v, want %v", b, got, want)
+		}
+	}
 }

@@ -1,0 +1,214 @@
+package e2e_test
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+
+	"github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/runtime/docker"
+	"github.com/execd/execd/internal/runtime/netpolicy"
+	"github.com/execd/execd/internal/testutil"
+)
+
+// testImage is built without a registry by deploy/images/build-test-images.sh.
+var testImage = cmp.Or(os.Getenv("EXECD_DOCKER_TEST_IMAGE"), "execd-test/busybox:latest")
+
+// forEachContainerRuntime runs f for the docker and the gvisor runtime,
+// each skipped (failed in CI) when this host cannot run it.
+func forEachContainerRuntime(t *testing.T, f func(t *testing.T, name string, cli *client.Client)) {
+	for _, r := range []struct {
+		name   string
+		gvisor bool
+	}{{"docker", false}, {"gvisor", true}} {
+		t.Run(r.name, func(t *testing.T) {
+			ctx := context.Background()
+			if err := docker.New(docker.Config{GVisor: r.gvisor}).Check(ctx); err != nil {
+				testutil.Missing(t, r.name, err.Error())
+			}
+			cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cli.Close() })
+			if _, err := cli.ImageInspect(ctx, testImage); err != nil {
+				testutil.Missing(t, r.name, fmt.Sprintf("test image %s: %v: run deploy/images/build-test-images.sh", testImage, err))
+			}
+			f(t, r.name, cli)
+		})
+	}
+}
+
+// containers lists the containers of system s labelled label=value
+// (running or not): those whose workspace is in s's directory.
+func containers(t *testing.T, s *system, cli *client.Client, label, value string) []container.Summary {
+	t.Helper()
+	list, err := cli.ContainerList(context.Background(), container.ListOptions{
+		All: true, Filters: filters.NewArgs(filters.Arg("label", label+"="+value)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ours []container.Summary
+	for _, c := range list {
+		if strings.HasPrefix(c.Labels["execd.workspace"], s.dir+"/") {
+			ours = append(ours, c)
+		}
+	}
+	return ours
+}
+
+// waitContainers waits until s has n containers labelled label=value.
+func waitContainers(t *testing.T, s *system, cli *client.Client, label, value string, n int, timeout time.Duration) []container.Summary {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := containers(t, s, cli, label, value)
+		if len(got) == n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			var ids []string
+			for _, c := range got {
+				ids = append(ids, c.ID[:12]+" "+c.State)
+			}
+			t.Fatalf("containers labelled %s=%s: %v after %v, want %d", label, value, ids, timeout, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// newContainerSystem is newSystem whose leftover containers and networks
+// are removed when the test ends (a failed test may leave them), with
+// their firewall rules.
+func newContainerSystem(t *testing.T, name, queueSettings string) *system {
+	s := newSystem(t, queueSettings)
+	t.Cleanup(func() {
+		rt := docker.New(docker.Config{GVisor: name == "gvisor", Firewall: &netpolicy.Firewall{}})
+		err := rt.Clean(context.Background(), func(l runtime.Leftover) bool { return strings.HasPrefix(l.Workspace, s.dir+"/") })
+		if err != nil {
+			t.Errorf("remove the test's containers: %v", err)
+		}
+	})
+	return s
+}
+
+func jobUID(id int) string { return fmt.Sprintf("%d-%s", id, queue) }
+
+// TestE2E_Containers: a multi-step job over the cloned repository in the
+// test image completes with the right log, on each container runtime.
+func TestE2E_Containers(t *testing.T) {
+	forEachContainerRuntime(t, func(t *testing.T, name string, cli *client.Client) {
+		s := newContainerSystem(t, name, `{}`)
+		s.startExecutor("EXECUTOR_RUNTIME=" + name)
+		id := s.submit(fmt.Sprintf(`{"repositoryName": %q, "commit": %q,
+			"dockerSteps": [
+				{"key": "build", "image": %q, "env": ["TOKEN=%s"], "commands": [
+					"cat README.md", "ls", "sh src/main.sh", "echo token is $TOKEN",
+					"echo built by step one > out.txt", "echo to stderr >&2"]},
+				{"key": "check", "image": %q, "dir": "src", "commands": [
+					"pwd", "cat ../out.txt", "cat /etc/execd-test-image", "id -u"]}],
+			"redactedValues": {%q: "[REDACTED]"}}`,
+			repoName, s.repo.commits[1], testImage, secret, testImage, secret))
+		j := s.waitState(id, 2*time.Minute, "completed", "failed", "errored")
+		logs := formatLogs(j)
+		if j.State != "completed" {
+			t.Fatalf("job %s, want completed; logs:\n%s", j.State, logs)
+		}
+		for _, want := range []string{
+			"== setup.docker.pull", "image " + testImage + " is present",
+			"stdout: demo v1\nstdout: demo v2\n", "stdout: README.md\nstdout: docs\nstdout: src\n", "stdout: built from src",
+			"stdout: token is [REDACTED]", "stderr: to stderr",
+			"stdout: /workspace/src\nstdout: built by step one\nstdout: execd-test-image\nstdout: 0\n",
+		} {
+			if !strings.Contains(logs, want) {
+				t.Errorf("logs lack %q:\n%s", want, logs)
+			}
+		}
+		if strings.Contains(logs, secret) {
+			t.Errorf("the secret is in the logs:\n%s", logs)
+		}
+		waitContainers(t, s, cli, "execd.job", jobUID(id), 0, 10*time.Second)
+	})
+}
+
+// TestE2E_ContainerMemoryLimit: a step over the job's memory limit is
+// killed, and the job fails saying so.
+func TestE2E_ContainerMemoryLimit(t *testing.T) {
+	forEachContainerRuntime(t, func(t *testing.T, name string, cli *client.Client) {
+		s := newContainerSystem(t, name, `{}`)
+		s.startExecutor("EXECUTOR_RUNTIME="+name, "EXECUTOR_JOB_MEMORY=128M")
+		id := s.submit(fmt.Sprintf(`{"maxAttempts": 1, "dockerSteps": [{"key": "hog", "image": %q, "commands": [
+			"echo allocating", "head -c $((1024<<20)) /dev/zero | tail > /dev/null", "echo survived"]}]}`, testImage))
+		j := s.waitState(id, 2*time.Minute, "completed", "failed", "errored")
+		logs := formatLogs(j)
+		if j.State != "failed" || !strings.Contains(j.FailureMessage, "exceeded the job's memory limit of 128M") {
+			t.Errorf("job %s with %q, want failed saying it exceeded the memory limit; logs:\n%s", j.State, j.FailureMessage, logs)
+		}
+		if strings.Contains(logs, "stdout: survived") {
+			t.Errorf("the step went on after the allocation:\n%s", logs)
+		}
+	})
+}
+
+// TestE2E_ContainerCancel: cancelling a running job kills its container
+// within 10 s.
+func TestE2E_ContainerCancel(t *testing.T) {
+	forEachContainerRuntime(t, func(t *testing.T, name string, cli *client.Client) {
+		s := newContainerSystem(t, name, `{}`)
+		s.startExecutor("EXECUTOR_RUNTIME=" + name)
+		id := s.submit(fmt.Sprintf(`{"dockerSteps": [{"image": %q, "commands": ["echo started", "sleep 1000"]}]}`, testImage))
+		s.waitState(id, time.Minute, "processing")
+		waitContainers(t, s, cli, "execd.job", jobUID(id), 1, 30*time.Second)
+		start := time.Now()
+		if _, err := s.api.Cancel(context.Background(), queue, id); err != nil {
+			t.Fatal(err)
+		}
+		j := s.waitState(id, 10*time.Second, "canceled")
+		waitContainers(t, s, cli, "execd.job", jobUID(id), 0, time.Until(start.Add(10*time.Second)))
+		t.Logf("canceled, container gone, after %v", time.Since(start).Round(time.Millisecond))
+		if !strings.Contains(formatLogs(j), "step stopped") {
+			t.Errorf("the step's log does not say it was stopped:\n%s", formatLogs(j))
+		}
+	})
+}
+
+// TestE2E_ContainerExecutorKilled: kill -9 of the executor leaves its
+// step's container running (dockerd runs it); the next executor's janitor
+// removes it when it starts, and runs the job again once it is reset.
+func TestE2E_ContainerExecutorKilled(t *testing.T) {
+	forEachContainerRuntime(t, func(t *testing.T, name string, cli *client.Client) {
+		s := newContainerSystem(t, name, `{"stalledAge": "8s"}`)
+		first := s.startExecutor("EXECUTOR_RUNTIME=" + name)
+		id := s.submit(fmt.Sprintf(`{"dockerSteps": [{"image": %q, "commands": ["echo started", "sleep 1000"]}]}`, testImage))
+		s.waitState(id, time.Minute, "processing")
+		owner := waitContainers(t, s, cli, "execd.job", jobUID(id), 1, 30*time.Second)[0].Labels["execd.owner"]
+		first.kill()
+		time.Sleep(time.Second)
+		if got := containers(t, s, cli, "execd.owner", owner); len(got) != 1 || got[0].State != "running" {
+			t.Fatalf("after kill -9 of the executor, its containers are %+v; want its step's, still running", got)
+		}
+		start := time.Now()
+		s.startExecutor("EXECUTOR_RUNTIME=" + name)
+		waitContainers(t, s, cli, "execd.owner", owner, 0, 20*time.Second)
+		t.Logf("the new executor's janitor removed the killed one's container after %v", time.Since(start).Round(time.Millisecond))
+		// The job is reset and runs on the new executor.
+		second := waitContainers(t, s, cli, "execd.job", jobUID(id), 1, time.Minute)[0].Labels["execd.owner"]
+		if second == owner {
+			t.Errorf("the job's new container belongs to the killed executor %s", owner)
+		}
+		if _, err := s.api.Cancel(context.Background(), queue, id); err != nil {
+			t.Fatal(err)
+		}
+		s.waitState(id, 15*time.Second, "canceled")
+		waitContainers(t, s, cli, "execd.job", jobUID(id), 0, 10*time.Second)
+	})
+}
