@@ -40,12 +40,12 @@ type scenario struct {
 // scenarios lists the scenarios in the order "all" runs them.
 func scenarios() []scenario {
 	return []scenario{
-	{"pickup", pickup},
-	{"throughput", throughput},
-	{"logs", logs},
-	{"sandbox", sandbox},
-	{"scale", scale},
-	{"fault", fault},
+		{"pickup", pickup},
+		{"throughput", throughput},
+		{"logs", logs},
+		{"sandbox", sandbox},
+		{"scale", scale},
+		{"fault", fault},
 	}
 }
 
