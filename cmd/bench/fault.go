@@ -125,4 +125,3 @@ func waitProcessing(ctx context.Context, api *jobsapi.Client, id int, not string
 		}
 	}
 }
-
