@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -109,7 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *format == "text" {
 		fmt.Fprintf(stdout, "# %s\n", b.machine())
 	}
-	var errs []error
+	var failed []string
 	for _, s := range chosen {
 		start := time.Now()
 		figs, err := s.run(ctx, b)
@@ -120,12 +121,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			writeBenchstat(stdout, figs)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
+			failed = append(failed, s.name)
 			fmt.Fprintf(stderr, "bench: %s: %v\n", s.name, err)
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return errors.Join(errs...)
+	if len(failed) > 0 {
+		return fmt.Errorf("failed: %s", strings.Join(failed, ", "))
+	}
+	return nil
 }
