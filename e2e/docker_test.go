@@ -47,8 +47,9 @@ func forEachContainerRuntime(t *testing.T, f func(t *testing.T, name string, cli
 	}
 }
 
-// containers lists the containers of system s labelled label=value
-// (running or not): those whose workspace is in s's directory.
+// containers lists the step containers of system s labelled label=value
+// (running or not): those whose workspace is in s's directory, but the
+// containers that hold jobs' networks.
 func containers(t *testing.T, s *system, cli *client.Client, label, value string) []container.Summary {
 	t.Helper()
 	list, err := cli.ContainerList(context.Background(), container.ListOptions{
@@ -59,7 +60,7 @@ func containers(t *testing.T, s *system, cli *client.Client, label, value string
 	}
 	var ours []container.Summary
 	for _, c := range list {
-		if strings.HasPrefix(c.Labels["execd.workspace"], s.dir+"/") {
+		if strings.HasPrefix(c.Labels["execd.workspace"], s.dir+"/") && c.Labels["execd.role"] == "" {
 			ours = append(ours, c)
 		}
 	}

@@ -25,4 +25,6 @@ const (
 	LabelOwner   = labelOwner
 	LabelJob     = labelJob
 	LabelSandbox = labelSandbox
+	LabelRole    = labelRole
+	RoleHolder   = roleHolder
 )

@@ -105,8 +105,8 @@ func TestClean_ExecutorKilled(t *testing.T) {
 		helper.Wait()
 
 		byOwner := docker.LabelOwner + "=" + dead
-		if n := containersLabelled(t, rt, byOwner); len(n) != 1 {
-			t.Fatalf("after the executor was killed, its containers are %v; want its step's", n)
+		if n := containersLabelled(t, rt, true, byOwner); len(n) != 1 {
+			t.Fatalf("after the executor was killed, its step containers are %v; want its step's", n)
 		}
 		if n := networksLabelled(t, rt, byOwner); len(n) != 1 {
 			t.Fatalf("after the executor was killed, its networks are %v; want its job's", n)
@@ -129,7 +129,7 @@ func TestClean_ExecutorKilled(t *testing.T) {
 			t.Fatalf("Clean: %v", err)
 		}
 		t.Logf("Clean took %v", time.Since(start))
-		if n := containersLabelled(t, rt, byOwner); len(n) > 0 {
+		if n := containersLabelled(t, rt, false, byOwner); len(n) > 0 {
 			t.Errorf("containers %v of the dead executor left after Clean", n)
 		}
 		if n := networksLabelled(t, rt, byOwner); len(n) > 0 {

@@ -159,23 +159,36 @@ func prepare(t testing.TB, rt *docker.Runtime, opts runtime.Options) (runtime.Sa
 	return sb, opts
 }
 
-// containersOf returns the IDs of the containers of a sandbox.
+// containersOf returns the IDs of the containers of a sandbox, the one
+// holding its network included.
 func containersOf(t testing.TB, rt *docker.Runtime, sandboxID string) []string {
 	t.Helper()
-	return containersLabelled(t, rt, docker.LabelSandbox+"="+sandboxID)
+	return containersLabelled(t, rt, false, docker.LabelSandbox+"="+sandboxID)
 }
 
-func containersLabelled(t testing.TB, rt *docker.Runtime, label string) []string {
+// stepsOf returns the IDs of the step containers of a sandbox.
+func stepsOf(t testing.TB, rt *docker.Runtime, sandboxID string) []string {
 	t.Helper()
-	list, err := docker.Client(rt).ContainerList(context.Background(), container.ListOptions{
-		All: true, Filters: filters.NewArgs(filters.Arg("label", label)),
-	})
+	return containersLabelled(t, rt, true, docker.LabelSandbox+"="+sandboxID)
+}
+
+// containersLabelled lists the containers with every label filter, but
+// those holding a job's network when stepsOnly is set.
+func containersLabelled(t testing.TB, rt *docker.Runtime, stepsOnly bool, labels ...string) []string {
+	t.Helper()
+	f := filters.NewArgs()
+	for _, l := range labels {
+		f.Add("label", l)
+	}
+	list, err := docker.Client(rt).ContainerList(context.Background(), container.ListOptions{All: true, Filters: f})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ids []string
 	for _, c := range list {
-		ids = append(ids, c.ID)
+		if !stepsOnly || c.Labels[docker.LabelRole] == "" {
+			ids = append(ids, c.ID)
+		}
 	}
 	return ids
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +61,9 @@ type Sandbox struct {
 	destroyed bool
 	// The job's network; empty for runtime.NetworkNone.
 	networkID, networkName, bridge string
+	// holderID is the container whose network namespace the steps join,
+	// once the first step started it (see [Sandbox.networkMode]).
+	holderID string
 }
 
 // Pull makes image available, pulling it when it is missing, with
@@ -97,23 +101,48 @@ func (s *Sandbox) Run(ctx context.Context, step runtime.Step, out runtime.Output
 		return runtime.Result{}, err
 	}
 	cfg.Image = ref
-	name := "execd-" + safeName(s.opts.JobID) + "-" + safeName(step.Key) + "-" + randomHex(3)
-	created, err := s.r.cli.ContainerCreate(ctx, cfg, hostCfg, nil, nil, name)
+	res, err := s.runContainer(ctx, step, cfg, hostCfg, script, stdout, stderr)
+	if err != nil && ctx.Err() == nil && s.dropDeadHolder(ctx) {
+		// The container holding the job's network stopped: start another
+		// and try again.
+		res, err = s.runContainer(ctx, step, cfg, hostCfg, script, stdout, stderr)
+	}
+	return res, err
+}
+
+// runContainer creates the step's container, runs it and removes it.
+func (s *Sandbox) runContainer(ctx context.Context, step runtime.Step, cfg *container.Config, hostCfg *container.HostConfig,
+	script []byte, stdout, stderr io.Writer) (runtime.Result, error) {
+	netMode, err := s.networkMode(ctx, cfg.Image)
 	if err != nil {
-		if ctx.Err() != nil {
-			// The container may exist even though the request failed.
-			s.removeContainers(ctx)
-			return runtime.Result{}, ctx.Err()
-		}
-		return runtime.Result{}, fmt.Errorf("%w (creating the container of step %q)", s.r.daemonError(err), step.Key)
+		return s.failed(ctx, err, "starting the container that holds the job's network")
+	}
+	hc := *hostCfg
+	hc.NetworkMode = netMode
+	if !netMode.IsContainer() && s.r.cfg.AddHostGateway && !netMode.IsNone() {
+		hc.ExtraHosts = []string{hostGateway}
+	}
+	name := "execd-" + safeName(s.opts.JobID) + "-" + safeName(step.Key) + "-" + randomHex(3)
+	// Not interrupted by ctx: a request abandoned midway may still make
+	// the container, out of the sandbox's sight.
+	created, err := s.r.cli.ContainerCreate(context.WithoutCancel(ctx), cfg, &hc, nil, nil, name)
+	if err != nil {
+		return s.failed(ctx, err, "creating the container of step "+strconv.Quote(step.Key))
 	}
 	for _, w := range created.Warnings {
 		s.log.Debug("container created with a warning", "step", step.Key, "warning", w)
 	}
 	defer s.removeContainer(ctx, created.ID)
+	if ctx.Err() != nil {
+		return runtime.Result{ExitCode: -1}, ctx.Err()
+	}
 	if script != nil {
-		if err := s.r.cli.CopyToContainer(ctx, created.ID, "/", script, container.CopyToContainerOptions{}); err != nil {
-			return runtime.Result{}, fmt.Errorf("%w (copying the script of step %q)", s.r.daemonError(err), step.Key)
+		tarball, err := scriptTar(script)
+		if err == nil {
+			err = s.r.cli.CopyToContainer(ctx, created.ID, "/", tarball, container.CopyToContainerOptions{})
+		}
+		if err != nil {
+			return s.failed(ctx, err, "copying the script of step "+strconv.Quote(step.Key))
 		}
 	}
 	return s.run(ctx, created.ID, stdout, stderr)
@@ -242,9 +271,9 @@ func (s *Sandbox) removeContainers(ctx context.Context) error {
 }
 
 // containerSpec checks step and returns its container's configuration
-// (without the image), and the script to copy into the container when it
-// is too long for an argument.
-func (s *Sandbox) containerSpec(step runtime.Step) (*container.Config, *container.HostConfig, io.Reader, error) {
+// (without the image and network), and the script to copy into the
+// container when it is too long for an argument.
+func (s *Sandbox) containerSpec(step runtime.Step) (*container.Config, *container.HostConfig, []byte, error) {
 	if step.Image == "" {
 		return nil, nil, nil, errors.New("no image: the docker runtime runs each step in a container of the step's image")
 	}
@@ -285,27 +314,21 @@ func (s *Sandbox) containerSpec(step runtime.Step) (*container.Config, *containe
 		AttachStdout: true,
 		AttachStderr: true,
 	}
-	var script io.Reader
+	var script []byte
 	if b.Len() > maxScriptArg {
-		tarball, err := scriptTar(b.String())
-		if err != nil {
-			return nil, nil, nil, err
-		}
 		cfg.Entrypoint = []string{"/bin/sh", scriptPath}
-		script = tarball
+		script = []byte(b.String())
 	}
 	return cfg, s.hostConfig(), script, nil
 }
 
-// hostConfig returns the containers' limits, mounts, privileges and
-// network.
+// hostConfig returns a step container's limits, mounts and privileges.
 func (s *Sandbox) hostConfig() *container.HostConfig {
 	opts := s.opts
 	init := true
 	hc := &container.HostConfig{
 		Mounts: append([]mount.Mount{{Type: mount.TypeBind, Source: opts.Workspace, Target: containerWorkspace}},
 			s.r.set.mounts...),
-		NetworkMode: "none",
 		CapDrop:     []string{"ALL"},
 		SecurityOpt: []string{"no-new-privileges"},
 		// A minimal init (docker-init) as PID 1: it forwards signals to
@@ -315,14 +338,6 @@ func (s *Sandbox) hostConfig() *container.HostConfig {
 		// Output reaches the job's log through the attached stream; the
 		// daemon need not keep a copy.
 		LogConfig: container.LogConfig{Type: "none"},
-	}
-	s.mu.Lock()
-	if s.networkID != "" {
-		hc.NetworkMode = container.NetworkMode(s.networkID)
-	}
-	s.mu.Unlock()
-	if s.r.cfg.AddHostGateway && hc.NetworkMode != "none" {
-		hc.ExtraHosts = []string{"host.docker.internal:host-gateway"}
 	}
 	if opts.CPUs > 0 {
 		hc.NanoCPUs = int64(opts.CPUs) * 1e9
@@ -346,12 +361,12 @@ func (s *Sandbox) hostConfig() *container.HostConfig {
 }
 
 // scriptTar returns a tar archive holding the script at scriptPath.
-func scriptTar(script string) (io.Reader, error) {
+func scriptTar(script []byte) (io.Reader, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	err := tw.WriteHeader(&tar.Header{Name: strings.TrimPrefix(scriptPath, "/"), Mode: 0o444, Size: int64(len(script)), ModTime: time.Now()})
 	if err == nil {
-		_, err = io.WriteString(tw, script)
+		_, err = tw.Write(script)
 	}
 	if err == nil {
 		err = tw.Close()
@@ -369,7 +384,7 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	s.destroyed = true
 	prepared, netID, bridge := s.prepared, s.networkID, s.bridge
-	s.networkID, s.bridge = "", ""
+	s.networkID, s.bridge, s.holderID = "", "", ""
 	s.mu.Unlock()
 	if !prepared && netID == "" {
 		return nil // Prepare failed before creating anything

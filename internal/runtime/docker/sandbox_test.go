@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+
 	"github.com/execd/execd/internal/runtime"
 	"github.com/execd/execd/internal/runtime/docker"
 )
@@ -399,7 +401,7 @@ func TestRun_Cancel(t *testing.T) {
 				if !errors.Is(r.err, context.Canceled) {
 					t.Errorf("Run error = %v, want context.Canceled", r.err)
 				}
-				if left := containersOf(t, rt, id); len(left) > 0 {
+				if left := stepsOf(t, rt, id); len(left) > 0 {
 					t.Errorf("containers %v left after a cancelled step", left)
 				}
 			})
@@ -423,7 +425,7 @@ func TestRun_CancelEarly(t *testing.T) {
 			if d := time.Since(start); d > 10*time.Second {
 				t.Errorf("cancelled after %v: Run returned after %v", delay, d)
 			}
-			if left := containersOf(t, rt, id); len(left) > 0 {
+			if left := stepsOf(t, rt, id); len(left) > 0 {
 				t.Errorf("cancelled after %v: containers %v left", delay, left)
 			}
 		}
@@ -614,4 +616,40 @@ func TestRun_NoImage(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "image") {
 		t.Errorf("Run without an image: %v, want an error saying a step needs one", err)
 	}
+}
+
+// TestRun_NetworkHolder: the steps of a job share one network namespace,
+// held by a container that the first step starts (except for gvisor jobs
+// with a network); when it dies, the next step starts another.
+func TestRun_NetworkHolder(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		for _, network := range []runtime.Network{runtime.NetworkNone, runtime.NetworkInternet} {
+			t.Run(string(network), func(t *testing.T) {
+				shared := !(rt.Name() == "gvisor" && network == runtime.NetworkInternet)
+				sb, _ := prepare(t, rt, runtime.Options{Network: network})
+				id, _, _ := docker.SandboxInfo(sb)
+				netns := func() string { return runOK(t, sb, "readlink /proc/self/ns/net") }
+				first, second := netns(), netns()
+				holders := containersLabelled(t, rt, false, docker.LabelSandbox+"="+id, docker.LabelRole+"="+docker.RoleHolder)
+				if !shared {
+					if len(holders) != 0 {
+						t.Errorf("holders %v, want none", holders)
+					}
+					return
+				}
+				if len(holders) != 1 || first != second {
+					t.Fatalf("holders %v, network namespaces %q and %q; want one holder whose namespace both steps share", holders, first, second)
+				}
+				if err := docker.Client(rt).ContainerRemove(context.Background(), holders[0], container.RemoveOptions{Force: true}); err != nil {
+					t.Fatal(err)
+				}
+				if got := runOK(t, sb, "echo after"); got != "after\n" {
+					t.Errorf("step after the holder died: %q", got)
+				}
+				if n := containersLabelled(t, rt, false, docker.LabelSandbox+"="+id, docker.LabelRole+"="+docker.RoleHolder); len(n) != 1 || n[0] == holders[0] {
+					t.Errorf("holders after one died: %v, want a new one", n)
+				}
+			})
+		}
+	})
 }
