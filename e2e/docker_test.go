@@ -102,6 +102,23 @@ func newContainerSystem(t *testing.T, name, queueSettings string) *system {
 	return s
 }
 
+// waitRunning waits until job id's step container runs.
+func waitRunning(t *testing.T, s *system, cli *client.Client, id int) container.Summary {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, c := range containers(t, s, cli, "execd.job", jobUID(id)) {
+			if c.State == "running" {
+				return c
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %d has no running container after 30s", id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func jobUID(id int) string { return fmt.Sprintf("%d-%s", id, queue) }
 
 // TestE2E_Containers: a multi-step job over the cloned repository in the
@@ -168,7 +185,7 @@ func TestE2E_ContainerCancel(t *testing.T) {
 		s.startExecutor("EXECUTOR_RUNTIME=" + name)
 		id := s.submit(fmt.Sprintf(`{"dockerSteps": [{"image": %q, "commands": ["echo started", "sleep 1000"]}]}`, testImage))
 		s.waitState(id, time.Minute, "processing")
-		waitContainers(t, s, cli, "execd.job", jobUID(id), 1, 30*time.Second)
+		waitRunning(t, s, cli, id)
 		start := time.Now()
 		if _, err := s.api.Cancel(context.Background(), queue, id); err != nil {
 			t.Fatal(err)
@@ -191,7 +208,7 @@ func TestE2E_ContainerExecutorKilled(t *testing.T) {
 		first := s.startExecutor("EXECUTOR_RUNTIME=" + name)
 		id := s.submit(fmt.Sprintf(`{"dockerSteps": [{"image": %q, "commands": ["echo started", "sleep 1000"]}]}`, testImage))
 		s.waitState(id, time.Minute, "processing")
-		owner := waitContainers(t, s, cli, "execd.job", jobUID(id), 1, 30*time.Second)[0].Labels["execd.owner"]
+		owner := waitRunning(t, s, cli, id).Labels["execd.owner"]
 		first.kill()
 		time.Sleep(time.Second)
 		if got := containers(t, s, cli, "execd.owner", owner); len(got) != 1 || got[0].State != "running" {

@@ -52,9 +52,17 @@
 // the job, whose bridge interface on the host is named execd<sandbox id>
 // (com.docker.network.bridge.name), and [Config.Firewall] installs the
 // network policy on it (no private ranges, link-local addresses, host
-// services or other jobs); Destroy removes both. Every step's container
-// joins it. [Config.AddHostGateway] adds host.docker.internal, resolving
-// to the host, to containers on a network.
+// services or other jobs); Destroy removes both. [Config.AddHostGateway]
+// adds host.docker.internal, resolving to the host, to containers on a
+// network.
+//
+// A job's steps share one network namespace (loopback only, or on the
+// job's bridge), held by a container that does nothing, started in the
+// first step's image with the job's first step and removed by Destroy:
+// dockerd is slow to make a namespace for each container, and joining
+// one costs nothing. gVisor moves a namespace's interfaces into its
+// sandbox's own network stack, so the steps of a gvisor job with a
+// network each join the bridge instead, at that cost.
 //
 // # Images
 //
@@ -68,7 +76,8 @@
 // # Leftovers
 //
 // Containers and networks carry the labels execd.managed=true,
-// execd.owner, execd.job, execd.workspace and execd.sandbox. Destroy
+// execd.owner, execd.job, execd.workspace and execd.sandbox (and
+// execd.role=network on the container holding a job's network). Destroy
 // removes those of its sandbox; [Runtime.Clean] removes those of any
 // sandbox its caller calls stale, such as the jobs of an executor that
 // was killed: nothing of a step stops when the executor dies, as dockerd
