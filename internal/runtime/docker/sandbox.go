@@ -203,10 +203,10 @@ func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer) 
 	case <-time.After(10 * time.Second):
 		s.log.Warn("container output did not end 10s after the container exited", "container", id)
 	}
-	inspect, err := cli.ContainerInspect(context.WithoutCancel(ctx), id)
-	if err == nil && s.usable() != nil {
-		err = errors.New("the sandbox was destroyed while the step ran")
+	if s.usable() != nil {
+		return runtime.Result{}, errors.New("docker: the sandbox was destroyed while the step ran")
 	}
+	inspect, err := cli.ContainerInspect(context.WithoutCancel(ctx), id)
 	if err != nil {
 		return runtime.Result{}, fmt.Errorf("%w (inspecting the exited container)", s.r.daemonError(err))
 	}
