@@ -77,6 +77,10 @@ type Entry struct {
 	stdout   *streamWriter
 	stderr   *streamWriter
 	finished chan struct{}
+	// added closes once the entry has its id (or never will); the next
+	// entry waits for it, so entry ids follow the order commands started.
+	added chan struct{}
+	prev  *Entry
 
 	mu       sync.Mutex
 	out      bytes.Buffer
@@ -92,10 +96,13 @@ func (s *Streamer) Start(ctx context.Context, key string, command []string) *Ent
 	for i, c := range command {
 		redacted[i] = s.replacer.String(c)
 	}
-	e := &Entry{s: s, key: key, command: redacted, start: time.Now().UTC(), finished: make(chan struct{})}
+	e := &Entry{s: s, key: key, command: redacted, start: time.Now().UTC(), finished: make(chan struct{}), added: make(chan struct{})}
 	e.stdout = newStreamWriter(e, "stdout: ")
 	e.stderr = newStreamWriter(e, "stderr: ")
 	s.mu.Lock()
+	if n := len(s.entries); n > 0 {
+		e.prev = s.entries[n-1]
+	}
 	s.entries = append(s.entries, e)
 	s.mu.Unlock()
 	s.wg.Add(1)
@@ -160,6 +167,14 @@ func (e *Entry) snapshot() (protocol.ExecutionLogEntry, int, bool) {
 // after Finish, retrying failed calls with backoff until they land, the
 // coordinator disowns the job, or ctx ends.
 func (e *Entry) sync(ctx context.Context) {
+	defer e.markAdded()
+	if e.prev != nil {
+		select {
+		case <-e.prev.added:
+		case <-ctx.Done():
+			return
+		}
+	}
 	id, synced := 0, -1
 	backoff := 250 * time.Millisecond
 	tick := time.NewTicker(e.s.interval)
@@ -176,6 +191,7 @@ func (e *Entry) sync(ctx context.Context) {
 			switch {
 			case err == nil:
 				synced, backoff = version, 250*time.Millisecond
+				e.markAdded()
 			case e.s.isGone(err) || ctx.Err() != nil:
 				e.s.markGone(err)
 				return
@@ -199,6 +215,14 @@ func (e *Entry) sync(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+func (e *Entry) markAdded() {
+	select {
+	case <-e.added:
+	default:
+		close(e.added)
 	}
 }
 

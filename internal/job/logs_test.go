@@ -206,3 +206,26 @@ func TestStreamer_CoordinatorDownDelaysNeverLoses(t *testing.T) {
 		t.Errorf("second entry has %d lines (exit %v), want all 100", n, es[1].ExitCode)
 	}
 }
+
+func TestStreamer_EntriesKeepTheirOrder(t *testing.T) {
+	c := startCoord(t)
+	client, j := c.dequeued(store.Spec{})
+	s := job.NewStreamer(client, j, redact.New(nil), job.StreamerOptions{IsUnknownJob: isGone})
+	const n = 30
+	for i := range n {
+		e := s.Start(context.Background(), fmt.Sprintf("step.%02d", i), []string{"true"})
+		e.Finish(0)
+	}
+	if err := s.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	es := c.entries(j.ID)
+	if len(es) != n {
+		t.Fatalf("%d entries, want %d", len(es), n)
+	}
+	for i, e := range es {
+		if want := fmt.Sprintf("step.%02d", i); e.Key != want || e.ID != i+1 {
+			t.Errorf("entry %d = id %d key %s, want id %d key %s", i, e.ID, e.Key, i+1, want)
+		}
+	}
+}
