@@ -409,10 +409,10 @@ func TestExecutorsAndMetrics(t *testing.T) {
 	e.submit("batches", spec)
 	e.submit("batches", spec)
 	e.dequeue("batches", "ex-metrics", "5.0.0")
-	e.call("POST", "/.executors/queue/batches/heartbeat", execAuth(), `{"version": "V2", "executorName": "ex-metrics", "jobIds": [], "os": "linux", "architecture": "amd64", "executorVersion": "5.0.0"}`)
+	e.call("POST", "/.executors/queue/batches/heartbeat", execAuth(), `{"version": "V2", "executorName": "ex-metrics", "jobIds": [], "os": "linux", "architecture": "amd64", "executorVersion": "5.0.0", "runtime": "gvisor"}`)
 
 	code, body := e.call("GET", "/api/executors", map[string]string{"Authorization": "token " + apiToken}, "")
-	if code != http.StatusOK || !strings.Contains(body, `"name":"ex-metrics"`) || !strings.Contains(body, `"active":true`) || !strings.Contains(body, `"os":"linux"`) {
+	if code != http.StatusOK || !strings.Contains(body, `"name":"ex-metrics"`) || !strings.Contains(body, `"active":true`) || !strings.Contains(body, `"os":"linux"`) || !strings.Contains(body, `"runtime":"gvisor"`) {
 		t.Errorf("GET /api/executors = %d %s, want ex-metrics active on linux", code, body)
 	}
 	code, body = e.call("GET", "/metrics", nil, "")

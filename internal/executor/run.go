@@ -121,6 +121,7 @@ func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 		},
 		Telemetry: protocol.HeartbeatRequest{
 			OS: runtime.GOOS, Architecture: runtime.GOARCH, ExecutorVersion: cfg.Version, GitVersion: git, DockerVersion: dockerVersion,
+			Runtime: rt.Name(),
 		},
 		Metrics: func() string { return gatherText(reg) },
 		Logger:  logger,

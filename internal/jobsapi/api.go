@@ -125,6 +125,7 @@ type Executor struct {
 	GitVersion      string    `json:"gitVersion"`
 	IgniteVersion   string    `json:"igniteVersion"`
 	SrcCliVersion   string    `json:"srcCliVersion"`
+	Runtime         string    `json:"runtime"`
 	FirstSeenAt     time.Time `json:"firstSeenAt"`
 	LastSeenAt      time.Time `json:"lastSeenAt"`
 	Active          bool      `json:"active"`
@@ -342,7 +343,7 @@ func (s *Server) handleExecutors(w http.ResponseWriter, r *http.Request) {
 		out[i] = Executor{
 			Name: e.Name, Queues: e.Queues, OS: e.OS, Architecture: e.Architecture,
 			DockerVersion: e.DockerVersion, ExecutorVersion: e.ExecutorVersion,
-			GitVersion: e.GitVersion, IgniteVersion: e.IgniteVersion, SrcCliVersion: e.SrcCliVersion,
+			GitVersion: e.GitVersion, IgniteVersion: e.IgniteVersion, SrcCliVersion: e.SrcCliVersion, Runtime: e.Runtime,
 			FirstSeenAt: e.FirstSeenAt, LastSeenAt: e.LastSeenAt,
 			Active: now.Sub(e.LastSeenAt) <= threshold,
 		}

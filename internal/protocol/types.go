@@ -247,6 +247,10 @@ type HeartbeatRequest struct {
 	SrcCliVersion   string `json:"srcCliVersion"`
 
 	PrometheusMetrics string `json:"prometheusMetrics"`
+
+	// Runtime is the sandbox runtime the executor uses: our extension,
+	// which Sourcegraph instances ignore.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 type heartbeatRequestWire HeartbeatRequest

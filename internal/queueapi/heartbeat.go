@@ -105,6 +105,7 @@ func executorOf(req protocol.HeartbeatRequest, queues []string) store.Executor {
 		GitVersion:      req.GitVersion,
 		IgniteVersion:   req.IgniteVersion,
 		SrcCliVersion:   req.SrcCliVersion,
+		Runtime:         req.Runtime,
 	}
 }
 

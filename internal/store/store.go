@@ -95,6 +95,7 @@ type Executor struct {
 	GitVersion      string
 	IgniteVersion   string
 	SrcCliVersion   string
+	Runtime         string // the sandbox runtime in use (our heartbeat extension)
 	FirstSeenAt     time.Time
 	LastSeenAt      time.Time
 }

@@ -15,7 +15,6 @@ import (
 type executorRow struct {
 	store.Executor
 	Hostname string
-	Runtime  string // not reported by the protocol's heartbeat yet
 	Running  int
 	Active   bool
 	Compat   compat

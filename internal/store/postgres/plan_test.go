@@ -44,7 +44,7 @@ func TestQueryPlans(t *testing.T) {
 		{"Dequeue", dequeueSQL, []any{"batches", now, "ex", tok}, "jobs_dequeue"},
 		{"QueuedCount", queuedCountSQL, []any{"batches", now}, "jobs_dequeue"},
 		{"TokenOwner", tokenOwnerSQL, []any{tok}, "jobs_token_sha256_key"},
-		{"Heartbeat", heartbeatSQL, []any{now, []int{1, 2}, "batches", "ex", "[]", "", "", "", "", "", "", ""}, "Index"},
+		{"Heartbeat", heartbeatSQL, []any{now, []int{1, 2}, "batches", "ex", "[]", "", "", "", "", "", "", "", ""}, "Index"},
 		{"AddLogEntry", addLogSQL, []any{1, "batches", "ex", "k", "[]", now, nil, "", nil}, "Index"},
 		{"UpdateLogEntry", updateLogSQL, []any{1, "batches", "ex", 1, "k", "[]", now, nil, "", nil}, "Index"},
 	}

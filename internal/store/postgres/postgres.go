@@ -336,14 +336,15 @@ const heartbeatSQL = `
 		RETURNING id, cancel
 	), seen AS (
 		INSERT INTO executors (name, queues, os, architecture, docker_version, executor_version,
-			git_version, ignite_version, src_cli_version, first_seen_at, last_seen_at)
-		VALUES ($4, $5, $6, $7, $8, $9, $10, $11, $12, $1, $1)
+			git_version, ignite_version, src_cli_version, first_seen_at, last_seen_at, runtime)
+		VALUES ($4, $5, $6, $7, $8, $9, $10, $11, $12, $1, $1, $13)
 		ON CONFLICT (name) DO UPDATE SET
 			queues = CASE WHEN excluded.queues = '[]' THEN executors.queues ELSE excluded.queues END,
 			os = excluded.os, architecture = excluded.architecture,
 			docker_version = excluded.docker_version, executor_version = excluded.executor_version,
 			git_version = excluded.git_version, ignite_version = excluded.ignite_version,
-			src_cli_version = excluded.src_cli_version, last_seen_at = excluded.last_seen_at
+			src_cli_version = excluded.src_cli_version, last_seen_at = excluded.last_seen_at,
+			runtime = excluded.runtime
 	)
 	SELECT id, cancel FROM beat ORDER BY id`
 
@@ -354,7 +355,7 @@ func (s *Store) Heartbeat(ctx context.Context, e store.Executor, queue string, i
 		return nil, nil, fmt.Errorf("heartbeat of %q: %w", e.Name, err)
 	}
 	rows, err := s.pool.Query(ctx, heartbeatSQL, now, nonNil(ids), queue, e.Name, string(queues),
-		e.OS, e.Architecture, e.DockerVersion, e.ExecutorVersion, e.GitVersion, e.IgniteVersion, e.SrcCliVersion)
+		e.OS, e.Architecture, e.DockerVersion, e.ExecutorVersion, e.GitVersion, e.IgniteVersion, e.SrcCliVersion, e.Runtime)
 	if err != nil {
 		return nil, nil, fmt.Errorf("heartbeat of %q: %w", e.Name, err)
 	}
@@ -771,7 +772,7 @@ func existsErr(ctx context.Context, tx pgx.Tx, queue string, id int) error {
 func (s *Store) ListExecutors(ctx context.Context) ([]store.Executor, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT name, queues, os, architecture, docker_version, executor_version, git_version,
-			ignite_version, src_cli_version, first_seen_at, last_seen_at
+			ignite_version, src_cli_version, first_seen_at, last_seen_at, runtime
 		FROM executors
 		ORDER BY last_seen_at DESC, name`)
 	if err != nil {
@@ -782,7 +783,7 @@ func (s *Store) ListExecutors(ctx context.Context) ([]store.Executor, error) {
 		e   store.Executor
 	)
 	_, err = pgx.ForEachRow(rows, []any{&e.Name, &e.Queues, &e.OS, &e.Architecture, &e.DockerVersion,
-		&e.ExecutorVersion, &e.GitVersion, &e.IgniteVersion, &e.SrcCliVersion, &e.FirstSeenAt, &e.LastSeenAt},
+		&e.ExecutorVersion, &e.GitVersion, &e.IgniteVersion, &e.SrcCliVersion, &e.FirstSeenAt, &e.LastSeenAt, &e.Runtime},
 		func() error {
 			e.FirstSeenAt, e.LastSeenAt = e.FirstSeenAt.UTC(), e.LastSeenAt.UTC()
 			out = append(out, e)

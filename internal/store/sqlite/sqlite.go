@@ -284,16 +284,17 @@ func (s *Store) Heartbeat(ctx context.Context, e store.Executor, queue string, i
 		// An empty queue list keeps the queues the executor was seen with.
 		_, err := tx.ExecContext(ctx, `
 			INSERT INTO executors (name, queues, os, architecture, docker_version, executor_version,
-				git_version, ignite_version, src_cli_version, first_seen_at, last_seen_at)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+				git_version, ignite_version, src_cli_version, first_seen_at, last_seen_at, runtime)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)
 			ON CONFLICT (name) DO UPDATE SET
 				queues = CASE WHEN excluded.queues = '[]' THEN executors.queues ELSE excluded.queues END,
 				os = excluded.os, architecture = excluded.architecture,
 				docker_version = excluded.docker_version, executor_version = excluded.executor_version,
 				git_version = excluded.git_version, ignite_version = excluded.ignite_version,
-				src_cli_version = excluded.src_cli_version, last_seen_at = excluded.last_seen_at`,
+				src_cli_version = excluded.src_cli_version, last_seen_at = excluded.last_seen_at,
+				runtime = excluded.runtime`,
 			e.Name, string(queues), e.OS, e.Architecture, e.DockerVersion, e.ExecutorVersion,
-			e.GitVersion, e.IgniteVersion, e.SrcCliVersion, now.UnixNano())
+			e.GitVersion, e.IgniteVersion, e.SrcCliVersion, now.UnixNano(), e.Runtime)
 		return err
 	})
 	if err != nil {
@@ -681,7 +682,7 @@ func (s *Store) existsErr(ctx context.Context, tx *sql.Tx, queue string, id int)
 func (s *Store) ListExecutors(ctx context.Context) ([]store.Executor, error) {
 	rows, err := s.read.QueryContext(ctx, `
 		SELECT name, queues, os, architecture, docker_version, executor_version, git_version,
-			ignite_version, src_cli_version, first_seen_at, last_seen_at
+			ignite_version, src_cli_version, first_seen_at, last_seen_at, runtime
 		FROM executors
 		ORDER BY last_seen_at DESC, name`)
 	if err != nil {
@@ -696,7 +697,7 @@ func (s *Store) ListExecutors(ctx context.Context) ([]store.Executor, error) {
 			first, lastSeen int64
 		)
 		if err := rows.Scan(&e.Name, &queues, &e.OS, &e.Architecture, &e.DockerVersion, &e.ExecutorVersion,
-			&e.GitVersion, &e.IgniteVersion, &e.SrcCliVersion, &first, &lastSeen); err != nil {
+			&e.GitVersion, &e.IgniteVersion, &e.SrcCliVersion, &first, &lastSeen, &e.Runtime); err != nil {
 			return nil, fmt.Errorf("list executors: %w", err)
 		}
 		if err := json.Unmarshal([]byte(queues), &e.Queues); err != nil {

@@ -665,6 +665,7 @@ func testHeartbeatExecutorUpsert(t *testing.T, s store.Store) {
 	first := store.Executor{
 		Name: "host-1", Queues: []string{"batches", "codeintel"}, OS: "linux", Architecture: "amd64",
 		DockerVersion: "20.10", ExecutorVersion: "5.0.0", GitVersion: "2.39", IgniteVersion: "", SrcCliVersion: "5.1",
+		Runtime: "shell",
 	}
 	_, _, err := s.Heartbeat(ctx, first, "", nil, t0)
 	mustOK(t, err)
@@ -678,7 +679,7 @@ func testHeartbeatExecutorUpsert(t *testing.T, s store.Store) {
 
 	second := first
 	second.Queues = []string{"batches"}
-	second.OS, second.ExecutorVersion, second.IgniteVersion = "darwin", "5.1.0", "0.10"
+	second.OS, second.ExecutorVersion, second.IgniteVersion, second.Runtime = "darwin", "5.1.0", "0.10", "gvisor"
 	_, _, err = s.Heartbeat(ctx, second, "batches", nil, at(5*time.Second))
 	mustOK(t, err)
 	want = second
