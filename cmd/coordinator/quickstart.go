@@ -170,12 +170,19 @@ func runDemoJob(ctx context.Context, api *jobsapi.Client, commit string, w io.Wr
 		if err != nil {
 			return err
 		}
-		lp.print(w, j)
-		if j.State != state {
-			state = j.State
+		// A new running state is announced before its output, the final
+		// state after the last of it.
+		finished := j.State != "queued" && j.State != "processing"
+		changed := j.State != state
+		state = j.State
+		if changed && !finished {
 			fmt.Fprintf(w, "-- job %d: %s (%.1fs)\n", j.ID, state, time.Since(start).Seconds())
 		}
-		if state != "queued" && state != "processing" {
+		lp.print(w, j)
+		if changed && finished {
+			fmt.Fprintf(w, "-- job %d: %s (%.1fs)\n", j.ID, state, time.Since(start).Seconds())
+		}
+		if finished {
 			if state != "completed" {
 				fmt.Fprintf(w, "-- the demo job did not complete: %s\n", j.FailureMessage)
 			}
