@@ -149,8 +149,9 @@ func checkLog(out string, n int) (int64, error) {
 // lastEntryClient is a job.LogClient that keeps only the last state of
 // the one entry.
 type lastEntryClient struct {
-	mu   sync.Mutex
-	last protocol.ExecutionLogEntry
+	mu       sync.Mutex
+	last     protocol.ExecutionLogEntry
+	appended *strings.Builder // the output so far, once appends began
 }
 
 func (c *lastEntryClient) AddLogEntry(_ context.Context, _ protocol.Job, e protocol.ExecutionLogEntry) (int, error) {
@@ -165,6 +166,25 @@ func (c *lastEntryClient) UpdateLogEntry(_ context.Context, _ protocol.Job, _ in
 	defer c.mu.Unlock()
 	c.last = e
 	return nil
+}
+
+// AppendLogEntry makes lastEntryClient a job.LogAppender: appended output
+// is kept after the entry's out, as the coordinator stores it.
+func (c *lastEntryClient) AppendLogEntry(_ context.Context, _ protocol.Job, _ int, offset int64, out string, exitCode, durationMs *int) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.appended == nil {
+		c.appended = &strings.Builder{}
+		c.appended.WriteString(c.last.Out)
+	}
+	if offset != int64(c.appended.Len()) {
+		return 0, fmt.Errorf("offset %d, have %d", offset, c.appended.Len())
+	}
+	c.appended.WriteString(out)
+	if exitCode != nil {
+		c.last.ExitCode, c.last.DurationMs = exitCode, durationMs
+	}
+	return int64(c.appended.Len()), nil
 }
 
 // logsStreamer writes streamerBytes of lines through a job.Streamer with
@@ -196,6 +216,9 @@ func logsStreamer(ctx context.Context, maxOut int) (float64, error) {
 	elapsed := time.Since(start)
 	client.mu.Lock()
 	out := client.last.Out
+	if client.appended != nil {
+		out = client.appended.String()
+	}
 	client.mu.Unlock()
 	if maxOut > streamerBytes {
 		if _, err := checkLog(out, n); err != nil {

@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/redact"
@@ -19,6 +21,19 @@ type LogClient interface {
 	AddLogEntry(ctx context.Context, job protocol.Job, entry protocol.ExecutionLogEntry) (int, error)
 	UpdateLogEntry(ctx context.Context, job protocol.Job, id int, entry protocol.ExecutionLogEntry) error
 }
+
+// LogAppender is a LogClient that can also append to an entry's output
+// (our coordinator's appendExecutionLogEntry): offset is the output's
+// length the coordinator last acknowledged; the answer is the new length.
+// An error with a ServerLength() int64 method means the offset was not the
+// stored length; one with AppendUnsupported() bool true means the
+// coordinator lacks the route (stock Sourcegraph).
+type LogAppender interface {
+	AppendLogEntry(ctx context.Context, job protocol.Job, id int, offset int64, out string, exitCode, durationMs *int) (int64, error)
+}
+
+// maxAppend bounds the output one append carries.
+const maxAppend = 4 << 20
 
 // Streamer streams a job's log entries to the coordinator: each entry is
 // added when its command starts, updated about every Interval while its
@@ -41,6 +56,9 @@ type Streamer struct {
 	mu      sync.Mutex
 	gone    bool
 	entries []*Entry
+	// noAppend is set once the coordinator is known to lack appends; the
+	// rest of the job sends whole outputs.
+	noAppend atomic.Bool
 }
 
 // StreamerOptions configure a Streamer.
@@ -165,7 +183,8 @@ func (e *Entry) snapshot() (protocol.ExecutionLogEntry, int, bool) {
 
 // sync adds the entry, then updates it while it changes, and a last time
 // after Finish, retrying failed calls with backoff until they land, the
-// coordinator disowns the job, or ctx ends.
+// coordinator disowns the job, or ctx ends. When the client can append,
+// updates carry only the output since the acknowledged length.
 func (e *Entry) sync(ctx context.Context) {
 	defer e.markAdded()
 	if e.prev != nil {
@@ -175,39 +194,105 @@ func (e *Entry) sync(ctx context.Context) {
 			return
 		}
 	}
+	appender, _ := e.s.client.(LogAppender)
+	// whole: this entry sends its whole output (no appends, or output that
+	// is not valid UTF-8, which JSON would not carry byte for byte).
+	whole := appender == nil
 	id, synced := 0, -1
+	var acked int64 // output length the coordinator holds (append form)
 	backoff := 250 * time.Millisecond
 	tick := time.NewTicker(e.s.interval)
 	defer tick.Stop()
 	for {
-		entry, version, final := e.snapshot()
-		if version != synced || id == 0 {
-			var err error
-			if id == 0 {
-				id, err = e.s.client.AddLogEntry(ctx, e.s.job, entry)
+		if !whole && e.s.noAppend.Load() {
+			whole = true
+		}
+		var (
+			err  error
+			done bool // nothing left to send for now
+			fin  bool // the entry is finished and all of it sent
+		)
+		if id == 0 || whole {
+			entry, version, final := e.snapshot()
+			if version == synced && id != 0 {
+				done, fin = true, final
 			} else {
-				err = e.s.client.UpdateLogEntry(ctx, e.s.job, id, entry)
-			}
-			switch {
-			case err == nil:
-				synced, backoff = version, 250*time.Millisecond
-				e.markAdded()
-			case e.s.isGone(err) || ctx.Err() != nil:
-				e.s.markGone(err)
-				return
-			default:
-				e.s.logger.Warn("log entry not sent yet; retrying", "key", e.key, "err", err, "retry_in", backoff)
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
-					return
+				if id == 0 {
+					id, err = e.s.client.AddLogEntry(ctx, e.s.job, entry)
+				} else {
+					err = e.s.client.UpdateLogEntry(ctx, e.s.job, id, entry)
 				}
-				backoff = min(backoff*2, 5*time.Second)
+				if err == nil {
+					synced, acked = version, int64(len(entry.Out))
+					e.markAdded()
+					done, fin = true, final
+				}
+			}
+		} else {
+			chunk, exitCode, duration, last, pending := e.nextChunk(acked)
+			switch {
+			case !pending:
+				done, fin = true, exitCode != nil
+			case !utf8.ValidString(chunk):
+				whole, synced = true, -1
 				continue
+			default:
+				var n int64
+				n, err = appender.AppendLogEntry(ctx, e.s.job, id, acked, chunk, exitCode, duration)
+				var mismatch interface{ ServerLength() int64 }
+				var unsupported interface{ AppendUnsupported() bool }
+				switch {
+				case err == nil:
+					acked = n
+					done, fin = last, last
+				case errors.As(err, &unsupported) && unsupported.AppendUnsupported():
+					e.s.noAppend.Store(true)
+					whole, synced = true, -1
+					continue
+				case errors.As(err, &mismatch):
+					// Resync: go on from the coordinator's length if we
+					// hold it, else send the whole output once.
+					if l := mismatch.ServerLength(); l >= 0 && l <= e.length() {
+						acked = l
+					} else {
+						synced = -1
+						entry, version, final := e.snapshot()
+						if err = e.s.client.UpdateLogEntry(ctx, e.s.job, id, entry); err == nil {
+							synced, acked = version, int64(len(entry.Out))
+							done, fin = final, final
+						}
+					}
+					if err == nil {
+						backoff = 250 * time.Millisecond
+						if fin {
+							return
+						}
+						continue
+					}
+				}
 			}
 		}
-		if final && synced == version {
+		switch {
+		case err == nil:
+			backoff = 250 * time.Millisecond
+		case e.s.isGone(err) || ctx.Err() != nil:
+			e.s.markGone(err)
 			return
+		default:
+			e.s.logger.Warn("log entry not sent yet; retrying", "key", e.key, "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		if fin {
+			return
+		}
+		if !done {
+			continue // more output is ready to append
 		}
 		select {
 		case <-tick.C:
@@ -216,6 +301,45 @@ func (e *Entry) sync(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// nextChunk returns the output after offset, up to maxAppend bytes ending
+// on a character boundary, and, when that is the rest of a finished
+// entry, its exit code and duration (last). pending is false when there
+// is nothing to send: no new output, and the entry is not finished.
+func (e *Entry) nextChunk(offset int64) (chunk string, exitCode, duration *int, last, pending bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := e.out.Bytes()
+	if offset > int64(len(out)) {
+		offset = int64(len(out))
+	}
+	rest := out[offset:]
+	if len(rest) > maxAppend {
+		rest = rest[:maxAppend]
+		// Do not split a character between appends.
+		for i := 0; i < utf8.UTFMax && len(rest) > 0 && !utf8.RuneStart(rest[len(rest)-1]); i++ {
+			rest = rest[:len(rest)-1]
+		}
+		if len(rest) > 0 && !utf8.FullRune(rest[len(rest)-1:]) {
+			rest = rest[:len(rest)-1]
+		}
+	}
+	last = e.exitCode != nil && int(offset)+len(rest) == len(out)
+	if last {
+		exitCode, duration = e.exitCode, e.duration
+	}
+	if len(rest) == 0 && !last {
+		return "", e.exitCode, nil, false, false
+	}
+	return string(rest), exitCode, duration, last, true
+}
+
+// length is the entry's output length so far.
+func (e *Entry) length() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return int64(e.out.Len())
 }
 
 func (e *Entry) markAdded() {

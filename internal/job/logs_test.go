@@ -229,3 +229,65 @@ func TestStreamer_EntriesKeepTheirOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamer_AppendsBigOutput streams many MiB through the append form
+// (several appends of at most maxAppend each) and finds it stored whole,
+// in order, with the exit code.
+func TestStreamer_AppendsBigOutput(t *testing.T) {
+	c := startCoord(t)
+	client, j := c.dequeued(store.Spec{})
+	s := job.NewStreamer(client, j, redact.New(map[string]string{"hunter2": "REDACTED"}), job.StreamerOptions{Interval: 50 * time.Millisecond, MaxOutput: 64 << 20, IsUnknownJob: isGone})
+	e := s.Start(t.Context(), "step.0", []string{"spew"})
+	var want strings.Builder
+	const lines = 200_000 // about 18 MiB with prefixes
+	var chunk []byte
+	for i := range lines {
+		line := fmt.Sprintf("%08d lorem ipsum dolor sit amet, consectetur adipiscing elit, hunter2 ö\n", i)
+		want.WriteString("stdout: " + strings.Replace(line, "hunter2", "REDACTED", 1))
+		chunk = append(chunk, line...)
+		if len(chunk) > 64<<10 || i == lines-1 {
+			if _, err := e.Stdout().Write(chunk); err != nil {
+				t.Fatal(err)
+			}
+			chunk = chunk[:0]
+		}
+	}
+	e.Finish(3)
+	if err := s.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	es := c.entries(j.ID)
+	if len(es) != 1 {
+		t.Fatalf("got %d entries, want 1", len(es))
+	}
+	if es[0].Out != want.String() {
+		t.Fatalf("stored output: %d bytes, want %d (the same)", len(es[0].Out), want.Len())
+	}
+	if es[0].ExitCode == nil || *es[0].ExitCode != 3 || es[0].DurationMs == nil {
+		t.Errorf("exit code %v, duration %v: want 3 and a duration", es[0].ExitCode, es[0].DurationMs)
+	}
+}
+
+// noAppendClient is a coordinator without the append route.
+type noAppendClient struct{ *queueclient.Client }
+
+func (c noAppendClient) AppendLogEntry(context.Context, protocol.Job, int, int64, string, *int, *int) (int64, error) {
+	return 0, queueclient.ErrAppendUnsupported
+}
+
+func TestStreamer_FallsBackToWholeUpdates(t *testing.T) {
+	c := startCoord(t)
+	client, j := c.dequeued(store.Spec{})
+	s := job.NewStreamer(noAppendClient{client}, j, redact.New(nil), job.StreamerOptions{Interval: 10 * time.Millisecond, IsUnknownJob: isGone})
+	e := s.Start(t.Context(), "step.0", []string{"echo"})
+	fmt.Fprintf(e.Stdout(), "one\n")
+	time.Sleep(50 * time.Millisecond)
+	fmt.Fprintf(e.Stdout(), "two\n")
+	e.Finish(0)
+	if err := s.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if es := c.entries(j.ID); len(es) != 1 || es[0].Out != "stdout: one\nstdout: two\n" || es[0].ExitCode == nil {
+		t.Fatalf("entries: %+v", es)
+	}
+}

@@ -210,6 +210,26 @@ type UpdateExecutionLogEntryRequest struct {
 	ExecutionLogEntry
 }
 
+// AppendExecutionLogEntryRequest appends Out to entry EntryID's output at
+// Offset, the output's length in bytes the executor last had acknowledged;
+// ExitCode and DurationMs, when set, finish the entry in the same call.
+// This is our extension (appendExecutionLogEntry): the answer is an
+// AppendExecutionLogEntryResponse, with 200, or with 409 when Offset is not
+// the stored length.
+type AppendExecutionLogEntryRequest struct {
+	JobOperationRequest
+	EntryID    int    `json:"entryId"`
+	Offset     int64  `json:"offset"`
+	Out        string `json:"out"`
+	ExitCode   *int   `json:"exitCode,omitempty"`
+	DurationMs *int   `json:"durationMs,omitempty"`
+}
+
+// AppendExecutionLogEntryResponse is the entry's output length in bytes.
+type AppendExecutionLogEntryResponse struct {
+	Length int64 `json:"length"`
+}
+
 // MarkCompleteRequest finishes a job successfully.
 type MarkCompleteRequest struct {
 	JobOperationRequest

@@ -44,6 +44,34 @@ func (s *Server) handleUpdateLogEntry(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// handleAppendLogEntry appends to an entry's output (our extension): 200
+// with the new length, 409 with the stored length when the offset is not
+// it, 404 like the other job operations.
+func (s *Server) handleAppendLogEntry(w http.ResponseWriter, r *http.Request) {
+	var req protocol.AppendExecutionLogEntryRequest
+	if !decode(w, r, &req) || !checkJobOperation(w, r, req.JobID, req.ExecutorName) {
+		return
+	}
+	if req.ExecutorName == "" {
+		s.writeError(w, r, errEmptyExecutorName)
+		return
+	}
+	queue := r.PathValue("queue")
+	n, err := s.store.AppendLogOutput(r.Context(), queue, req.JobID, req.ExecutorName, req.EntryID, req.Offset, req.Out)
+	if errors.Is(err, store.ErrOffsetMismatch) {
+		writeJSON(w, http.StatusConflict, protocol.AppendExecutionLogEntryResponse{Length: n})
+		return
+	}
+	if err == nil && (req.ExitCode != nil || req.DurationMs != nil) {
+		err = s.store.FinishLogEntry(r.Context(), queue, req.JobID, req.ExecutorName, req.EntryID, req.ExitCode, req.DurationMs)
+	}
+	if err != nil {
+		s.jobError(w, r, "appendExecutionLogEntry", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, protocol.AppendExecutionLogEntryResponse{Length: n})
+}
+
 func (s *Server) handleMarkComplete(w http.ResponseWriter, r *http.Request) {
 	var req protocol.MarkCompleteRequest
 	if !decode(w, r, &req) || !checkJobOperation(w, r, req.JobID, req.ExecutorName) {

@@ -106,6 +106,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+Prefix+"/queue/{queue}/heartbeat", exec(http.HandlerFunc(s.handleHeartbeat)))
 	mux.Handle("POST "+Prefix+"/queue/{queue}/addExecutionLogEntry", job(http.HandlerFunc(s.handleAddLogEntry)))
 	mux.Handle("POST "+Prefix+"/queue/{queue}/updateExecutionLogEntry", job(http.HandlerFunc(s.handleUpdateLogEntry)))
+	mux.Handle("POST "+Prefix+"/queue/{queue}/appendExecutionLogEntry", job(http.HandlerFunc(s.handleAppendLogEntry)))
 	mux.Handle("POST "+Prefix+"/queue/{queue}/markComplete", job(http.HandlerFunc(s.handleMarkComplete)))
 	mux.Handle("POST "+Prefix+"/queue/{queue}/markErrored", job(http.HandlerFunc(s.handleMarkErrored)))
 	mux.Handle("POST "+Prefix+"/queue/{queue}/markFailed", job(http.HandlerFunc(s.handleMarkFailed)))

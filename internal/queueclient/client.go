@@ -240,6 +240,67 @@ func (c *Client) UpdateLogEntry(ctx context.Context, job protocol.Job, id int, e
 	return err
 }
 
+// ErrAppendUnsupported is returned by AppendLogEntry when the coordinator
+// has no appendExecutionLogEntry route (a stock Sourcegraph instance): a
+// 404 or 405 whose body does not say "unknown job", which ours always says
+// when it answers 404 for a job.
+var ErrAppendUnsupported error = appendUnsupportedError{}
+
+type appendUnsupportedError struct{}
+
+func (appendUnsupportedError) Error() string {
+	return "the coordinator does not support appending to log entries"
+}
+
+// AppendUnsupported marks the error for clients that do not import this
+// package (job.Streamer).
+func (appendUnsupportedError) AppendUnsupported() bool { return true }
+
+// OffsetMismatchError is AppendLogEntry's answer to a 409: the offset was
+// not the stored output's length, Length.
+type OffsetMismatchError struct {
+	Length int64
+}
+
+func (e *OffsetMismatchError) Error() string {
+	return fmt.Sprintf("log entry offset mismatch: the coordinator has %d bytes", e.Length)
+}
+
+// ServerLength is the length of the output the coordinator holds.
+func (e *OffsetMismatchError) ServerLength() int64 { return e.Length }
+
+// AppendLogEntry appends out to log entry id of job at offset (our
+// extension) and returns the output's new length. exitCode and durationMs,
+// when set, finish the entry. Errors: *OffsetMismatchError on 409,
+// ErrAppendUnsupported when the route is missing, ErrUnknownJob when the
+// coordinator disowned the job.
+func (c *Client) AppendLogEntry(ctx context.Context, job protocol.Job, id int, offset int64, out string, exitCode, durationMs *int) (int64, error) {
+	const op = "appendExecutionLogEntry"
+	path := "/queue/" + job.Queue + "/" + op
+	req := protocol.AppendExecutionLogEntryRequest{JobOperationRequest: c.op(job), EntryID: id, Offset: offset, Out: out, ExitCode: exitCode, DurationMs: durationMs}
+	code, data, err := c.request(ctx, path, nil, job.ID, job.Token, req)
+	if err != nil {
+		return 0, err
+	}
+	var resp protocol.AppendExecutionLogEntryResponse
+	switch code {
+	case http.StatusOK, http.StatusConflict:
+		if err := json.Unmarshal(data, &resp); err != nil {
+			return 0, fmt.Errorf("%s job %d: decode response: %w", op, job.ID, err)
+		}
+		if code == http.StatusConflict {
+			return resp.Length, &OffsetMismatchError{Length: resp.Length}
+		}
+		return resp.Length, nil
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		if code == http.StatusNotFound && strings.Contains(string(data), "unknown job") {
+			return 0, fmt.Errorf("%s job %d: %w", op, job.ID, ErrUnknownJob)
+		}
+		return 0, fmt.Errorf("%s job %d: %w", op, job.ID, ErrAppendUnsupported)
+	}
+	return 0, &StatusError{"POST", path, code, string(data)}
+}
+
 // MarkComplete finishes job successfully.
 func (c *Client) MarkComplete(ctx context.Context, job protocol.Job) error {
 	_, err := c.jobCall(ctx, job, "markComplete", protocol.MarkCompleteRequest{JobOperationRequest: c.op(job)}, http.StatusNoContent)

@@ -40,6 +40,9 @@ var (
 	ErrInvalidState = errors.New("job is not in a state that allows this")
 	// ErrFileNotFound means no file is stored under that bucket and key.
 	ErrFileNotFound = errors.New("file not found")
+	// ErrOffsetMismatch means an append named an offset other than the
+	// entry's current output length; the length comes back with it.
+	ErrOffsetMismatch = errors.New("log output offset does not match the stored length")
 )
 
 // Spec is what a producer submits: the Job fields of the protocol less
@@ -178,6 +181,15 @@ type Store interface {
 	// UpdateLogEntry replaces entry entryID, under the same conditions.
 	// ErrNotFound also when the entry does not exist.
 	UpdateLogEntry(ctx context.Context, queue string, jobID int, executor string, entryID int, entry protocol.ExecutionLogEntry) error
+	// AppendLogOutput appends chunk to entry entryID's output, under the
+	// same conditions, if offset is the output's current length in bytes,
+	// and returns the new length. Otherwise it returns the current length
+	// and an error wrapping ErrOffsetMismatch. The output is stored in
+	// chunks: an append never rewrites what is already stored.
+	AppendLogOutput(ctx context.Context, queue string, jobID int, executor string, entryID int, offset int64, chunk string) (length int64, err error)
+	// FinishLogEntry sets entry entryID's exit code and duration, under the
+	// same conditions as UpdateLogEntry, leaving its output as it is.
+	FinishLogEntry(ctx context.Context, queue string, jobID int, executor string, entryID int, exitCode, durationMs *int) error
 
 	// MarkComplete moves a processing job owned by executor to completed and
 	// deletes its token. ErrNotFound otherwise.

@@ -45,8 +45,8 @@ func TestQueryPlans(t *testing.T) {
 		{"QueuedCount", queuedCountSQL, []any{"batches", now}, "jobs_dequeue"},
 		{"TokenOwner", tokenOwnerSQL, []any{tok}, "jobs_token_sha256_key"},
 		{"Heartbeat", heartbeatSQL, []any{now, []int{1, 2}, "batches", "ex", "[]", "", "", "", "", "", "", "", ""}, "Index"},
-		{"AddLogEntry", addLogSQL, []any{1, "batches", "ex", "k", "[]", now, nil, "", nil}, "Index"},
-		{"UpdateLogEntry", updateLogSQL, []any{1, "batches", "ex", 1, "k", "[]", now, nil, "", nil}, "Index"},
+		{"AddLogEntry", addLogSQL, []any{1, "batches", "ex", "k", "[]", now, nil, "", nil, 0}, "Index"},
+		{"UpdateLogEntry", updateLogSQL, []any{1, "batches", "ex", 1, "k", "[]", now, nil, "", nil, 0}, "Index"},
 	}
 	for _, lc := range []struct {
 		name string

@@ -384,8 +384,8 @@ const addLogSQL = `
 		WHERE ` + ownedBy + `
 		RETURNING id, log_entries
 	)
-	INSERT INTO execution_logs (job_id, entry_id, key, command, start_time, exit_code, out, duration_ms)
-	SELECT id, log_entries, $4, $5, $6, $7, $8, $9 FROM j
+	INSERT INTO execution_logs (job_id, entry_id, key, command, start_time, exit_code, out, duration_ms, out_len)
+	SELECT id, log_entries, $4, $5, $6, $7, $8, $9, $10 FROM j
 	RETURNING entry_id`
 
 // AddLogEntry appends a log entry to a processing job owned by executor.
@@ -396,7 +396,7 @@ func (s *Store) AddLogEntry(ctx context.Context, queue string, jobID int, execut
 	}
 	var id int
 	err = s.pool.QueryRow(ctx, addLogSQL, jobID, queue, executor,
-		entry.Key, string(cmd), entry.StartTime, entry.ExitCode, entry.Out, entry.DurationMs).Scan(&id)
+		entry.Key, string(cmd), entry.StartTime, entry.ExitCode, entry.Out, entry.DurationMs, len(entry.Out)).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = store.ErrNotFound
 	}
@@ -413,11 +413,18 @@ func (s *Store) AddLogEntry(ctx context.Context, queue string, jobID int, execut
 // a second of progress, never a state change. It saves an fsync per update.
 const updateLogSQL = `
 	WITH async AS (SELECT set_config('synchronous_commit', 'off', true))
-	UPDATE execution_logs l
-	SET key = $5, command = $6, start_time = $7, exit_code = $8, out = $9, duration_ms = $10
-	FROM jobs j, async
-	WHERE l.job_id = $1 AND l.entry_id = $4
-		AND j.id = $1 AND j.queue = $2 AND j.state = 'processing' AND j.worker_hostname = $3`
+	, u AS (
+		UPDATE execution_logs l
+		SET key = $5, command = $6, start_time = $7, exit_code = $8, out = $9, duration_ms = $10, out_len = $11
+		FROM jobs j, async
+		WHERE l.job_id = $1 AND l.entry_id = $4
+			AND j.id = $1 AND j.queue = $2 AND j.state = 'processing' AND j.worker_hostname = $3
+		RETURNING l.job_id, l.entry_id
+	), cleared AS (
+		-- The new output replaces any appended to the entry.
+		DELETE FROM execution_log_chunks c USING u WHERE c.job_id = u.job_id AND c.entry_id = u.entry_id
+	)
+	SELECT count(*) FROM u`
 
 // UpdateLogEntry replaces a log entry of a processing job owned by executor.
 func (s *Store) UpdateLogEntry(ctx context.Context, queue string, jobID int, executor string, entryID int, entry protocol.ExecutionLogEntry) error {
@@ -425,13 +432,71 @@ func (s *Store) UpdateLogEntry(ctx context.Context, queue string, jobID int, exe
 	if err != nil {
 		return fmt.Errorf("update log entry %d of job %d: %w", entryID, jobID, err)
 	}
-	tag, err := s.pool.Exec(ctx, updateLogSQL,
-		jobID, queue, executor, entryID, entry.Key, string(cmd), entry.StartTime, entry.ExitCode, entry.Out, entry.DurationMs)
-	if err == nil && tag.RowsAffected() == 0 {
+	var n int
+	err = s.pool.QueryRow(ctx, updateLogSQL,
+		jobID, queue, executor, entryID, entry.Key, string(cmd), entry.StartTime, entry.ExitCode, entry.Out, entry.DurationMs, len(entry.Out)).Scan(&n)
+	if err == nil && n == 0 {
 		err = store.ErrNotFound
 	}
 	if err != nil {
 		return fmt.Errorf("update log entry %d of job %d of %q: %w", entryID, jobID, queue, err)
+	}
+	return nil
+}
+
+// AppendLogOutput appends chunk to a log entry's output if offset is its
+// current length: one new row in execution_log_chunks, never a rewrite.
+// The entry's row is locked, so concurrent appends serialise.
+func (s *Store) AppendLogOutput(ctx context.Context, queue string, jobID int, executor string, entryID int, offset int64, chunk string) (int64, error) {
+	var length int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Like updates, appends commit without waiting for the WAL flush.
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `
+			SELECT l.out_len FROM execution_logs l JOIN jobs j ON j.id = l.job_id
+			WHERE l.job_id = $1 AND l.entry_id = $4
+				AND j.queue = $2 AND j.state = 'processing' AND j.worker_hostname = $3
+			FOR UPDATE OF l`, jobID, queue, executor, entryID).Scan(&length)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if offset != length {
+			return fmt.Errorf("offset %d, length %d: %w", offset, length, store.ErrOffsetMismatch)
+		}
+		if chunk == "" {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO execution_log_chunks (job_id, entry_id, seq, data)
+			VALUES ($1, $2, coalesce((SELECT max(seq) FROM execution_log_chunks WHERE job_id = $1 AND entry_id = $2), 0) + 1, $3)`,
+			jobID, entryID, chunk); err != nil {
+			return err
+		}
+		length += int64(len(chunk))
+		_, err = tx.Exec(ctx, `UPDATE execution_logs SET out_len = $3 WHERE job_id = $1 AND entry_id = $2`, jobID, entryID, length)
+		return err
+	})
+	if err != nil {
+		return length, fmt.Errorf("append to log entry %d of job %d of %q: %w", entryID, jobID, queue, err)
+	}
+	return length, nil
+}
+
+// FinishLogEntry sets a log entry's exit code and duration.
+func (s *Store) FinishLogEntry(ctx context.Context, queue string, jobID int, executor string, entryID int, exitCode, durationMs *int) error {
+	err := s.execOne(ctx, `
+		UPDATE execution_logs l SET exit_code = $5, duration_ms = $6
+		FROM jobs j
+		WHERE l.job_id = $1 AND l.entry_id = $4
+			AND j.id = $1 AND j.queue = $2 AND j.state = 'processing' AND j.worker_hostname = $3`,
+		jobID, queue, executor, entryID, exitCode, durationMs)
+	if err != nil {
+		return fmt.Errorf("finish log entry %d of job %d of %q: %w", entryID, jobID, queue, err)
 	}
 	return nil
 }
@@ -624,7 +689,10 @@ func (s *Store) GetJob(ctx context.Context, queue string, id int) (store.Job, er
 // LogEntries returns a job's log entries in id order (none for an unknown job).
 func (s *Store) LogEntries(ctx context.Context, queue string, id int) ([]store.LogEntry, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT l.entry_id, l.key, l.command, l.start_time, l.exit_code, l.out, l.duration_ms
+		SELECT l.entry_id, l.key, l.command, l.start_time, l.exit_code,
+			l.out || coalesce((SELECT string_agg(c.data, '' ORDER BY c.seq) FROM execution_log_chunks c
+				WHERE c.job_id = l.job_id AND c.entry_id = l.entry_id), ''),
+			l.duration_ms
 		FROM execution_logs l JOIN jobs j ON j.id = l.job_id
 		WHERE j.id = $1 AND j.queue = $2
 		ORDER BY l.entry_id`, id, queue)

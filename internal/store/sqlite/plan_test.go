@@ -38,8 +38,8 @@ func TestQueryPlans(t *testing.T) {
 		{"Dequeue", dequeueSQL, []any{"batches", 1, 1, "ex", []byte{1}}, "USING INDEX jobs_dequeue"},
 		{"QueuedCount", queuedCountSQL, []any{"batches", 1}, "USING INDEX jobs_dequeue"},
 		{"TokenOwner", tokenOwnerSQL, []any{[]byte{1}}, "(token_sha256=?)"},
-		{"AddLogEntry", addLogSQL, []any{1, "batches", "ex", "k", "[]", 1, nil, "", nil}, "PRIMARY KEY"},
-		{"UpdateLogEntry", updateLogSQL, []any{1, "batches", "ex", 1, "k", "[]", 1, nil, "", nil}, "PRIMARY KEY"},
+		{"AddLogEntry", addLogSQL, []any{1, "batches", "ex", "k", "[]", 1, nil, "", nil, 0}, "PRIMARY KEY"},
+		{"UpdateLogEntry", updateLogSQL, []any{1, "batches", "ex", 1, "k", "[]", 1, nil, "", nil, 0}, "PRIMARY KEY"},
 		{"MarkComplete", markCompleteSQL, []any{1, "batches", "ex", 1}, "INTEGER PRIMARY KEY"},
 		{"CountByState", countByStateSQL, nil, "COVERING INDEX jobs_queue_state"},
 	} {

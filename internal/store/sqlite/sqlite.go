@@ -306,9 +306,9 @@ func (s *Store) Heartbeat(ctx context.Context, e store.Executor, queue string, i
 }
 
 const addLogSQL = `
-	INSERT INTO execution_logs (job_id, entry_id, key, command, start_time, exit_code, out, duration_ms)
+	INSERT INTO execution_logs (job_id, entry_id, key, command, start_time, exit_code, out, duration_ms, out_len)
 	SELECT id, coalesce((SELECT max(entry_id) FROM execution_logs WHERE job_id = ?1), 0) + 1,
-		?4, ?5, ?6, ?7, ?8, ?9
+		?4, ?5, ?6, ?7, ?8, ?9, ?10
 	FROM jobs
 	WHERE id = ?1 AND queue = ?2 AND state = 'processing' AND worker_hostname = ?3
 	RETURNING entry_id`
@@ -322,7 +322,7 @@ func (s *Store) AddLogEntry(ctx context.Context, queue string, jobID int, execut
 	}
 	var id int
 	err = s.addLog.QueryRowContext(ctx, jobID, queue, executor,
-		entry.Key, string(cmd), entry.StartTime.UnixNano(), entry.ExitCode, entry.Out, entry.DurationMs).Scan(&id)
+		entry.Key, string(cmd), entry.StartTime.UnixNano(), entry.ExitCode, entry.Out, entry.DurationMs, len(entry.Out)).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
 	}
@@ -334,7 +334,7 @@ func (s *Store) AddLogEntry(ctx context.Context, queue string, jobID int, execut
 
 const updateLogSQL = `
 	UPDATE execution_logs
-	SET key = ?5, command = ?6, start_time = ?7, exit_code = ?8, out = ?9, duration_ms = ?10
+	SET key = ?5, command = ?6, start_time = ?7, exit_code = ?8, out = ?9, duration_ms = ?10, out_len = ?11
 	WHERE job_id = ?1 AND entry_id = ?4 AND EXISTS (
 		SELECT 1 FROM jobs
 		WHERE id = ?1 AND queue = ?2 AND state = 'processing' AND worker_hostname = ?3
@@ -346,13 +346,77 @@ func (s *Store) UpdateLogEntry(ctx context.Context, queue string, jobID int, exe
 	if err != nil {
 		return fmt.Errorf("update log entry %d of job %d: %w", entryID, jobID, err)
 	}
-	res, err := s.updateLog.ExecContext(ctx, jobID, queue, executor, entryID,
-		entry.Key, string(cmd), entry.StartTime.UnixNano(), entry.ExitCode, entry.Out, entry.DurationMs)
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.StmtContext(ctx, s.updateLog).ExecContext(ctx, jobID, queue, executor, entryID,
+			entry.Key, string(cmd), entry.StartTime.UnixNano(), entry.ExitCode, entry.Out, entry.DurationMs, len(entry.Out))
+		if err == nil {
+			err = mustAffect(res)
+		}
+		if err != nil {
+			return err
+		}
+		// The new output replaces any appended to the entry.
+		_, err = tx.ExecContext(ctx, `DELETE FROM execution_log_chunks WHERE job_id = ? AND entry_id = ?`, jobID, entryID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("update log entry %d of job %d of %q: %w", entryID, jobID, queue, err)
+	}
+	return nil
+}
+
+const ownedLogSQL = `
+	SELECT l.out_len FROM execution_logs l JOIN jobs j ON j.id = l.job_id
+	WHERE l.job_id = ?1 AND l.entry_id = ?4
+		AND j.queue = ?2 AND j.state = 'processing' AND j.worker_hostname = ?3`
+
+// AppendLogOutput appends chunk to a log entry's output if offset is its
+// current length: one new row in execution_log_chunks, never a rewrite.
+func (s *Store) AppendLogOutput(ctx context.Context, queue string, jobID int, executor string, entryID int, offset int64, chunk string) (int64, error) {
+	var length int64
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, ownedLogSQL, jobID, queue, executor, entryID).Scan(&length)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if offset != length {
+			return fmt.Errorf("offset %d, length %d: %w", offset, length, store.ErrOffsetMismatch)
+		}
+		if chunk == "" {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO execution_log_chunks (job_id, entry_id, seq, data)
+			VALUES (?1, ?2, coalesce((SELECT max(seq) FROM execution_log_chunks WHERE job_id = ?1 AND entry_id = ?2), 0) + 1, ?3)`,
+			jobID, entryID, chunk); err != nil {
+			return err
+		}
+		length += int64(len(chunk))
+		_, err = tx.ExecContext(ctx, `UPDATE execution_logs SET out_len = ?3 WHERE job_id = ?1 AND entry_id = ?2`, jobID, entryID, length)
+		return err
+	})
+	if err != nil {
+		return length, fmt.Errorf("append to log entry %d of job %d of %q: %w", entryID, jobID, queue, err)
+	}
+	return length, nil
+}
+
+// FinishLogEntry sets a log entry's exit code and duration.
+func (s *Store) FinishLogEntry(ctx context.Context, queue string, jobID int, executor string, entryID int, exitCode, durationMs *int) error {
+	res, err := s.write.ExecContext(ctx, `
+		UPDATE execution_logs SET exit_code = ?5, duration_ms = ?6
+		WHERE job_id = ?1 AND entry_id = ?4 AND EXISTS (
+			SELECT 1 FROM jobs
+			WHERE id = ?1 AND queue = ?2 AND state = 'processing' AND worker_hostname = ?3
+		)`, jobID, queue, executor, entryID, exitCode, durationMs)
 	if err == nil {
 		err = mustAffect(res)
 	}
 	if err != nil {
-		return fmt.Errorf("update log entry %d of job %d of %q: %w", entryID, jobID, queue, err)
+		return fmt.Errorf("finish log entry %d of job %d of %q: %w", entryID, jobID, queue, err)
 	}
 	return nil
 }
@@ -561,6 +625,40 @@ func (s *Store) LogEntries(ctx context.Context, queue string, id int) ([]store.L
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+	}
+	if len(entries) == 0 {
+		return entries, nil
+	}
+	// Appended output follows each entry's base output, in order.
+	crows, err := s.read.QueryContext(ctx, `
+		SELECT entry_id, data FROM execution_log_chunks WHERE job_id = ? ORDER BY entry_id, seq`, id)
+	if err != nil {
+		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+	}
+	defer crows.Close()
+	byID := make(map[int]*strings.Builder)
+	for crows.Next() {
+		var (
+			entryID int
+			data    string
+		)
+		if err := crows.Scan(&entryID, &data); err != nil {
+			return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+		}
+		b := byID[entryID]
+		if b == nil {
+			b = &strings.Builder{}
+			byID[entryID] = b
+		}
+		b.WriteString(data)
+	}
+	if err := crows.Err(); err != nil {
+		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+	}
+	for i := range entries {
+		if b := byID[entries[i].ID]; b != nil {
+			entries[i].Out += b.String()
+		}
 	}
 	return entries, nil
 }

@@ -41,6 +41,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Ownership", testOwnership},
 		{"LogEntries", testLogEntries},
 		{"LogEntriesClearedOnDequeue", testLogEntriesClearedOnDequeue},
+		{"LogAppend", testLogAppend},
+		{"LogAppendClearedOnDequeue", testLogAppendClearedOnDequeue},
 		{"Heartbeat", testHeartbeat},
 		{"HeartbeatExecutorUpsert", testHeartbeatExecutorUpsert},
 		{"MarkComplete", testMarkComplete},
@@ -443,6 +445,14 @@ func testOwnership(t *testing.T, s store.Store) {
 		{"UpdateLogEntry", func(q string, id int, ex string) error {
 			return s.UpdateLogEntry(ctx, q, id, ex, 1, entry)
 		}},
+		{"AppendLogOutput", func(q string, id int, ex string) error {
+			_, err := s.AppendLogOutput(ctx, q, id, ex, 1, 0, "x")
+			return err
+		}},
+		{"FinishLogEntry", func(q string, id int, ex string) error {
+			code := 0
+			return s.FinishLogEntry(ctx, q, id, ex, 1, &code, &code)
+		}},
 		{"MarkComplete", func(q string, id int, ex string) error { return s.MarkComplete(ctx, q, id, ex, t0) }},
 		{"MarkErrored", func(q string, id int, ex string) error {
 			return s.MarkErrored(ctx, q, id, ex, "boom", time.Second, t0)
@@ -600,6 +610,104 @@ func testLogEntriesClearedOnDequeue(t *testing.T, s store.Store) {
 	mustOK(t, err)
 	if eid != 1 {
 		t.Errorf("first entry id after re-dequeue: got %d, want 1", eid)
+	}
+}
+
+func testLogAppend(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a := processingJob(t, s, "q", "ex")
+	entry := protocol.ExecutionLogEntry{Key: "step.docker.0", Command: []string{"sh"}, StartTime: at(time.Second), Out: "stdout: héllo\n"}
+	id, err := s.AddLogEntry(ctx, "q", a, "ex", entry)
+	mustOK(t, err)
+	other, err := s.AddLogEntry(ctx, "q", a, "ex", protocol.ExecutionLogEntry{Key: "other", StartTime: at(time.Second), Out: "o"})
+	mustOK(t, err)
+
+	wantOut := func(when, want string) {
+		t.Helper()
+		got, err := s.LogEntries(ctx, "q", a)
+		mustOK(t, err)
+		if len(got) != 2 || got[id-1].Out != want || got[other-1].Out != "o" {
+			t.Fatalf("LogEntries %s: got %+v, want entry %d's out %q", when, got, id, want)
+		}
+	}
+	appendOK := func(offset int64, chunk string, want int64) {
+		t.Helper()
+		n, err := s.AppendLogOutput(ctx, "q", a, "ex", id, offset, chunk)
+		mustOK(t, err)
+		if n != want {
+			t.Fatalf("AppendLogOutput(%d, %q): got length %d, want %d", offset, chunk, n, want)
+		}
+	}
+	base := int64(len(entry.Out)) // bytes, not runes
+	appendOK(base, "stdout: one\n", base+12)
+	appendOK(base+12, "", base+12)
+	appendOK(base+12, "stdout: twö\n", base+25)
+	wantOut("after appends", entry.Out+"stdout: one\nstdout: twö\n")
+
+	for _, off := range []int64{0, base, base + 26} {
+		n, err := s.AppendLogOutput(ctx, "q", a, "ex", id, off, "lost")
+		wantErr(t, err, store.ErrOffsetMismatch)
+		if n != base+25 {
+			t.Errorf("AppendLogOutput at %d: got length %d with the mismatch, want %d", off, n, base+25)
+		}
+	}
+	_, err = s.AppendLogOutput(ctx, "q", a, "ex", 99, 0, "x")
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.AppendLogOutput(ctx, "q", a, "intruder", id, base+25, "x")
+	wantErr(t, err, store.ErrNotFound)
+	wantOut("after refused appends", entry.Out+"stdout: one\nstdout: twö\n")
+
+	code, dur := 3, 1200
+	mustOK(t, s.FinishLogEntry(ctx, "q", a, "ex", id, &code, &dur))
+	wantErr(t, s.FinishLogEntry(ctx, "q", a, "ex", 99, &code, &dur), store.ErrNotFound)
+	got, err := s.LogEntries(ctx, "q", a)
+	mustOK(t, err)
+	if e := got[id-1]; e.ExitCode == nil || *e.ExitCode != 3 || e.DurationMs == nil || *e.DurationMs != 1200 || e.Key != entry.Key {
+		t.Errorf("after FinishLogEntry: got %+v", e)
+	}
+
+	// An update replaces the output, appended chunks too.
+	updated := entry
+	updated.Out = "replaced\n"
+	mustOK(t, s.UpdateLogEntry(ctx, "q", a, "ex", id, updated))
+	wantOut("after an update", "replaced\n")
+	_, err = s.AppendLogOutput(ctx, "q", a, "ex", id, base+25, "x")
+	wantErr(t, err, store.ErrOffsetMismatch)
+	appendOK(9, "more\n", 14)
+	wantOut("after an update and an append", "replaced\nmore\n")
+
+	// Many appends stay in order.
+	var want strings.Builder
+	want.WriteString("replaced\nmore\n")
+	for i := range 200 {
+		chunk := fmt.Sprintf("line %d\n", i)
+		appendOK(int64(want.Len()), chunk, int64(want.Len()+len(chunk)))
+		want.WriteString(chunk)
+	}
+	wantOut("after many appends", want.String())
+}
+
+func testLogAppendClearedOnDequeue(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	id := processingJob(t, s, "q", "ex")
+	eid, err := s.AddLogEntry(ctx, "q", id, "ex", protocol.ExecutionLogEntry{Key: "old", StartTime: t0, Out: "a"})
+	mustOK(t, err)
+	_, err = s.AppendLogOutput(ctx, "q", id, "ex", eid, 1, "old output\n")
+	mustOK(t, err)
+	_, _, err = s.ResetStalled(ctx, "q", store.ResetOptions{StalledBefore: at(time.Hour), MaxResets: 3}, at(time.Hour))
+	mustOK(t, err)
+	mustDequeue(t, s, "q", "ex2", "new", at(time.Hour))
+	eid, err = s.AddLogEntry(ctx, "q", id, "ex2", protocol.ExecutionLogEntry{Key: "new", StartTime: t0, Out: "b"})
+	mustOK(t, err)
+	n, err := s.AppendLogOutput(ctx, "q", id, "ex2", eid, 1, "new\n")
+	mustOK(t, err)
+	if n != 5 {
+		t.Errorf("length after re-dequeue: got %d, want 5", n)
+	}
+	got, err := s.LogEntries(ctx, "q", id)
+	mustOK(t, err)
+	if len(got) != 1 || got[0].Out != "bnew\n" {
+		t.Errorf("LogEntries after re-dequeue: got %+v, want one entry with out %q", got, "bnew\n")
 	}
 }
 
