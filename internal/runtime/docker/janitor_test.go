@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/execd/execd/internal/runtime/runtimetest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -75,9 +76,9 @@ func (f *fakeFirewall) removed(bridge string) bool {
 func TestClean_ExecutorKilled(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
 		gvisor := rt.Name() == "gvisor"
-		dead := fmt.Sprintf("%s-dead-%d", testOwner, jobSeq.Add(1))
+		dead := fmt.Sprintf("%s-dead-%d", testOwner, runtimetest.Seq())
 		opts := runtime.Options{
-			JobID: fmt.Sprintf("%d-killed", jobSeq.Add(1)), Owner: dead, Workspace: t.TempDir(),
+			JobID: fmt.Sprintf("%d-killed", runtimetest.Seq()), Owner: dead, Workspace: t.TempDir(),
 			MemoryBytes: 64 << 20, PIDs: 64, CPUs: 1, Network: runtime.NetworkInternet,
 		}
 		spec, err := json.Marshal(helperSpec{GVisor: gvisor, Opts: opts})

@@ -6,9 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/execd/execd/internal/runtime/runtimetest"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,34 +111,12 @@ func needRuntime(t testing.TB, cfg docker.Config) *docker.Runtime {
 	return rt
 }
 
-var jobSeq atomic.Int64
-
 // prepare prepares a sandbox with opts, defaults filled in: a new job of
 // testOwner, a temporary workspace, generous limits and no network. The
 // sandbox is destroyed, and its removal checked, when the test ends.
 func prepare(t testing.TB, rt *docker.Runtime, opts runtime.Options) (runtime.Sandbox, runtime.Options) {
 	t.Helper()
-	if opts.JobID == "" {
-		opts.JobID = fmt.Sprintf("%d-test", jobSeq.Add(1))
-	}
-	if opts.Owner == "" {
-		opts.Owner = testOwner
-	}
-	if opts.Workspace == "" {
-		opts.Workspace = t.TempDir()
-	}
-	if opts.MemoryBytes == 0 {
-		opts.MemoryBytes = 256 << 20
-	}
-	if opts.PIDs == 0 {
-		opts.PIDs = 256
-	}
-	if opts.CPUs == 0 {
-		opts.CPUs = 1
-	}
-	if opts.Network == "" {
-		opts.Network = runtime.NetworkNone
-	}
+	opts = runtimetest.Options(t, opts, testOwner)
 	ctx := context.Background()
 	sb, err := rt.Prepare(ctx, opts)
 	if err != nil {

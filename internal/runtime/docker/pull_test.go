@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/execd/execd/internal/runtime/runtimetest"
 	"slices"
 	"strings"
 	"testing"
@@ -31,7 +32,7 @@ func TestPull_Present(t *testing.T) {
 func TestPull_Registry(t *testing.T) {
 	rt := needRuntime(t, docker.Config{})
 	reg := newRegistry(t, rt, "", "")
-	ref := fmt.Sprintf("%s/execd-test/pulled:%d", reg.host(), jobSeq.Add(1))
+	ref := fmt.Sprintf("%s/execd-test/pulled:%d", reg.host(), runtimetest.Seq())
 	removeImage(t, rt, ref)
 	sb, _ := prepare(t, rt, runtime.Options{})
 	out, err := pull(t, sb, ref)
@@ -46,7 +47,7 @@ func TestPull_Registry(t *testing.T) {
 		t.Errorf("step output %q", got)
 	}
 	// Run pulls a missing image itself, its progress in the step's stderr.
-	other := fmt.Sprintf("%s/execd-test/pulled-by-run:%d", reg.host(), jobSeq.Add(1))
+	other := fmt.Sprintf("%s/execd-test/pulled-by-run:%d", reg.host(), runtimetest.Seq())
 	removeImage(t, rt, other)
 	st := step("echo ran")
 	st.Image = other
@@ -61,7 +62,7 @@ func TestPull_Mirror(t *testing.T) {
 	reg := newRegistry(t, rt, "", "")
 	rt = needRuntime(t, docker.Config{RegistryMirrors: []string{reg.URL}})
 	// A Docker Hub image, which only the mirror has.
-	tag := fmt.Sprint(jobSeq.Add(1))
+	tag := fmt.Sprint(runtimetest.Seq())
 	ref := "execd-mirror-test/busybox:" + tag
 	removeImage(t, rt, ref)
 	removeImage(t, rt, reg.host()+"/"+ref)
@@ -101,7 +102,7 @@ func TestPull_Auth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rt := needRuntime(t, docker.Config{AuthConfig: tt.config})
-			ref := fmt.Sprintf("%s/private/busybox:%d", reg.host(), jobSeq.Add(1))
+			ref := fmt.Sprintf("%s/private/busybox:%d", reg.host(), runtimetest.Seq())
 			removeImage(t, rt, ref)
 			sb, _ := prepare(t, rt, runtime.Options{DockerAuth: tt.job})
 			out, err := pull(t, sb, ref)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/execd/execd/internal/runtime/runtimetest"
 	"net"
 	"os"
 	"os/exec"
@@ -394,7 +395,7 @@ func TestRun_Cancel(t *testing.T) {
 func TestRun_ExecutorKilled(t *testing.T) {
 	rt := needSandbox(t)
 	opts := runtime.Options{
-		JobID: fmt.Sprintf("%d-killed", jobSeq.Add(1)), Owner: testOwner, Workspace: t.TempDir(),
+		JobID: fmt.Sprintf("%d-killed", runtimetest.Seq()), Owner: testOwner, Workspace: t.TempDir(),
 		MemoryBytes: 256 << 20, PIDs: 64, CPUs: 1, Network: runtime.NetworkNone,
 	}
 	optsJSON, err := json.Marshal(opts)
