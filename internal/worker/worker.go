@@ -7,7 +7,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -319,9 +318,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// String describes the worker's configuration for logs.
-func (o Options) String() string {
-	return fmt.Sprintf("queues=%v max_jobs=%d long_poll=%s poll=%s", o.Queues, o.MaxJobs, o.LongPoll, o.PollInterval)
 }
