@@ -25,12 +25,6 @@ const (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// databases runs f against SQLite and PostgreSQL.
-func databases(t *testing.T, f func(t *testing.T, database string)) {
-	t.Run("sqlite", func(t *testing.T) { f(t, "") })
-	t.Run("postgres", func(t *testing.T) { f(t, pgtest.URL(t)) })
-}
-
 // env is a coordinator served over real HTTP on loopback.
 type env struct {
 	t     testing.TB

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/execd/execd/internal/store/postgres/pgtest"
 )
 
 const spec = `{
@@ -19,7 +21,7 @@ const spec = `{
 }`
 
 func TestAuth_ExecutorSecret(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db)
 		tests := []struct {
 			name   string
@@ -53,7 +55,7 @@ func TestAuth_NotConfigured(t *testing.T) {
 }
 
 func TestDequeue_PayloadVersions(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db)
 		if code, body := e.call("POST", "/.executors/queue/batches/dequeue", execAuth(), `{"executorName": "ex-1", "version": "5.0.0"}`); code != http.StatusNoContent {
 			t.Fatalf("dequeue from empty queue = %d %q, want 204", code, body)
@@ -99,7 +101,7 @@ func TestDequeue_PayloadVersions(t *testing.T) {
 }
 
 func TestDequeue_BadRequests(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db)
 		tests := []struct {
 			name, path, body string
@@ -124,7 +126,7 @@ func TestDequeue_BadRequests(t *testing.T) {
 }
 
 func TestJobRoutes_Lifecycle(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db)
 		id := e.submit("batches", spec)
 		job := e.dequeue("batches", "ex-1", "5.0.0")
@@ -182,7 +184,7 @@ func TestJobRoutes_Lifecycle(t *testing.T) {
 }
 
 func TestJobRoutes_TokenScope(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db)
 		a := e.submit("batches", spec)
 		b := e.submit("batches", spec)
@@ -220,7 +222,7 @@ func TestJobRoutes_TokenScope(t *testing.T) {
 }
 
 func TestMarkErrored_RetriesThenFails(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db) // batches: maxAttempts 2, retryDelay 1ms
 		id := e.submit("batches", spec)
 		for attempt, want := range []string{"errored", "failed"} {
@@ -246,7 +248,7 @@ func TestMarkErrored_RetriesThenFails(t *testing.T) {
 }
 
 func TestCancel_ThroughHeartbeat(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db)
 		id := e.submit("batches", spec)
 		job := e.dequeue("batches", "ex-1", "5.0.0")
@@ -284,7 +286,7 @@ func TestCancel_ThroughHeartbeat(t *testing.T) {
 }
 
 func TestMultiQueue_DequeueAndHeartbeat(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db)
 		b := e.submit("batches", spec)
 		c := e.submit("codeintel", spec)
@@ -320,7 +322,7 @@ func TestMultiQueue_DequeueAndHeartbeat(t *testing.T) {
 }
 
 func TestLongPoll_WokenByEnqueue(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db)
 		type result struct {
 			code int
@@ -355,7 +357,7 @@ func TestLongPoll_WokenByEnqueue(t *testing.T) {
 }
 
 func TestResetter_RequeuesStalledJobs(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db) // batches: stalledAge 1s, maxResets 1
 		id := e.submit("batches", spec)
 		e.dequeue("batches", "ex-dead", "5.0.0")

@@ -34,12 +34,6 @@ const (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// databases runs f against SQLite and PostgreSQL.
-func databases(t *testing.T, f func(t *testing.T, database string)) {
-	t.Run("sqlite", func(t *testing.T) { f(t, "") })
-	t.Run("postgres", func(t *testing.T) { f(t, pgtest.URL(t)) })
-}
-
 // serve starts a coordinator on database and returns its URL.
 func serve(t *testing.T, database string) string {
 	t.Helper()
@@ -79,7 +73,7 @@ func call(t *testing.T, method, url string, headers map[string]string, body io.R
 var apiAuth = map[string]string{"Authorization": "token " + apiToken}
 
 func TestAPI_PutGet(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		url := serve(t, db)
 		binary := []byte{0, 1, 2, 0, 255}
 		tests := []struct {
@@ -221,7 +215,7 @@ func TestAPI_TooLarge(t *testing.T) {
 // TestExecutor_Get checks what executors may read: with a job token, only
 // blobs their job lists; with the shared secret, any.
 func TestExecutor_Get(t *testing.T) {
-	databases(t, func(t *testing.T, db string) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
 		url := serve(t, db)
 		api := &jobsapi.Client{BaseURL: url, Token: apiToken}
 		for key, content := range map[string]string{"mine.txt": "mine", "dir/also-mine": "also", "theirs.txt": "theirs"} {

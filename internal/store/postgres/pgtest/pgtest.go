@@ -281,3 +281,11 @@ func tail(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// Databases runs f as two subtests: "sqlite" with an empty database URL
+// (the caller's SQLite default) and "postgres" with a fresh database of the
+// test server.
+func Databases(t *testing.T, f func(t *testing.T, database string)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, "") })
+	t.Run("postgres", func(t *testing.T) { f(t, URL(t)) })
+}
