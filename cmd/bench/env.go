@@ -279,11 +279,16 @@ func waitFinished(ctx context.Context, api *jobsapi.Client, queue string, id int
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		j, err := api.Get(ctx, queue, id)
+		// Polls leave the logs out: at a gigabyte, fetching them every
+		// interval would cost more than what is measured.
+		j, err := api.GetState(ctx, queue, id)
 		if err != nil {
 			return j, fmt.Errorf("job %d: %w", id, err)
 		}
 		if finished(j.State) {
+			if j, err = api.Get(ctx, queue, id); err != nil {
+				return j, fmt.Errorf("job %d: %w", id, err)
+			}
 			return j, nil
 		}
 		select {

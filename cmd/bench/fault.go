@@ -105,7 +105,7 @@ func faultRun(ctx context.Context, b *bench, execBin, settings string) (time.Dur
 func waitProcessing(ctx context.Context, api *jobsapi.Client, id int, not string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		j, err := api.Get(ctx, "batches", id)
+		j, err := api.GetState(ctx, "batches", id)
 		if err != nil {
 			return "", err
 		}

@@ -13,15 +13,14 @@ import (
 	"github.com/execd/execd/internal/redact"
 )
 
-// Log streaming sizes. The end-to-end job writes logLines lines under the
-// raised per-step cap; the coordinator accepts request bodies of up to 64
-// MiB, and the whole output travels in each update, so 48 MiB is as far as
-// the cap can sanely go. The streamer alone takes 1 GiB.
+// Log streaming sizes: the 1 GiB, end to end (under a per-step cap
+// raised to keep all of it, with the line prefixes) and through the
+// streamer alone.
 const (
 	logSecret       = "S3cr3t-b3nch-9f8e7d6c5b4a"
 	logSecretEvery  = 97
-	logMaxOutput    = "48M"
-	logLines        = 500_000 // about 44 MiB of 92-byte lines
+	logMaxOutput    = "1300M"
+	logLines        = 11_700_000 // about 1 GiB of 92-byte lines
 	streamerBytes   = 1 << 30
 	streamerLineLen = 92
 )
@@ -39,7 +38,7 @@ func logLine(i int) string {
 // logs measures log streaming with redaction, two ways. End to end: a job
 // (executor in this process, shell runtime, SQLite) whose step writes
 // logLines lines with a secret on every 97th, with EXECUTOR_MAX_STEP_OUTPUT
-// raised to 48M; MB/s from the step's start to the job marked complete (its
+// raised to logMaxOutput; MB/s from the step's start to the job marked complete (its
 // last log update stored), then the stored log is checked for every line
 // in order and no secret. And the streamer alone: 1 GiB of such lines
 // written through job.Streamer (line prefixes, redaction, the output cap,
@@ -170,7 +169,7 @@ func (c *lastEntryClient) UpdateLogEntry(_ context.Context, _ protocol.Job, _ in
 
 // AppendLogEntry makes lastEntryClient a job.LogAppender: appended output
 // is kept after the entry's out, as the coordinator stores it.
-func (c *lastEntryClient) AppendLogEntry(_ context.Context, _ protocol.Job, _ int, offset int64, out string, exitCode, durationMs *int) (int64, error) {
+func (c *lastEntryClient) AppendLogEntry(_ context.Context, _ protocol.Job, _ int, offset int64, out []byte, exitCode, durationMs *int) (int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.appended == nil {
@@ -180,7 +179,7 @@ func (c *lastEntryClient) AppendLogEntry(_ context.Context, _ protocol.Job, _ in
 	if offset != int64(c.appended.Len()) {
 		return 0, fmt.Errorf("offset %d, have %d", offset, c.appended.Len())
 	}
-	c.appended.WriteString(out)
+	c.appended.Write(out)
 	if exitCode != nil {
 		c.last.ExitCode, c.last.DurationMs = exitCode, durationMs
 	}

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -68,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	runs := fs.Int("runs", 3, "runs of each scenario; figures are the median over them")
 	format := fs.String("format", "text", "output: text (one summary line per figure) or benchstat (one line per run)")
 	verbose := fs.Bool("v", false, "log progress to standard error")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (coordinator and executor included where they run in it) to `file`")
 	all := scenarios()
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: bench [flags] scenario...|all\nscenarios:")
@@ -107,6 +109,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer b.close()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *format == "text" {
 		fmt.Fprintf(stdout, "# %s\n", b.machine())
 	}

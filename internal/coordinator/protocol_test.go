@@ -492,3 +492,63 @@ func TestScipUpload(t *testing.T) {
 		t.Errorf("GET the upload = %d %q", code, body)
 	}
 }
+
+func TestAppendLogEntry(t *testing.T) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db)
+		id := e.submit("batches", spec)
+		job := e.dequeue("batches", "ex-1", "5.0.0")
+		auth := jobAuth(job["token"].(string), id, "ex-1")
+		code, body := e.call("POST", "/.executors/queue/batches/addExecutionLogEntry", auth,
+			fmt.Sprintf(`{"executorName": "ex-1", "jobId": %d, "key": "step.0", "command": ["spew"], "startTime": "2024-01-02T03:04:05Z", "out": "stdout: a\n"}`, id))
+		if code != http.StatusOK {
+			t.Fatalf("addExecutionLogEntry = %d %q", code, body)
+		}
+		appendPath := func(query string) string {
+			return "/.executors/queue/batches/appendExecutionLogEntry?executorName=ex-1&jobId=" + fmt.Sprint(id) + query
+		}
+		tests := []struct {
+			name     string
+			query    string
+			body     string
+			want     int
+			wantBody string
+		}{
+			{"append at the stored length", "&entryId=1&offset=10", "stdout: \"ö\"\n", http.StatusOK, `{"length":23}`},
+			{"the same append again", "&entryId=1&offset=10", "stdout: \"ö\"\n", http.StatusConflict, `{"length":23}`},
+			{"offset past the end", "&entryId=1&offset=99", "x", http.StatusConflict, `{"length":23}`},
+			{"not UTF-8", "&entryId=1&offset=23", "\xff\n", http.StatusBadRequest, "not valid UTF-8"},
+			{"no offset", "&entryId=1", "x", http.StatusBadRequest, "offset is missing"},
+			{"bad offset", "&entryId=1&offset=-1", "x", http.StatusBadRequest, `offset is "-1"`},
+			{"bad exit code", "&entryId=1&offset=23&exitCode=x", "", http.StatusBadRequest, `exitCode is "x"`},
+			{"missing entry", "&entryId=9&offset=0", "x", http.StatusNotFound, "unknown job"},
+			{"finish with the last output", "&entryId=1&offset=23&exitCode=-1&durationMs=7", "stdout: z\n", http.StatusOK, `{"length":33}`},
+		}
+		for _, tt := range tests {
+			code, body := e.call("POST", appendPath(tt.query), auth, tt.body)
+			if code != tt.want || !strings.Contains(compact(body), tt.wantBody) {
+				t.Errorf("%s: appendExecutionLogEntry = %d %q, want %d with %q", tt.name, code, body, tt.want, tt.wantBody)
+			}
+		}
+		other := "/.executors/queue/batches/appendExecutionLogEntry?executorName=ex-1&jobId=" + fmt.Sprint(id+1) + "&entryId=1&offset=33"
+		if code, body := e.call("POST", other, auth, "x"); code != http.StatusForbidden {
+			t.Errorf("append naming another job than the token's = %d %q, want 403", code, body)
+		}
+
+		st := e.jobState("batches", id)
+		logs := st["executionLogs"].([]any)
+		entry := logs[0].(map[string]any)
+		if len(logs) != 1 || entry["out"] != "stdout: a\nstdout: \"ö\"\nstdout: z\n" || entry["exitCode"] != float64(-1) || entry["durationMs"] != float64(7) {
+			t.Errorf("executionLogs = %v, want one entry with the appended output, exit code -1 and duration 7", logs)
+		}
+		// Pollers may leave the logs out.
+		code, body = e.call("GET", fmt.Sprintf("/api/queues/batches/jobs/%d?logs=false", id), map[string]string{"Authorization": "token " + apiToken}, "")
+		if code != http.StatusOK || strings.Contains(body, "executionLogs") || !strings.Contains(body, `"state":"processing"`) {
+			t.Errorf("GET job ?logs=false = %d %s, want 200 with the state and no executionLogs", code, body)
+		}
+		code, body = e.call("GET", fmt.Sprintf("/api/queues/batches/jobs/%d?logs=no", id), map[string]string{"Authorization": "token " + apiToken}, "")
+		if code != http.StatusBadRequest || !strings.Contains(body, "want true or false") {
+			t.Errorf("GET job ?logs=no = %d %s, want 400 naming the values", code, body)
+		}
+	})
+}

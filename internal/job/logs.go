@@ -29,7 +29,7 @@ type LogClient interface {
 // stored length; one with AppendUnsupported() bool true means the
 // coordinator lacks the route (stock Sourcegraph).
 type LogAppender interface {
-	AppendLogEntry(ctx context.Context, job protocol.Job, id int, offset int64, out string, exitCode, durationMs *int) (int64, error)
+	AppendLogEntry(ctx context.Context, job protocol.Job, id int, offset int64, out []byte, exitCode, durationMs *int) (int64, error)
 }
 
 // maxAppend bounds the output one append carries.
@@ -101,7 +101,7 @@ type Entry struct {
 	prev  *Entry
 
 	mu       sync.Mutex
-	out      bytes.Buffer
+	out      output // valid UTF-8, always
 	dropped  int64
 	exitCode *int
 	duration *int
@@ -150,7 +150,7 @@ func (e *Entry) Finish(exitCode int) {
 	d := int(time.Since(e.start).Milliseconds())
 	e.mu.Lock()
 	if e.dropped > 0 {
-		fmt.Fprintf(&e.out, "execd: output truncated: %d bytes dropped after the first %d (raise EXECUTOR_MAX_STEP_OUTPUT to keep more)\n", e.dropped, e.s.maxOut)
+		e.out.Write(fmt.Appendf(nil, "execd: output truncated: %d bytes dropped after the first %d (raise EXECUTOR_MAX_STEP_OUTPUT to keep more)\n", e.dropped, e.s.maxOut))
 	}
 	e.exitCode, e.duration = &exitCode, &d
 	e.version++
@@ -158,13 +158,23 @@ func (e *Entry) Finish(exitCode int) {
 	close(e.finished)
 }
 
+// append adds p, which ends on a character boundary, to the output.
+// Bytes that are not UTF-8 become U+FFFD here, as JSON and the databases
+// would store them, so that the executor's offsets are the coordinator's.
 func (e *Entry) append(p []byte) {
+	if !utf8.Valid(p) {
+		p = bytes.ToValidUTF8(p, []byte("\uFFFD"))
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	room := e.s.maxOut - e.out.Len()
 	if room < len(p) {
-		e.dropped += int64(len(p) - max(room, 0))
-		p = p[:max(room, 0)]
+		cut := max(room, 0)
+		for cut > 0 && !utf8.RuneStart(p[cut]) {
+			cut--
+		}
+		e.dropped += int64(len(p) - cut)
+		p = p[:cut]
 	}
 	if len(p) > 0 {
 		e.out.Write(p)
@@ -195,8 +205,8 @@ func (e *Entry) sync(ctx context.Context) {
 		}
 	}
 	appender, _ := e.s.client.(LogAppender)
-	// whole: this entry sends its whole output (no appends, or output that
-	// is not valid UTF-8, which JSON would not carry byte for byte).
+	// whole: this entry sends its whole output (the coordinator cannot
+	// append).
 	whole := appender == nil
 	id, synced := 0, -1
 	var acked int64 // output length the coordinator holds (append form)
@@ -233,9 +243,6 @@ func (e *Entry) sync(ctx context.Context) {
 			switch {
 			case !pending:
 				done, fin = true, exitCode != nil
-			case !utf8.ValidString(chunk):
-				whole, synced = true, -1
-				continue
 			default:
 				var n int64
 				n, err = appender.AppendLogEntry(ctx, e.s.job, id, acked, chunk, exitCode, duration)
@@ -307,32 +314,27 @@ func (e *Entry) sync(ctx context.Context) {
 // on a character boundary, and, when that is the rest of a finished
 // entry, its exit code and duration (last). pending is false when there
 // is nothing to send: no new output, and the entry is not finished.
-func (e *Entry) nextChunk(offset int64) (chunk string, exitCode, duration *int, last, pending bool) {
+func (e *Entry) nextChunk(offset int64) (chunk []byte, exitCode, duration *int, last, pending bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := e.out.Bytes()
-	if offset > int64(len(out)) {
-		offset = int64(len(out))
-	}
-	rest := out[offset:]
-	if len(rest) > maxAppend {
-		rest = rest[:maxAppend]
+	n := e.out.Len()
+	from := int(min(offset, int64(n)))
+	to := n
+	if to-from > maxAppend {
+		to = from + maxAppend
 		// Do not split a character between appends.
-		for i := 0; i < utf8.UTFMax && len(rest) > 0 && !utf8.RuneStart(rest[len(rest)-1]); i++ {
-			rest = rest[:len(rest)-1]
-		}
-		if len(rest) > 0 && !utf8.FullRune(rest[len(rest)-1:]) {
-			rest = rest[:len(rest)-1]
+		for to > from && !utf8.RuneStart(e.out.At(to)) {
+			to--
 		}
 	}
-	last = e.exitCode != nil && int(offset)+len(rest) == len(out)
+	last = e.exitCode != nil && to == n
 	if last {
 		exitCode, duration = e.exitCode, e.duration
 	}
-	if len(rest) == 0 && !last {
-		return "", e.exitCode, nil, false, false
+	if to == from && !last {
+		return nil, e.exitCode, nil, false, false
 	}
-	return string(rest), exitCode, duration, last, true
+	return e.out.AppendRange(nil, from, to), exitCode, duration, last, true
 }
 
 // length is the entry's output length so far.
@@ -415,8 +417,14 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			l.partial = append(l.partial, p...)
 			if len(l.partial) >= maxLine {
-				out = append(append(append(out, l.prefix...), l.partial...), '\n')
-				l.partial = l.partial[:0]
+				// Break the long line on a character boundary; the start of
+				// a character cut off here waits for its rest.
+				cut := len(l.partial)
+				if k := lastRuneStart(l.partial); !utf8.FullRune(l.partial[k:]) {
+					cut = k
+				}
+				out = append(append(append(out, l.prefix...), l.partial[:cut]...), '\n')
+				l.partial = append(l.partial[:0], l.partial[cut:]...)
 			}
 			break
 		}
@@ -428,6 +436,16 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 		l.entry.append(out)
 	}
 	return n, nil
+}
+
+// lastRuneStart is the index of the last byte of p that starts a
+// character, looking back at most UTFMax-1 bytes.
+func lastRuneStart(p []byte) int {
+	i := len(p) - 1
+	for i > 0 && i > len(p)-utf8.UTFMax && !utf8.RuneStart(p[i]) {
+		i--
+	}
+	return max(i, 0)
 }
 
 func (l *lineWriter) flush() {

@@ -271,7 +271,7 @@ func TestStreamer_AppendsBigOutput(t *testing.T) {
 // noAppendClient is a coordinator without the append route.
 type noAppendClient struct{ *queueclient.Client }
 
-func (c noAppendClient) AppendLogEntry(context.Context, protocol.Job, int, int64, string, *int, *int) (int64, error) {
+func (c noAppendClient) AppendLogEntry(context.Context, protocol.Job, int, int64, []byte, *int, *int) (int64, error) {
 	return 0, queueclient.ErrAppendUnsupported
 }
 
@@ -289,5 +289,47 @@ func TestStreamer_FallsBackToWholeUpdates(t *testing.T) {
 	}
 	if es := c.entries(j.ID); len(es) != 1 || es[0].Out != "stdout: one\nstdout: two\n" || es[0].ExitCode == nil {
 		t.Fatalf("entries: %+v", es)
+	}
+}
+
+func TestStreamer_OutputIsUTF8(t *testing.T) {
+	long := strings.Repeat("é", 40_000) // 80,000 bytes: broken at 64 KiB, on a character
+	tests := []struct {
+		name   string
+		writes []string
+		want   string
+	}{
+		{"invalid bytes", []string{"a\xffb\xc3\n"}, "stdout: a\uFFFDb\uFFFD\n"},
+		{"character split between writes", []string{"x\xc3", "\xb6y\n"}, "stdout: xöy\n"},
+		{"character split at the end", []string{"z\xe2\x82"}, "stdout: z\uFFFD\n"},
+		{"long line", []string{long[:65537], long[65537:] + "\n"}, "stdout: " + long[:65536] + "\nstdout: " + long[65536:] + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := startCoord(t)
+			client, j := c.dequeued(store.Spec{})
+			s := job.NewStreamer(client, j, redact.New(nil), job.StreamerOptions{Interval: 10 * time.Millisecond, IsUnknownJob: isGone})
+			e := s.Start(t.Context(), "step.0", []string{"spew"})
+			for _, w := range tt.writes {
+				if _, err := e.Stdout().Write([]byte(w)); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(20 * time.Millisecond) // let an append go between writes
+			}
+			e.Finish(0)
+			if err := s.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			es := c.entries(j.ID)
+			if len(es) != 1 {
+				t.Fatalf("%d entries, want 1", len(es))
+			}
+			if got := es[0].Out; got != tt.want {
+				if len(got) > 100 {
+					t.Fatalf("output: %d bytes (%d lines), want %d (%d lines)", len(got), strings.Count(got, "\n"), len(tt.want), strings.Count(tt.want, "\n"))
+				}
+				t.Fatalf("output %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

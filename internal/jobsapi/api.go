@@ -226,22 +226,48 @@ func (s *Server) jobID(w http.ResponseWriter, r *http.Request) (string, int, boo
 	return q, id, true
 }
 
+// handleGet answers a job with its logs, or without them when the query
+// says logs=false: pollers of a job's state need not fetch a log that may
+// run to gigabytes.
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	q, id, ok := s.jobID(w, r)
 	if !ok {
 		return
 	}
-	s.writeJob(w, r, q, id, http.StatusOK)
+	switch v := r.URL.Query().Get("logs"); v {
+	case "", "true":
+		s.writeJob(w, r, q, id, http.StatusOK)
+	case "false":
+		s.writeJobState(w, r, q, id)
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("logs %q: want true or false", v))
+	}
 }
 
-func (s *Server) writeJob(w http.ResponseWriter, r *http.Request, q string, id, code int) {
+// writeJobState answers a job without its logs.
+func (s *Server) writeJobState(w http.ResponseWriter, r *http.Request, q string, id int) {
+	job, ok := s.getJob(w, r, q, id)
+	if ok {
+		writeJSON(w, http.StatusOK, toJob(job))
+	}
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request, q string, id int) (store.Job, bool) {
 	job, err := s.store.GetJob(r.Context(), q, id)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("job %d not found in queue %q", id, q))
-		return
+		return job, false
 	}
 	if err != nil {
 		s.internal(w, r, err)
+		return job, false
+	}
+	return job, true
+}
+
+func (s *Server) writeJob(w http.ResponseWriter, r *http.Request, q string, id, code int) {
+	job, ok := s.getJob(w, r, q, id)
+	if !ok {
 		return
 	}
 	entries, err := s.store.LogEntries(r.Context(), q, id)

@@ -94,6 +94,13 @@ func (c *Client) Get(ctx context.Context, queue string, id int) (Job, error) {
 	return j, err
 }
 
+// GetState returns a job without its logs.
+func (c *Client) GetState(ctx context.Context, queue string, id int) (Job, error) {
+	var j Job
+	err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/queues/%s/jobs/%d?logs=false", url.PathEscape(queue), id), nil, &j)
+	return j, err
+}
+
 // List returns a page of jobs; state, repository and before may be empty/0.
 func (c *Client) List(ctx context.Context, queue, state, repository string, before, limit int) (JobList, error) {
 	q := url.Values{}

@@ -210,20 +210,15 @@ type UpdateExecutionLogEntryRequest struct {
 	ExecutionLogEntry
 }
 
-// AppendExecutionLogEntryRequest appends Out to entry EntryID's output at
-// Offset, the output's length in bytes the executor last had acknowledged;
-// ExitCode and DurationMs, when set, finish the entry in the same call.
-// This is our extension (appendExecutionLogEntry): the answer is an
-// AppendExecutionLogEntryResponse, with 200, or with 409 when Offset is not
-// the stored length.
-type AppendExecutionLogEntryRequest struct {
-	JobOperationRequest
-	EntryID    int    `json:"entryId"`
-	Offset     int64  `json:"offset"`
-	Out        string `json:"out"`
-	ExitCode   *int   `json:"exitCode,omitempty"`
-	DurationMs *int   `json:"durationMs,omitempty"`
-}
+// ContentTypeLogOutput is the body of appendExecutionLogEntry, our
+// extension: the output to append, raw UTF-8, while these query
+// parameters name the entry: executorName, jobId, entryId, offset
+// (the output's length in bytes the executor last had acknowledged) and,
+// to finish the entry in the same call, exitCode and durationMs. The
+// answer is an AppendExecutionLogEntryResponse, with 200, or with 409 when
+// offset is not the stored length. A raw body spares both sides the JSON
+// escaping of the output, which costs more than storing it.
+const ContentTypeLogOutput = "text/plain; charset=utf-8"
 
 // AppendExecutionLogEntryResponse is the entry's output length in bytes.
 type AppendExecutionLogEntryResponse struct {

@@ -3,8 +3,12 @@ package queueapi
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/store"
@@ -44,32 +48,85 @@ func (s *Server) handleUpdateLogEntry(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// handleAppendLogEntry appends to an entry's output (our extension): 200
-// with the new length, 409 with the stored length when the offset is not
-// it, 404 like the other job operations.
+// handleAppendLogEntry appends to an entry's output (our extension): the
+// body is the output, raw; the query names the entry. 200 with the new
+// length, 409 with the stored length when the offset is not it, 404 like
+// the other job operations.
 func (s *Server) handleAppendLogEntry(w http.ResponseWriter, r *http.Request) {
-	var req protocol.AppendExecutionLogEntryRequest
-	if !decode(w, r, &req) || !checkJobOperation(w, r, req.JobID, req.ExecutorName) {
+	req, err := parseAppend(r.URL.Query())
+	if err != nil {
+		http.Error(w, "appendExecutionLogEntry: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if req.ExecutorName == "" {
-		s.writeError(w, r, errEmptyExecutorName)
+	if !checkJobOperation(w, r, req.jobID, req.executorName) {
+		return
+	}
+	out, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("failed to read payload: %v", err), http.StatusBadRequest)
+		return
+	}
+	if !utf8.Valid(out) {
+		http.Error(w, "appendExecutionLogEntry: the body is not valid UTF-8: send output as UTF-8, with invalid bytes replaced by U+FFFD", http.StatusBadRequest)
 		return
 	}
 	queue := r.PathValue("queue")
-	n, err := s.store.AppendLogOutput(r.Context(), queue, req.JobID, req.ExecutorName, req.EntryID, req.Offset, req.Out)
+	n, err := s.store.AppendLogOutput(r.Context(), queue, req.jobID, req.executorName, req.entryID, req.offset, string(out))
 	if errors.Is(err, store.ErrOffsetMismatch) {
 		writeJSON(w, http.StatusConflict, protocol.AppendExecutionLogEntryResponse{Length: n})
 		return
 	}
-	if err == nil && (req.ExitCode != nil || req.DurationMs != nil) {
-		err = s.store.FinishLogEntry(r.Context(), queue, req.JobID, req.ExecutorName, req.EntryID, req.ExitCode, req.DurationMs)
+	if err == nil && (req.exitCode != nil || req.durationMs != nil) {
+		err = s.store.FinishLogEntry(r.Context(), queue, req.jobID, req.executorName, req.entryID, req.exitCode, req.durationMs)
 	}
 	if err != nil {
 		s.jobError(w, r, "appendExecutionLogEntry", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, protocol.AppendExecutionLogEntryResponse{Length: n})
+}
+
+// appendRequest is appendExecutionLogEntry's query.
+type appendRequest struct {
+	executorName         string
+	jobID, entryID       int
+	offset               int64
+	exitCode, durationMs *int
+}
+
+func parseAppend(q url.Values) (appendRequest, error) {
+	req := appendRequest{executorName: q.Get("executorName")}
+	if req.executorName == "" {
+		return req, errors.New("query parameter executorName is missing")
+	}
+	var err error
+	// integer parses parameter name; a missing one is nil unless required.
+	integer := func(name string, required, negative bool) *int {
+		v := q.Get(name)
+		if err != nil || (v == "" && !required) {
+			return nil
+		}
+		if v == "" {
+			err = fmt.Errorf("query parameter %s is missing", name)
+			return nil
+		}
+		n, perr := strconv.Atoi(v)
+		if perr != nil || (n < 0 && !negative) {
+			err = fmt.Errorf("query parameter %s is %q: want a whole number of at least 0", name, v)
+			if negative {
+				err = fmt.Errorf("query parameter %s is %q: want a whole number", name, v)
+			}
+			return nil
+		}
+		return &n
+	}
+	jobID, entryID, offset := integer("jobId", true, false), integer("entryId", true, false), integer("offset", true, false)
+	req.exitCode, req.durationMs = integer("exitCode", false, true), integer("durationMs", false, false)
+	if err != nil {
+		return req, err
+	}
+	req.jobID, req.entryID, req.offset = *jobID, *entryID, int64(*offset)
+	return req, nil
 }
 
 func (s *Server) handleMarkComplete(w http.ResponseWriter, r *http.Request) {

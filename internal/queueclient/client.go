@@ -55,14 +55,17 @@ func (c *Client) httpClient() *http.Client {
 // otherwise the shared secret is used.
 func (c *Client) request(ctx context.Context, path string, header http.Header, jobID int, jobToken string, body any) (int, []byte, error) {
 	var rd io.Reader
-	method := http.MethodGet
-	if body != nil {
-		b, err := json.Marshal(body)
+	method, contentType := http.MethodGet, ""
+	switch b := body.(type) {
+	case nil:
+	case rawBody:
+		rd, method, contentType = bytes.NewReader(b.data), http.MethodPost, b.contentType
+	default:
+		data, err := json.Marshal(body)
 		if err != nil {
 			return 0, nil, err
 		}
-		rd = bytes.NewReader(b)
-		method = http.MethodPost
+		rd, method, contentType = bytes.NewReader(data), http.MethodPost, "application/json"
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.BaseURL, "/")+"/.executors"+path, rd)
 	if err != nil {
@@ -71,8 +74,8 @@ func (c *Client) request(ctx context.Context, path string, header http.Header, j
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	if jobToken != "" {
 		req.Header.Set("Authorization", "Bearer "+jobToken)
@@ -90,6 +93,12 @@ func (c *Client) request(ctx context.Context, path string, header http.Header, j
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, data, err
+}
+
+// rawBody is a request body sent as it is, not as JSON.
+type rawBody struct {
+	contentType string
+	data        []byte
 }
 
 // TestAuth checks that the coordinator accepts the secret.
@@ -274,11 +283,22 @@ func (e *OffsetMismatchError) ServerLength() int64 { return e.Length }
 // when set, finish the entry. Errors: *OffsetMismatchError on 409,
 // ErrAppendUnsupported when the route is missing, ErrUnknownJob when the
 // coordinator disowned the job.
-func (c *Client) AppendLogEntry(ctx context.Context, job protocol.Job, id int, offset int64, out string, exitCode, durationMs *int) (int64, error) {
+func (c *Client) AppendLogEntry(ctx context.Context, job protocol.Job, id int, offset int64, out []byte, exitCode, durationMs *int) (int64, error) {
 	const op = "appendExecutionLogEntry"
+	q := url.Values{
+		"executorName": {c.ExecutorName},
+		"jobId":        {strconv.Itoa(job.ID)},
+		"entryId":      {strconv.Itoa(id)},
+		"offset":       {strconv.FormatInt(offset, 10)},
+	}
+	if exitCode != nil {
+		q.Set("exitCode", strconv.Itoa(*exitCode))
+	}
+	if durationMs != nil {
+		q.Set("durationMs", strconv.Itoa(*durationMs))
+	}
 	path := "/queue/" + job.Queue + "/" + op
-	req := protocol.AppendExecutionLogEntryRequest{JobOperationRequest: c.op(job), EntryID: id, Offset: offset, Out: out, ExitCode: exitCode, DurationMs: durationMs}
-	code, data, err := c.request(ctx, path, nil, job.ID, job.Token, req)
+	code, data, err := c.request(ctx, path+"?"+q.Encode(), nil, job.ID, job.Token, rawBody{protocol.ContentTypeLogOutput, out})
 	if err != nil {
 		return 0, err
 	}
