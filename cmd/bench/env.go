@@ -274,7 +274,8 @@ func finished(state string) bool {
 	return false
 }
 
-// waitFinished polls the job every interval until its state is final.
+// waitFinished polls the job every interval until its state is final, and
+// returns it without its logs.
 func waitFinished(ctx context.Context, api *jobsapi.Client, queue string, id int, interval, timeout time.Duration) (jobsapi.Job, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -286,9 +287,6 @@ func waitFinished(ctx context.Context, api *jobsapi.Client, queue string, id int
 			return j, fmt.Errorf("job %d: %w", id, err)
 		}
 		if finished(j.State) {
-			if j, err = api.Get(ctx, queue, id); err != nil {
-				return j, fmt.Errorf("job %d: %w", id, err)
-			}
 			return j, nil
 		}
 		select {

@@ -107,6 +107,9 @@ func pickupJob(ctx context.Context, api *jobsapi.Client) (submitted, started tim
 	if j, err = waitFinished(ctx, api, "batches", j.ID, 5*time.Millisecond, time.Minute); err != nil {
 		return submitted, started, err
 	}
+	if j, err = api.Get(ctx, "batches", j.ID); err != nil {
+		return submitted, started, err
+	}
 	if j.State != "completed" {
 		return submitted, started, fmt.Errorf("job %d %s: %s", j.ID, j.State, j.FailureMessage)
 	}
