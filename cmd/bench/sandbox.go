@@ -7,91 +7,199 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/runtime/docker"
+	"github.com/execd/execd/internal/runtime/netpolicy"
 	"github.com/execd/execd/internal/runtime/shell"
 )
 
-// Sandbox sizes: steps per run for the shell runtime and the bare
-// namespaces, and for docker (about half a second each).
+// Sandbox sizes: sandboxes and steps per run for the shell runtime and the
+// bare namespaces, and for docker and gVisor (a few hundred ms each).
 const (
 	sandboxSteps       = 50
 	sandboxDockerSteps = 10
-	sandboxImage       = "execd-test/busybox" // pulled by the docker e2e tests
+	sandboxImage       = "execd-test/busybox" // built by deploy/images/build-test-images.sh
 )
 
-// sandbox measures sandbox start. For the shell runtime (used directly, as
-// the executor's job runner does, run as root): the time from the start of
-// Prepare (what the executor does right after dequeue) to the first byte of
-// a step's output (echo), and the per-step cost of a step `true` in a
-// prepared sandbox. Beside them, the same `true` under bare `unshare -m -p
-// -f -n -i -u`, a plain fork+exec, and, when `docker info` works, `docker
-// run --rm IMAGE true` with the default runtime and with runsc. Our docker
-// and gvisor runtimes are not measured here.
+// sandbox measures sandbox start for each runtime, beside the bare tool
+// doing the same, in the same run:
+//
+//   - first-byte: from the start of Prepare (what the executor does right
+//     after dequeue) to the first byte of a step `echo x`, the sandbox
+//     destroyed after each; bare: from the start of the command to its
+//     first byte of output.
+//   - step: the mean time of a step `true` in one prepared sandbox; bare:
+//     of the whole command.
+//
+// shell is set beside `unshare -m -p -f -n -i -u` and a plain fork+exec;
+// docker beside `docker run --rm --network=none IMAGE`, gvisor beside the
+// same with --runtime=runsc, and for a job with the internet (its own
+// bridge with the firewall) beside `docker run --rm --network=BRIDGE` on
+// a bridge made for the run. Ratios are ours over bare, per run.
 func sandbox(ctx context.Context, b *bench) ([]*figure, error) {
 	dockerWhy := dockerMissing(ctx)
 	if dockerWhy != "" {
-		fmt.Fprintf(os.Stderr, "bench: sandbox: docker skipped: %s\n", dockerWhy)
+		fmt.Fprintf(os.Stderr, "bench: sandbox: docker and gvisor skipped: %s\n", dockerWhy)
 	}
-	rt := shell.New(shell.Config{})
-	if err := rt.Check(ctx); err != nil {
+	sh := shell.New(shell.Config{})
+	if err := sh.Check(ctx); err != nil {
 		return nil, fmt.Errorf("shell runtime unavailable: %w", err)
 	}
 	owner := fmt.Sprintf("bench-%d", os.Getpid())
-	defer rt.RemoveStale(context.WithoutCancel(ctx), owner)
+	defer sh.RemoveStale(context.WithoutCancel(ctx), owner)
+	var containers []*docker.Runtime
+	bridge := fmt.Sprintf("execd-bench-%d", os.Getpid())
+	if dockerWhy == "" {
+		for _, gvisor := range []bool{false, true} {
+			rt := docker.New(docker.Config{GVisor: gvisor, Firewall: &netpolicy.Firewall{}})
+			if err := rt.Check(ctx); err != nil {
+				return nil, fmt.Errorf("%s runtime unavailable: %w", rt.Name(), err)
+			}
+			defer rt.Clean(context.WithoutCancel(ctx), func(l runtime.Leftover) bool { return l.Owner == owner })
+			containers = append(containers, rt)
+		}
+		if out, err := exec.CommandContext(ctx, "docker", "network", "create", bridge).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("docker network create: %v: %s", err, bytes.TrimSpace(out))
+		}
+		defer exec.Command("docker", "network", "rm", bridge).Run()
+	}
+
 	figs, err := b.repeat(ctx, func(run int) ([]sample, error) {
 		ws, err := b.tempDir("sandbox")
 		if err != nil {
 			return nil, err
 		}
-		opts := runtime.Options{Owner: owner, Workspace: ws, MemoryBytes: 256 << 20, PIDs: 256, CPUs: 1}
-		var first []time.Duration
-		for i := range sandboxSteps {
-			opts.JobID = fmt.Sprintf("%d-%d-bench", run, i)
-			d, err := firstByte(ctx, rt, opts)
-			if err != nil {
-				return nil, err
-			}
-			first = append(first, d)
-		}
-		out := latencies("sandbox/shell/first-byte", first)
-		opts.JobID = fmt.Sprintf("%d-steps-bench", run)
-		perStep, err := shellSteps(ctx, rt, opts)
+		opts := runtime.Options{Owner: owner, Workspace: ws, MemoryBytes: 256 << 20, PIDs: 256, CPUs: 1, Network: runtime.NetworkNone}
+		opts.JobID = fmt.Sprintf("%d-shell-bench", run)
+		out, err := measureRuntime(ctx, sh, opts, sandboxSteps, false)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, sample{name: "sandbox/shell/step", unit: "ms", value: ms(perStep), note: fmt.Sprintf("n=%d", sandboxSteps)})
 		for _, c := range []struct {
 			name string
-			n    int
 			args []string
-			skip string
 		}{
-			{"sandbox/bare/unshare", sandboxSteps, []string{"unshare", "-m", "-p", "-f", "-n", "-i", "-u", "true"}, ""},
-			{"sandbox/bare/exec", sandboxSteps, []string{"/bin/true"}, ""},
-			{"sandbox/bare/docker-run", sandboxDockerSteps, []string{"docker", "run", "--rm", "--network=none", sandboxImage, "true"}, dockerWhy},
-			{"sandbox/bare/docker-run-runsc", sandboxDockerSteps, []string{"docker", "run", "--rm", "--network=none", "--runtime=runsc", sandboxImage, "true"}, dockerWhy},
+			{"sandbox/bare/unshare/step", []string{"unshare", "-m", "-p", "-f", "-n", "-i", "-u", "true"}},
+			{"sandbox/bare/exec/step", []string{"/bin/true"}},
 		} {
-			if c.skip != "" {
-				continue
-			}
-			d, err := timeCommand(ctx, c.n, c.args)
+			_, d, err := timeCommand(ctx, sandboxSteps, c.args)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", c.name, err)
 			}
-			out = append(out, sample{name: c.name, unit: "ms", value: ms(d), note: fmt.Sprintf("n=%d", c.n)})
+			out = append(out, sample{name: c.name, unit: "ms", value: ms(d), note: fmt.Sprintf("n=%d", sandboxSteps)})
+		}
+		for _, rt := range containers {
+			opts.JobID = fmt.Sprintf("%d-%s-bench", run, rt.Name())
+			s, err := measureContainers(ctx, rt, opts, bridge)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s...)
 		}
 		return out, nil
 	})
 	for _, f := range figs {
-		if strings.HasPrefix(f.name, "sandbox/shell/") && !strings.HasSuffix(f.name, "/p99") {
+		switch f.name {
+		case "sandbox/shell/first-byte/p50", "sandbox/shell/step":
 			f.goal = &goal{value: 10}
+		case "sandbox/docker/first-byte/p50-over-bare", "sandbox/docker/step-over-bare", "sandbox/docker/step-over-bare/network=internet":
+			f.goal = &goal{value: 1.2}
+		case "sandbox/gvisor/first-byte/p50-over-bare", "sandbox/gvisor/step-over-bare", "sandbox/gvisor/step-over-bare/network=internet":
+			f.goal = &goal{value: 1.3}
 		}
 	}
 	return figs, err
+}
+
+// measureContainers measures a container runtime (docker or gvisor) and
+// the bare docker CLI doing the same, with no network and with a bridge.
+func measureContainers(ctx context.Context, rt *docker.Runtime, opts runtime.Options, bridge string) ([]sample, error) {
+	name := rt.Name()
+	out, err := measureRuntime(ctx, rt, opts, sandboxDockerSteps, true)
+	if err != nil {
+		return nil, err
+	}
+	opts.Network = runtime.NetworkInternet
+	opts.JobID += "-net"
+	netStep, err := runtimeSteps(ctx, rt, opts, sandboxDockerSteps, runtime.Step{Commands: []string{"true"}, Image: sandboxImage})
+	if err != nil {
+		return nil, fmt.Errorf("%s with network: %w", name, err)
+	}
+	note := fmt.Sprintf("n=%d", sandboxDockerSteps)
+	out = append(out, sample{name: "sandbox/" + name + "/step/network=internet", unit: "ms", value: ms(netStep), note: note})
+
+	run := []string{"docker", "run", "--rm"}
+	if name == "gvisor" {
+		run = append(run, "--runtime=runsc")
+	}
+	bare := "sandbox/bare/docker-run"
+	if name == "gvisor" {
+		bare += "-runsc"
+	}
+	none := append(slices.Clone(run), "--network=none", sandboxImage)
+	first, _, err := timeCommand(ctx, sandboxDockerSteps, append(slices.Clone(none), "echo", "x"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", bare, err)
+	}
+	_, step, err := timeCommand(ctx, sandboxDockerSteps, append(none, "true"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", bare, err)
+	}
+	_, bridged, err := timeCommand(ctx, sandboxDockerSteps, append(run, "--network="+bridge, sandboxImage, "true"))
+	if err != nil {
+		return nil, fmt.Errorf("%s on a bridge: %w", bare, err)
+	}
+	firstP50 := percentile(first, 50)
+	out = append(out,
+		sample{name: bare + "/first-byte/p50", unit: "ms", value: ms(firstP50), note: note},
+		sample{name: bare + "/step", unit: "ms", value: ms(step), note: note},
+		sample{name: bare + "/step/network=bridge", unit: "ms", value: ms(bridged), note: note},
+	)
+	// The ratios, from this run's figures.
+	value := func(n string) float64 {
+		i := slices.IndexFunc(out, func(s sample) bool { return s.name == n })
+		return out[i].value
+	}
+	out = append(out,
+		sample{name: "sandbox/" + name + "/first-byte/p50-over-bare", unit: "x", value: value("sandbox/"+name+"/first-byte/p50") / ms(firstP50)},
+		sample{name: "sandbox/" + name + "/step-over-bare", unit: "x", value: value("sandbox/"+name+"/step") / ms(step)},
+		sample{name: "sandbox/" + name + "/step-over-bare/network=internet", unit: "x", value: ms(netStep) / ms(bridged)},
+	)
+	return out, nil
+}
+
+// measureRuntime measures first-byte over n sandboxes and step over n
+// steps of one sandbox of rt; image says whether steps name the image.
+func measureRuntime(ctx context.Context, rt runtime.Runtime, opts runtime.Options, n int, image bool) ([]sample, error) {
+	name := rt.Name()
+	step := func(cmd string) runtime.Step {
+		s := runtime.Step{Commands: []string{cmd}}
+		if image {
+			s.Image = sandboxImage
+		}
+		return s
+	}
+	var first []time.Duration
+	job := opts.JobID
+	for i := range n {
+		opts.JobID = fmt.Sprintf("%s-%d", job, i)
+		d, err := firstByte(ctx, rt, opts, step("echo x"))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		first = append(first, d)
+	}
+	out := latencies("sandbox/"+name+"/first-byte", first)
+	opts.JobID = job + "-steps"
+	perStep, err := runtimeSteps(ctx, rt, opts, n, step("true"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return append(out, sample{name: "sandbox/" + name + "/step", unit: "ms", value: ms(perStep), note: fmt.Sprintf("n=%d", n)}), nil
 }
 
 // dockerMissing says why docker cannot be measured, or "" when it can.
@@ -104,7 +212,7 @@ func dockerMissing(ctx context.Context) string {
 		return "docker has no runsc runtime"
 	}
 	if err := exec.CommandContext(ctx, "docker", "image", "inspect", sandboxImage).Run(); err != nil {
-		return "image " + sandboxImage + " is not present (no network to pull it)"
+		return "image " + sandboxImage + " is not present: run deploy/images/build-test-images.sh"
 	}
 	return ""
 }
@@ -120,9 +228,10 @@ func (w *firstByteWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// firstByte prepares a sandbox, runs `echo x`, destroys the sandbox, and
-// returns the time from the start of Prepare to the output's first byte.
-func firstByte(ctx context.Context, rt *shell.Runtime, opts runtime.Options) (time.Duration, error) {
+// firstByte prepares a sandbox, runs step (which prints), destroys the
+// sandbox, and returns the time from the start of Prepare to the output's
+// first byte.
+func firstByte(ctx context.Context, rt runtime.Runtime, opts runtime.Options, step runtime.Step) (time.Duration, error) {
 	w := &firstByteWriter{}
 	start := time.Now()
 	sb, err := rt.Prepare(ctx, opts)
@@ -130,18 +239,19 @@ func firstByte(ctx context.Context, rt *shell.Runtime, opts runtime.Options) (ti
 		return 0, fmt.Errorf("prepare: %w", err)
 	}
 	defer sb.Destroy(context.WithoutCancel(ctx))
-	res, err := sb.Run(ctx, runtime.Step{Commands: []string{"echo x"}}, runtime.Output{Stdout: w, Stderr: io.Discard})
+	res, err := sb.Run(ctx, step, runtime.Output{Stdout: w, Stderr: io.Discard})
 	if err != nil || res.ExitCode != 0 {
-		return 0, fmt.Errorf("echo x: exit %d: %v", res.ExitCode, err)
+		return 0, fmt.Errorf("%v: exit %d: %v", step.Commands, res.ExitCode, err)
 	}
 	if w.at.IsZero() {
-		return 0, fmt.Errorf("echo x printed nothing")
+		return 0, fmt.Errorf("%v printed nothing", step.Commands)
 	}
 	return w.at.Sub(start), nil
 }
 
-// shellSteps returns the mean time of a step `true` in one prepared sandbox.
-func shellSteps(ctx context.Context, rt *shell.Runtime, opts runtime.Options) (time.Duration, error) {
+// runtimeSteps returns the mean time of n runs of step in one prepared
+// sandbox.
+func runtimeSteps(ctx context.Context, rt runtime.Runtime, opts runtime.Options, n int, s runtime.Step) (time.Duration, error) {
 	sb, err := rt.Prepare(ctx, opts)
 	if err != nil {
 		return 0, fmt.Errorf("prepare: %w", err)
@@ -149,21 +259,33 @@ func shellSteps(ctx context.Context, rt *shell.Runtime, opts runtime.Options) (t
 	defer sb.Destroy(context.WithoutCancel(ctx))
 	out := runtime.Output{Stdout: io.Discard, Stderr: io.Discard}
 	start := time.Now()
-	for range sandboxSteps {
-		if res, err := sb.Run(ctx, runtime.Step{Commands: []string{"true"}}, out); err != nil || res.ExitCode != 0 {
-			return 0, fmt.Errorf("true: exit %d: %v", res.ExitCode, err)
-		}
-	}
-	return time.Since(start) / sandboxSteps, nil
-}
-
-// timeCommand returns the mean time of n runs of args.
-func timeCommand(ctx context.Context, n int, args []string) (time.Duration, error) {
-	start := time.Now()
 	for range n {
-		if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
+		if res, err := sb.Run(ctx, s, out); err != nil || res.ExitCode != 0 {
+			return 0, fmt.Errorf("%v: exit %d: %v", s.Commands, res.ExitCode, err)
 		}
 	}
 	return time.Since(start) / time.Duration(n), nil
+}
+
+// timeCommand runs args n times and returns, for each run, the time to
+// the first byte of its standard output (if it printed), and the mean time
+// of a whole run.
+func timeCommand(ctx context.Context, n int, args []string) (first []time.Duration, mean time.Duration, err error) {
+	var total time.Duration
+	for range n {
+		w := &firstByteWriter{}
+		var stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Stdout, cmd.Stderr = w, &stderr
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			return nil, 0, fmt.Errorf("%v: %s", err, bytes.TrimSpace(stderr.Bytes()))
+		}
+		total += time.Since(start)
+		if !w.at.IsZero() {
+			first = append(first, w.at.Sub(start))
+		}
+	}
+	slices.Sort(first)
+	return first, total / time.Duration(n), nil
 }

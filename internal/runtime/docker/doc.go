@@ -56,11 +56,13 @@
 // adds host.docker.internal, resolving to the host, to containers on a
 // network.
 //
-// A job's steps share one network namespace (loopback only, or on the
-// job's bridge), held by a container that does nothing, started in the
-// first step's image with the job's first step and removed by Destroy:
-// dockerd is slow to make a namespace for each container, and joining
-// one costs nothing. gVisor moves a namespace's interfaces into its
+// A job's steps after the first share one network namespace (loopback
+// only, or on the job's bridge), held by a container that does nothing,
+// started in the first step's image once the first step's container has
+// started, and removed by Destroy: dockerd is slow to make a namespace
+// for each container, and joining one costs nothing. The first step gets
+// a namespace of its own, as a bare `docker run` would, so that the time
+// to its first byte is not spent on the holder. gVisor moves a namespace's interfaces into its
 // sandbox's own network stack, so the steps of a gvisor job with a
 // network each join the bridge instead, at that cost.
 //

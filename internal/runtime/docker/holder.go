@@ -12,8 +12,11 @@ import (
 // does nothing (the holder): each step's container joins it
 // (--network container:<holder>) instead of getting a namespace of its
 // own, which dockerd makes slowly (about 80 ms for --network none, more
-// to join a bridge). The holder is started with the job's first step, in
-// that step's image, and removed by Destroy.
+// to join a bridge). The job's first step does not wait for it: it runs
+// in a namespace of its own, as a bare `docker run` would, and once that
+// step's container has started (so as not to slow its start), the holder
+// starts beside it, in that step's image, for the steps after. Destroy
+// removes the holder.
 //
 // gVisor takes a namespace's interfaces into the sandbox's own network
 // stack, so the steps of a gvisor job with a network cannot share one:
@@ -25,26 +28,69 @@ const (
 	hostGateway = "host.docker.internal:host-gateway"
 )
 
-// networkMode returns the network mode of the next step's container,
-// starting the holder (in image) when the steps share one.
-func (s *Sandbox) networkMode(ctx context.Context, image string) (container.NetworkMode, error) {
+// networkMode returns the network mode of the next step's container: the
+// holder's, started now if it is not running; or, for the job's first
+// step, the job's own network, with startLater set: the caller must then
+// call s.holderAfterFirstStep once the step's container started, or
+// failed to.
+func (s *Sandbox) networkMode(ctx context.Context, image string) (mode container.NetworkMode, startLater bool, err error) {
 	s.mu.Lock()
-	netID, holder := s.networkID, s.holderID
-	s.mu.Unlock()
+	netID, holder, starting := s.networkID, s.holderID, s.holderStarting
 	own := container.NetworkMode("none")
 	if netID != "" {
 		own = container.NetworkMode(netID)
 	}
 	if s.r.cfg.GVisor && netID != "" {
-		return own, nil
+		s.mu.Unlock()
+		return own, false, nil
+	}
+	if holder == "" && starting == nil && !s.holderTried {
+		s.holderStarting, s.holderTried = make(chan struct{}), true
+		s.mu.Unlock()
+		return own, true, nil
+	}
+	s.mu.Unlock()
+	if starting != nil {
+		select {
+		case <-starting:
+		case <-ctx.Done():
+			return "", false, ctx.Err()
+		}
+		s.mu.Lock()
+		holder = s.holderID
+		s.mu.Unlock()
 	}
 	if holder == "" {
-		var err error
 		if holder, err = s.startHolder(ctx, image, own); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
-	return container.NetworkMode("container:" + holder), nil
+	return container.NetworkMode("container:" + holder), false, nil
+}
+
+// holderAfterFirstStep starts the holder in the background (in image,
+// with the network mode the first step had) when started is true; else
+// the next step starts it.
+func (s *Sandbox) holderAfterFirstStep(ctx context.Context, image string, network container.NetworkMode, started bool) {
+	s.mu.Lock()
+	done := s.holderStarting
+	s.mu.Unlock()
+	finish := func() {
+		s.mu.Lock()
+		s.holderStarting = nil
+		s.mu.Unlock()
+		close(done)
+	}
+	if !started {
+		finish()
+		return
+	}
+	go func() {
+		defer finish()
+		if _, err := s.startHolder(context.WithoutCancel(ctx), image, network); err != nil {
+			s.log.Debug("the container holding the job's network did not start; the next step starts it", "err", err)
+		}
+	}()
 }
 
 // startHolder starts the container holding the job's network namespace.

@@ -62,8 +62,12 @@ type Sandbox struct {
 	// The job's network; empty for runtime.NetworkNone.
 	networkID, networkName, bridge string
 	// holderID is the container whose network namespace the steps join,
-	// once the first step started it (see [Sandbox.networkMode]).
-	holderID string
+	// once the first step started it (see [Sandbox.networkMode]);
+	// holderStarting is closed when its start in the background ends, and
+	// holderTried is set once that start began.
+	holderID       string
+	holderStarting chan struct{}
+	holderTried    bool
 }
 
 // Pull makes image available, pulling it when it is missing, with
@@ -113,9 +117,22 @@ func (s *Sandbox) Run(ctx context.Context, step runtime.Step, out runtime.Output
 // runContainer creates the step's container, runs it and removes it.
 func (s *Sandbox) runContainer(ctx context.Context, step runtime.Step, cfg *container.Config, hostCfg *container.HostConfig,
 	script []byte, stdout, stderr io.Writer) (runtime.Result, error) {
-	netMode, err := s.networkMode(ctx, cfg.Image)
+	netMode, holderLater, err := s.networkMode(ctx, cfg.Image)
 	if err != nil {
 		return s.failed(ctx, err, "starting the container that holds the job's network")
+	}
+	var onStart func() // called once the container started
+	if holderLater {
+		holderStarted := false
+		onStart = func() {
+			holderStarted = true
+			s.holderAfterFirstStep(ctx, cfg.Image, netMode, true)
+		}
+		defer func() {
+			if !holderStarted {
+				s.holderAfterFirstStep(ctx, cfg.Image, netMode, false)
+			}
+		}()
 	}
 	hc := *hostCfg
 	hc.NetworkMode = netMode
@@ -145,12 +162,12 @@ func (s *Sandbox) runContainer(ctx context.Context, step runtime.Step, cfg *cont
 			return s.failed(ctx, err, "copying the script of step "+strconv.Quote(step.Key))
 		}
 	}
-	return s.run(ctx, created.ID, stdout, stderr)
+	return s.run(ctx, created.ID, stdout, stderr, onStart)
 }
 
-// run starts container id, streams its output and waits for it to exit,
-// or stops it when ctx ends.
-func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer) (runtime.Result, error) {
+// run starts container id, calls onStart (when not nil) once it started,
+// streams its output and waits for it to exit, or stops it when ctx ends.
+func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer, onStart func()) (runtime.Result, error) {
 	cli := s.r.cli
 	// Attached before the start, so that no output is missed.
 	attach, err := cli.ContainerAttach(ctx, id, container.AttachOptions{Stream: true, Stdout: true, Stderr: true})
@@ -180,6 +197,9 @@ func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer) 
 	}()
 	if err := cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		return s.failed(ctx, err, "starting the container")
+	}
+	if onStart != nil {
+		onStart()
 	}
 
 	select {
@@ -383,7 +403,7 @@ func scriptTar(script []byte) (io.Reader, error) {
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	s.destroyed = true
-	prepared, netID, bridge := s.prepared, s.networkID, s.bridge
+	prepared, netID, bridge, starting := s.prepared, s.networkID, s.bridge, s.holderStarting
 	s.networkID, s.bridge, s.holderID = "", "", ""
 	s.mu.Unlock()
 	if !prepared && netID == "" {
@@ -391,6 +411,14 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
+	if starting != nil {
+		// A holder being made now would hold on to the network; seeing
+		// the sandbox destroyed, it removes itself.
+		select {
+		case <-starting:
+		case <-ctx.Done():
+		}
+	}
 	err := s.removeContainers(ctx)
 	if netID != "" {
 		err = errors.Join(err, s.r.removeNetwork(ctx, netID, bridge))
