@@ -78,17 +78,6 @@ func (b *bench) repeat(ctx context.Context, f func(run int) ([]sample, error)) (
 
 // machine describes this machine for the output's header.
 func (b *bench) machine() string {
-	model := "unknown CPU"
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-		f.Close()
-	}
 	mem := "?"
 	if kb, err := meminfo("MemTotal"); err == nil {
 		mem = fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
@@ -97,7 +86,21 @@ func (b *bench) machine() string {
 	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = strings.TrimSpace(string(data))
 	}
-	return fmt.Sprintf("%d CPUs (%s), %s RAM, Linux %s, %s, %d runs per scenario", goruntime.NumCPU(), model, mem, kernel, goruntime.Version(), b.runs)
+	return fmt.Sprintf("%d CPUs (%s), %s RAM, Linux %s, %s, %d runs per scenario", goruntime.NumCPU(), b.cpu(), mem, kernel, goruntime.Version(), b.runs)
+}
+
+// cpu is the CPU's model name.
+func (b *bench) cpu() string {
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return "unknown CPU"
 }
 
 func meminfo(key string) (int64, error) {

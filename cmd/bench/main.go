@@ -1,13 +1,13 @@
 // Command bench measures execd against the goals of the performance issue,
 // on this machine, in one run:
 //
-//	bench [-runs N] [-format text|benchstat] pickup|throughput|logs|sandbox|scale|fault|all
+//	bench [-runs N] [-benchstat FILE] pickup|throughput|logs|sandbox|scale|fault|all
 //
 // Each scenario runs N times (3 by default) with fixed sizes and prints one
 // line per figure: the median over the runs, the spread (minimum–maximum)
 // and, where the issue sets one, the goal and whether it is met. With
-// -format benchstat it prints each run as a Go benchmark result line
-// instead, for benchstat to compare with stored results. docs/benchmarks.md
+// -benchstat it also writes each run to FILE as a Go benchmark result
+// line, for benchstat to compare with stored results. docs/benchmarks.md
 // describes every scenario.
 //
 // It runs as root on Linux (the shell sandbox needs namespaces and cgroups),
@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	goruntime "runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	runs := fs.Int("runs", 3, "runs of each scenario; figures are the median over them")
-	format := fs.String("format", "text", "output: text (one summary line per figure) or benchstat (one line per run)")
+	benchstatOut := fs.String("benchstat", "", "also write each run as a Go benchmark line to `file`, for benchstat")
 	verbose := fs.Bool("v", false, "log progress to standard error")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (coordinator and executor included where they run in it) to `file`")
 	all := scenarios()
@@ -82,9 +83,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() == 0 || *runs < 1 || (*format != "text" && *format != "benchstat") {
+	if fs.NArg() == 0 || *runs < 1 {
 		fs.Usage()
-		return errors.New("want a scenario, -runs of at least 1, and -format text or benchstat")
+		return errors.New("want a scenario and -runs of at least 1")
 	}
 	var chosen []scenario
 	for _, name := range fs.Args() {
@@ -120,19 +121,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if *format == "text" {
-		fmt.Fprintf(stdout, "# %s\n", b.machine())
+	var bs io.Writer = io.Discard
+	if *benchstatOut != "" {
+		f, err := os.Create(*benchstatOut)
+		if err != nil {
+			return fmt.Errorf("-benchstat: %w", err)
+		}
+		defer f.Close()
+		bs = f
+		// benchstat's configuration lines: the machine, as go test prints it.
+		fmt.Fprintf(f, "goos: %s\ngoarch: %s\npkg: github.com/execd/execd/cmd/bench\ncpu: %s\n", goruntime.GOOS, goruntime.GOARCH, b.cpu())
 	}
+	fmt.Fprintf(stdout, "# %s\n", b.machine())
 	var failed []string
 	for _, s := range chosen {
 		start := time.Now()
 		figs, err := s.run(ctx, b)
-		if *format == "text" {
-			writeText(stdout, figs)
-			fmt.Fprintf(stdout, "# %s took %s\n", s.name, time.Since(start).Round(time.Second))
-		} else {
-			writeBenchstat(stdout, figs)
-		}
+		writeText(stdout, figs)
+		fmt.Fprintf(stdout, "# %s took %s\n", s.name, time.Since(start).Round(time.Second))
+		writeBenchstat(bs, figs)
 		if err != nil {
 			failed = append(failed, s.name)
 			fmt.Fprintf(stderr, "bench: %s: %v\n", s.name, err)
