@@ -34,7 +34,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	build := exec.Command("go", "build", "-o", dir, "github.com/execd/execd/cmd/coordinator", "github.com/execd/execd/cmd/executor")
+	// Installed as a release installs them: execd-sandbox-init next to
+	// the executor, which then uses it for its shell sandboxes.
+	build := exec.Command("go", "build", "-o", dir, "github.com/execd/execd/cmd/coordinator", "github.com/execd/execd/cmd/executor", "github.com/execd/execd/cmd/execd-sandbox-init")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: build binaries:", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -187,10 +188,10 @@ func TestE2E_Cancel(t *testing.T) {
 // TestE2E_Validate: executor validate reports each check.
 func TestE2E_Validate(t *testing.T) {
 	s := newSystem(t, `{}`)
-	run := func(secret string) (string, error) {
-		p := start(t, "validate", []string{
+	run := func(secret string, env ...string) (string, error) {
+		p := start(t, "validate", append([]string{
 			"EXECUTOR_FRONTEND_URL=" + s.url(), "EXECUTOR_FRONTEND_PASSWORD=" + secret, "EXECUTOR_QUEUE_NAME=batches",
-		}, "executor", "validate")
+		}, env...), "executor", "validate")
 		<-p.done
 		if p.cmd.ProcessState.ExitCode() != 0 {
 			return p.log.String(), fmt.Errorf("exit %d", p.cmd.ProcessState.ExitCode())
@@ -198,8 +199,13 @@ func TestE2E_Validate(t *testing.T) {
 		return p.log.String(), nil
 	}
 	out, err := run(execSecret)
-	if err != nil || !strings.Contains(out, "ok    coordinator") || !strings.Contains(out, "ok    runtime shell") {
+	if err != nil || !strings.Contains(out, "ok    coordinator") || !strings.Contains(out, "ok    runtime shell") ||
+		!strings.Contains(out, "ok    shell init     "+filepath.Join(binDir, "execd-sandbox-init")) {
 		t.Errorf("validate with the right secret: %v\n%s", err, out)
+	}
+	out, err = run(execSecret, "EXECUTOR_SHELL_INIT=self")
+	if err != nil || !strings.Contains(out, "-     shell init     the executor itself") {
+		t.Errorf("validate with EXECUTOR_SHELL_INIT=self: %v\n%s", err, out)
 	}
 	out, err = run("wrong-secret-wrong-secret")
 	if err == nil || !strings.Contains(out, "EXECUTOR_FRONTEND_PASSWORD") {

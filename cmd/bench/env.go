@@ -135,9 +135,9 @@ func (b *bench) postgres(ctx context.Context) (string, error) {
 func (b *bench) binary(ctx context.Context, name string) (string, error) {
 	if b.bins == "" {
 		dir := filepath.Join(b.dir, "bin")
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "github.com/execd/execd/cmd/coordinator", "github.com/execd/execd/cmd/executor")
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "github.com/execd/execd/cmd/coordinator", "github.com/execd/execd/cmd/executor", "github.com/execd/execd/cmd/execd-sandbox-init")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go build the coordinator and executor (run bench from within the module): %w: %s", err, out)
+			return "", fmt.Errorf("go build the coordinator, the executor and execd-sandbox-init (run bench from within the module): %w: %s", err, out)
 		}
 		b.bins = dir
 	}
@@ -213,9 +213,16 @@ func executorEnv(url, queue, workspaces string, overrides map[string]string) map
 	return env
 }
 
-// startExecutor runs an executor in this process; stop stops it (running
-// jobs are stopped) and waits for it.
-func startExecutor(env map[string]string, logger *slog.Logger) (stop func() error, err error) {
+// startExecutor runs an executor in this process, with execd-sandbox-init
+// as an installed executor has it; stop stops it (running jobs are
+// stopped) and waits for it.
+func (b *bench) startExecutor(ctx context.Context, env map[string]string) (stop func() error, err error) {
+	init, err := b.binary(ctx, "execd-sandbox-init")
+	if err != nil {
+		return nil, err
+	}
+	env["EXECUTOR_SHELL_INIT"] = init
+	logger := b.logger
 	cfg, err := executor.LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
 		return nil, err

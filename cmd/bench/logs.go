@@ -78,7 +78,7 @@ func logsEndToEnd(ctx context.Context, b *bench) (float64, error) {
 		return 0, err
 	}
 	defer co.stop()
-	stopExec, err := startExecutor(executorEnv(co.url, "batches", dir+"/workspaces", map[string]string{"EXECUTOR_MAX_STEP_OUTPUT": logMaxOutput}), b.logger)
+	stopExec, err := b.startExecutor(ctx, executorEnv(co.url, "batches", dir+"/workspaces", map[string]string{"EXECUTOR_MAX_STEP_OUTPUT": logMaxOutput}))
 	if err != nil {
 		return 0, err
 	}

@@ -71,7 +71,7 @@ func pickupRun(ctx context.Context, b *bench, n int, env map[string]string, phas
 		return nil, err
 	}
 	defer co.stop()
-	stopExec, err := startExecutor(executorEnv(co.url, "batches", dir+"/workspaces", env), b.logger)
+	stopExec, err := b.startExecutor(ctx, executorEnv(co.url, "batches", dir+"/workspaces", env))
 	if err != nil {
 		return nil, err
 	}

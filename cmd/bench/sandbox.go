@@ -35,7 +35,10 @@ const (
 //   - step: the mean time of a step `true` in one prepared sandbox; bare:
 //     of the whole command.
 //
-// shell is set beside `unshare -m -p -f -n -i -u` and a plain fork+exec;
+// The shell runtime runs each step under an init program: shell is with
+// execd-sandbox-init, shell/init=executor with the executor itself (what
+// an executor without execd-sandbox-init next to it uses). Both are set
+// beside `unshare -m -p -f -n -i -u` and a plain fork+exec;
 // docker beside `docker run --rm --network=none IMAGE`, gvisor beside the
 // same with --runtime=runsc, and for a job with the internet (its own
 // bridge with the firewall) beside `docker run --rm --network=BRIDGE` on
@@ -45,12 +48,22 @@ func sandbox(ctx context.Context, b *bench) ([]*figure, error) {
 	if dockerWhy != "" {
 		fmt.Fprintf(os.Stderr, "bench: sandbox: docker and gvisor skipped: %s\n", dockerWhy)
 	}
-	sh := shell.New(shell.Config{})
-	if err := sh.Check(ctx); err != nil {
-		return nil, fmt.Errorf("shell runtime unavailable: %w", err)
-	}
+	// The shell runtime with each init an executor may use: the program
+	// made for it, and the executor itself.
 	owner := fmt.Sprintf("bench-%d", os.Getpid())
-	defer sh.RemoveStale(context.WithoutCancel(ctx), owner)
+	var shells []*shell.Runtime
+	for _, name := range []string{"execd-sandbox-init", "executor"} {
+		bin, err := b.binary(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		sh := shell.New(shell.Config{Init: bin})
+		if err := sh.Check(ctx); err != nil {
+			return nil, fmt.Errorf("shell runtime unavailable: %w", err)
+		}
+		shells = append(shells, sh)
+	}
+	defer shells[0].RemoveStale(context.WithoutCancel(ctx), owner)
 	var containers []*docker.Runtime
 	bridge := fmt.Sprintf("execd-bench-%d", os.Getpid())
 	if dockerWhy == "" {
@@ -74,10 +87,18 @@ func sandbox(ctx context.Context, b *bench) ([]*figure, error) {
 			return nil, err
 		}
 		opts := runtime.Options{Owner: owner, Workspace: ws, MemoryBytes: 256 << 20, PIDs: 256, CPUs: 1, Network: runtime.NetworkNone}
-		opts.JobID = fmt.Sprintf("%d-shell-bench", run)
-		out, err := measureRuntime(ctx, sh, opts, sandboxSteps, false)
-		if err != nil {
-			return nil, err
+		var out []sample
+		for i, sh := range shells {
+			opts.JobID = fmt.Sprintf("%d-shell%d-bench", run, i)
+			name := "shell"
+			if i == 1 {
+				name = "shell/init=executor"
+			}
+			samples, err := measureRuntime(ctx, name, sh, opts, sandboxSteps, false)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, samples...)
 		}
 		for _, c := range []struct {
 			name string
@@ -119,7 +140,7 @@ func sandbox(ctx context.Context, b *bench) ([]*figure, error) {
 // the bare docker CLI doing the same, with no network and with a bridge.
 func measureContainers(ctx context.Context, rt *docker.Runtime, opts runtime.Options, bridge string) ([]sample, error) {
 	name := rt.Name()
-	out, err := measureRuntime(ctx, rt, opts, sandboxDockerSteps, true)
+	out, err := measureRuntime(ctx, name, rt, opts, sandboxDockerSteps, true)
 	if err != nil {
 		return nil, err
 	}
@@ -173,9 +194,9 @@ func measureContainers(ctx context.Context, rt *docker.Runtime, opts runtime.Opt
 }
 
 // measureRuntime measures first-byte over n sandboxes and step over n
-// steps of one sandbox of rt; image says whether steps name the image.
-func measureRuntime(ctx context.Context, rt runtime.Runtime, opts runtime.Options, n int, image bool) ([]sample, error) {
-	name := rt.Name()
+// steps of one sandbox of rt, as figures of name; image says whether
+// steps name the image.
+func measureRuntime(ctx context.Context, name string, rt runtime.Runtime, opts runtime.Options, n int, image bool) ([]sample, error) {
 	step := func(cmd string) runtime.Step {
 		s := runtime.Step{Commands: []string{cmd}}
 		if image {

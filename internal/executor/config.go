@@ -45,6 +45,7 @@ type Config struct {
 	// Ours.
 	Version         string // the executor's version, reported to the coordinator
 	Runtime         string // auto, shell, docker, gvisor, firecracker
+	ShellInit       string // auto, self, or the path of execd-sandbox-init
 	JobNetwork      string // none, internet; empty: the runtime's default
 	JobMaxProcesses int
 	MaxStepOutput   int64
@@ -84,6 +85,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		VMStartupScriptPath:   p.file("EXECUTOR_VM_STARTUP_SCRIPT_PATH"),
 
 		Runtime:         p.oneOf("EXECUTOR_RUNTIME", "auto", runtimeNames),
+		ShellInit:       p.str("EXECUTOR_SHELL_INIT", "auto"),
 		JobNetwork:      p.oneOf("EXECUTOR_JOB_NETWORK", "", []string{"", "none", "internet"}),
 		JobMaxProcesses: p.int("EXECUTOR_JOB_MAX_PROCESSES", 1024, 16),
 		MaxStepOutput:   p.size("EXECUTOR_MAX_STEP_OUTPUT", "4M"),
@@ -101,6 +103,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			p.fail("EXECUTOR_USE_FIRECRACKER", "true", "it conflicts with EXECUTOR_RUNTIME="+c.Runtime+"; unset one of them")
 		}
 		c.Runtime = "firecracker"
+	}
+	if c.ShellInit != "auto" && c.ShellInit != "self" && !filepath.IsAbs(c.ShellInit) {
+		p.fail("EXECUTOR_SHELL_INIT", c.ShellInit, "auto, self, or the absolute path of execd-sandbox-init")
 	}
 	if c.LongPoll > 60*time.Second {
 		p.fail("EXECUTOR_LONG_POLL", c.LongPoll.String(), "at most 60s (the coordinator's limit); 0 disables long-polling")

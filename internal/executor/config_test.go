@@ -80,6 +80,7 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"network", map[string]string{"EXECUTOR_JOB_NETWORK": "all"}, nil, []string{`EXECUTOR_JOB_NETWORK="all"`, "none, internet"}},
 		{"firecracker conflict", map[string]string{"EXECUTOR_USE_FIRECRACKER": "true", "EXECUTOR_RUNTIME": "shell"}, nil, []string{"conflicts"}},
 		{"long poll", map[string]string{"EXECUTOR_LONG_POLL": "5m"}, nil, []string{"EXECUTOR_LONG_POLL", "60s"}},
+		{"shell init", map[string]string{"EXECUTOR_SHELL_INIT": "bin/execd-sandbox-init"}, nil, []string{`EXECUTOR_SHELL_INIT="bin/execd-sandbox-init"`, "absolute path"}},
 		{"processes", map[string]string{"EXECUTOR_JOB_MAX_PROCESSES": "2"}, nil, []string{"EXECUTOR_JOB_MAX_PROCESSES"}},
 		{"output", map[string]string{"EXECUTOR_MAX_STEP_OUTPUT": "lots"}, nil, []string{"EXECUTOR_MAX_STEP_OUTPUT"}},
 	}

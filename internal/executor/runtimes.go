@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 
 	sandbox "github.com/execd/execd/internal/runtime"
@@ -19,7 +21,7 @@ func MaybeRunSandboxInit() { shell.MaybeRunInit() }
 // runtimes lists the sandbox runtimes, most isolating first: the order in
 // which EXECUTOR_RUNTIME=auto tries them (firecracker, not in this build,
 // would come first).
-func runtimes(cfg Config, logger *slog.Logger) []sandbox.Runtime {
+func runtimes(ctx context.Context, cfg Config, logger *slog.Logger) []sandbox.Runtime {
 	dc := docker.Config{
 		RegistryMirrors:  cfg.DockerRegistryMirrors,
 		AdditionalMounts: cfg.DockerAdditionalMount,
@@ -35,8 +37,42 @@ func runtimes(cfg Config, logger *slog.Logger) []sandbox.Runtime {
 	return []sandbox.Runtime{
 		docker.New(gvisor),
 		docker.New(dc),
-		shell.New(shell.Config{Logger: logger}),
+		shell.New(shell.Config{Init: shellInit(ctx, cfg, logger), Logger: logger}),
 	}
+}
+
+// sandboxInitName is the shell runtime's init program, installed next to
+// the executor.
+const sandboxInitName = "execd-sandbox-init"
+
+// shellInit resolves EXECUTOR_SHELL_INIT into the shell runtime's
+// Config.Init: with auto, execd-sandbox-init next to the executor's own
+// program if it is there and of this release, else the executor itself
+// (""), which is several milliseconds slower to start each step.
+func shellInit(ctx context.Context, cfg Config, logger *slog.Logger) string {
+	switch cfg.ShellInit {
+	case "self":
+		return ""
+	case "auto":
+	default:
+		return cfg.ShellInit // checked by the runtime's Check
+	}
+	exe, err := os.Executable()
+	if err == nil {
+		exe, err = filepath.EvalSymlinks(exe)
+	}
+	if err != nil {
+		return ""
+	}
+	candidate := filepath.Join(filepath.Dir(exe), sandboxInitName)
+	if _, err := os.Stat(candidate); err != nil {
+		return ""
+	}
+	if err := shell.CheckInit(ctx, candidate); err != nil {
+		logger.Warn("the executor is its own sandbox init, slower to start each step: "+sandboxInitName+" next to it is not usable", "err", err)
+		return ""
+	}
+	return candidate
 }
 
 // firewall is the network policy of the jobs' networks: docker's
@@ -59,7 +95,7 @@ var plannedRuntimes = map[string]string{
 // selectRuntime returns the configured runtime, or with auto the first one
 // whose Check passes, and why it was chosen.
 func selectRuntime(ctx context.Context, cfg Config, logger *slog.Logger) (sandbox.Runtime, string, error) {
-	all := runtimes(cfg, logger)
+	all := runtimes(ctx, cfg, logger)
 	if cfg.Runtime != "auto" {
 		for _, rt := range all {
 			if rt.Name() == cfg.Runtime {

@@ -51,12 +51,17 @@ func Validate(ctx context.Context, getenv func(string) string, out io.Writer) bo
 	report("git", err, git)
 
 	logger := slog.New(slog.DiscardHandler)
-	for _, rt := range runtimes(cfg, logger) {
+	for _, rt := range runtimes(ctx, cfg, logger) {
 		if err := rt.Check(ctx); err != nil {
 			fmt.Fprintf(out, "-     runtime %-6s unavailable: %v\n", rt.Name(), err)
 		} else {
 			fmt.Fprintf(out, "ok    runtime %-6s available\n", rt.Name())
 		}
+	}
+	if init := shellInit(ctx, cfg, logger); init != "" {
+		fmt.Fprintf(out, "ok    shell init     %s\n", init)
+	} else {
+		fmt.Fprintf(out, "-     shell init     the executor itself, slower to start each step: install %s next to the executor, or set EXECUTOR_SHELL_INIT\n", sandboxInitName)
 	}
 	// The reference's guide checks KVM before installing firecracker.
 	if err := checkKVM("/dev/kvm"); err != nil {

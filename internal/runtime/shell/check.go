@@ -15,7 +15,11 @@ import (
 
 // check implements [Runtime.Check] for a valid config.
 func (r *Runtime) check(ctx context.Context) error {
-	return errors.Join(checkShell(), checkNamespaces(ctx), r.checkCgroups())
+	var initErr error
+	if r.cfg.Init != "" {
+		initErr = CheckInit(ctx, r.cfg.Init)
+	}
+	return errors.Join(checkShell(), checkNamespaces(ctx), r.checkCgroups(), initErr)
 }
 
 func checkShell() error {

@@ -20,6 +20,13 @@ type Config struct {
 	// (it must be able to create cgroups under it and move its own
 	// processes into them).
 	CgroupParent string
+	// Init is the program run as each step's init, the first process of
+	// its namespaces, which builds the sandbox and starts the step's
+	// shell: a build of cmd/execd-sandbox-init of the same release (see
+	// [CheckInit]), which starts in a fraction of the time a whole
+	// executor takes. Empty means this program itself, which must then
+	// call [MaybeRunInit] first in main.
+	Init string
 	// Logger receives the runtime's debug and warning messages; nil
 	// discards them.
 	Logger *slog.Logger

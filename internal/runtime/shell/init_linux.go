@@ -1,15 +1,19 @@
 package shell
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path"
 	goruntime "runtime"
+	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,6 +21,15 @@ import (
 // initArg is the private sentinel first argument that makes a binary the
 // sandbox init; see MaybeRunInit.
 const initArg = "__execd-shell-sandbox-init"
+
+// initProtocolArg asks an init program which protocol it speaks: it prints
+// initProtocol and exits.
+const initProtocolArg = "__execd-shell-sandbox-init-protocol"
+
+// initProtocol numbers the runtime's exchange with its init (the
+// arguments, the file descriptors, initConfig and initStatus). Change it
+// with any of them, so that an init of another release is refused.
+const initProtocol = "1"
 
 // The file descriptors the init inherits from the runtime.
 const (
@@ -79,10 +92,33 @@ type initStatus struct {
 //		...
 //	}
 func MaybeRunInit() {
-	if len(os.Args) < 2 || os.Args[1] != initArg {
+	if len(os.Args) < 2 {
 		return
 	}
-	os.Exit(runInit())
+	switch os.Args[1] {
+	case initArg:
+		os.Exit(runInit())
+	case initProtocolArg:
+		fmt.Println(initProtocol)
+		os.Exit(0)
+	}
+}
+
+// CheckInit checks that program can be [Config.Init]: that it runs and
+// speaks this runtime's protocol with it.
+func CheckInit(ctx context.Context, program string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, program, initProtocolArg)
+	cmd.Env = []string{}
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("sandbox init %s does not run (%w): build it from the executor's release (go build ./cmd/execd-sandbox-init)", program, err)
+	}
+	if got := strings.TrimSpace(string(out)); got != initProtocol {
+		return fmt.Errorf("sandbox init %s speaks protocol %q, this executor %q: install the execd-sandbox-init of the executor's release", program, got, initProtocol)
+	}
+	return nil
 }
 
 // runInit is the init: it sets up the sandbox, starts the step's shell,

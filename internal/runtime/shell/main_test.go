@@ -6,12 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/execd/execd/internal/runtime/runtimetest"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/execd/execd/internal/runtime/runtimetest"
 
 	"github.com/execd/execd/internal/runtime"
 	"github.com/execd/execd/internal/runtime/shell"

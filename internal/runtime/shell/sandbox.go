@@ -3,6 +3,7 @@
 package shell
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,6 +46,8 @@ const (
 // be called at any time, from any goroutine.
 type Sandbox struct {
 	log *slog.Logger
+	// init is the program run as each step's init.
+	init string
 	// opts are Prepare's, with the workspace's symbolic links resolved.
 	opts runtime.Options
 	// userNS is true when the executor is not root: the sandbox then
@@ -63,6 +66,7 @@ type Sandbox struct {
 func (r *Runtime) prepare(ctx context.Context, opts runtime.Options) (runtime.Sandbox, error) {
 	sb := &Sandbox{
 		log:             r.cfg.Logger.With("runtime", "shell", "job", opts.JobID),
+		init:            cmp.Or(r.cfg.Init, "/proc/self/exe"),
 		userNS:          os.Geteuid() != 0,
 		cloneIntoCgroup: kernelAtLeast(5, 7),
 	}
@@ -226,7 +230,7 @@ func (s *Sandbox) startInit(ctx context.Context, cg *jobCgroup, cfg *initConfig,
 // initCmd returns the command that runs the init, reading its config from
 // conf and writing its status to status.
 func (s *Sandbox) initCmd(ctx context.Context, out runtime.Output, conf, status *os.File) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "/proc/self/exe", initArg)
+	cmd := exec.CommandContext(ctx, s.init, initArg)
 	cmd.Args[0] = "execd-sandbox-init"
 	cmd.Env = []string{} // not nil: nothing of the executor's environment
 	cmd.Stdout, cmd.Stderr = out.Stdout, out.Stderr

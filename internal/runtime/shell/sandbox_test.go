@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/execd/execd/internal/runtime/runtimetest"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/execd/execd/internal/runtime/runtimetest"
 
 	"github.com/execd/execd/internal/runtime"
 )

@@ -14,6 +14,9 @@ var errNotLinux = errors.New("shell: the shell runtime needs Linux namespaces an
 // MaybeRunInit does nothing: there is no sandbox init outside Linux.
 func MaybeRunInit() {}
 
+// CheckInit fails: there is no sandbox init outside Linux.
+func CheckInit(context.Context, string) error { return errNotLinux }
+
 // Sandbox is a shell sandbox; outside Linux none can be prepared.
 type Sandbox struct{}
 
