@@ -618,6 +618,41 @@ func TestRun_NoImage(t *testing.T) {
 	}
 }
 
+// firstStepOwnNetwork runs a sandbox's first step, and checks while it
+// runs that its container has a network of its own, not the holder's,
+// and (when the steps share one) that the holder starts meanwhile.
+func firstStepOwnNetwork(t *testing.T, rt *docker.Runtime, sb runtime.Sandbox, id string, shared bool) {
+	t.Helper()
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		res, err := sb.Run(ctx, step("sleep 3"), runtime.Output{})
+		if err == nil && res.ExitCode != 0 {
+			err = fmt.Errorf("exit %d", res.ExitCode)
+		}
+		done <- err
+	}()
+	var mode container.NetworkMode
+	holderSeen := false
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && (mode == "" || shared && !holderSeen); time.Sleep(50 * time.Millisecond) {
+		if ids := containersLabelled(t, rt, true, docker.LabelSandbox+"="+id); len(ids) == 1 && mode == "" {
+			if c, err := docker.Client(rt).ContainerInspect(ctx, ids[0]); err == nil && c.State != nil && c.State.Running {
+				mode = c.HostConfig.NetworkMode
+			}
+		}
+		holderSeen = len(containersLabelled(t, rt, false, docker.LabelSandbox+"="+id, docker.LabelRole+"="+docker.RoleHolder)) > 0
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("first step: %v", err)
+	}
+	if mode == "" || mode.IsContainer() {
+		t.Errorf("the first step's container had network mode %q: want a network of its own, so that it does not wait for the holder", mode)
+	}
+	if shared && !holderSeen {
+		t.Errorf("no holder started while the first step ran")
+	}
+}
+
 // TestRun_NetworkHolder: the steps of a job after the first share one
 // network namespace, held by a container that starts beside the first
 // step (except for gvisor jobs with a network); when it dies, the next
@@ -630,13 +665,8 @@ func TestRun_NetworkHolder(t *testing.T) {
 				sb, _ := prepare(t, rt, runtime.Options{Network: network})
 				id, _, _ := docker.SandboxInfo(sb)
 				netns := func() string { return runOK(t, sb, "readlink /proc/self/ns/net") }
-				own := netns() // the first step's, not the holder's
+				firstStepOwnNetwork(t, rt, sb, id, shared)
 				first, second := netns(), netns()
-				// gVisor numbers each sandbox's namespaces afresh, so only
-				// runc's can be told apart.
-				if rt.Name() == "docker" && own == first {
-					t.Errorf("the first step ran in namespace %q, the holder's: want one of its own, so that it does not wait for the holder", own)
-				}
 				holders := containersLabelled(t, rt, false, docker.LabelSandbox+"="+id, docker.LabelRole+"="+docker.RoleHolder)
 				if !shared {
 					if len(holders) != 0 {
