@@ -11,6 +11,7 @@ import (
 	"github.com/execd/execd/internal/jobsapi"
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/redact"
+	"github.com/execd/execd/internal/store"
 )
 
 // Log streaming sizes: the 1 GiB, end to end (under a per-step cap
@@ -100,7 +101,7 @@ func logsEndToEnd(ctx context.Context, b *bench) (float64, error) {
 	}
 	// The stored log is read from the store: through the API it would be
 	// a gigabyte of JSON, encoded and decoded, for nothing more.
-	entries, err := co.c.Store().LogEntries(ctx, "batches", j.ID)
+	entries, err := co.c.Store().LogEntries(ctx, "batches", j.ID, store.LogRange{})
 	if err != nil {
 		return 0, err
 	}

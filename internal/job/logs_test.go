@@ -103,7 +103,7 @@ func (c *coord) dequeued(spec store.Spec) (*queueclient.Client, protocol.Job) {
 
 func (c *coord) entries(id int) []store.LogEntry {
 	c.t.Helper()
-	es, err := c.c.Store().LogEntries(context.Background(), "batches", id)
+	es, err := c.c.Store().LogEntries(context.Background(), "batches", id, store.LogRange{})
 	if err != nil {
 		c.t.Fatal(err)
 	}

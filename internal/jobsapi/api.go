@@ -270,7 +270,7 @@ func (s *Server) writeJob(w http.ResponseWriter, r *http.Request, q string, id, 
 	if !ok {
 		return
 	}
-	entries, err := s.store.LogEntries(r.Context(), q, id)
+	entries, err := s.store.LogEntries(r.Context(), q, id, store.LogRange{})
 	if err != nil {
 		s.internal(w, r, err)
 		return

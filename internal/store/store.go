@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"time"
+	"unicode/utf8"
 
 	"github.com/execd/execd/internal/protocol"
 )
@@ -81,10 +82,46 @@ type Job struct {
 }
 
 // LogEntry is one stored execution log entry. ID is 1-based within its job,
-// the value addExecutionLogEntry returns.
+// the value addExecutionLogEntry returns. Out holds the part of the
+// output that the [LogRange] of [Store.LogEntries] asked for: the bytes
+// from offset From of the whole output, whose length is Length.
 type LogEntry struct {
 	ID int
 	protocol.ExecutionLogEntry
+	From   int64
+	Length int64
+}
+
+// LogRange chooses the part of each entry's output that LogEntries reads;
+// the zero LogRange reads all of it. A log may run to gigabytes: the UI
+// reads the end of it, then only what was appended since.
+type LogRange struct {
+	// From maps entry ids to the first byte to read (what a reader
+	// already holds); entries not in it are read from the start.
+	From map[int]int64
+	// Tail, when positive, reads at most the last Tail bytes.
+	Tail int64
+}
+
+// Start is the first byte r reads of entry id's output of length n. The
+// read then starts at the next character boundary at or after it.
+func (r LogRange) Start(id int, n int64) int64 {
+	start := min(r.From[id], n)
+	if r.Tail > 0 {
+		start = max(start, n-r.Tail)
+	}
+	return max(start, 0)
+}
+
+// AlignStart returns how many bytes at the start of p continue a
+// character begun before p (at most utf8.UTFMax-1): a read that starts
+// there skips them.
+func AlignStart(p []byte) int {
+	n := 0
+	for n < len(p) && n < utf8.UTFMax-1 && !utf8.RuneStart(p[n]) {
+		n++
+	}
+	return n
 }
 
 // Executor is a row of the executors table, upserted by heartbeats.
@@ -225,8 +262,9 @@ type Store interface {
 
 	// GetJob returns one job of queue. ErrNotFound when absent.
 	GetJob(ctx context.Context, queue string, id int) (Job, error)
-	// LogEntries returns a job's entries in id order.
-	LogEntries(ctx context.Context, queue string, id int) ([]LogEntry, error)
+	// LogEntries returns a job's entries in id order, each with the part
+	// of its output that r chooses (see [LogRange], [LogEntry]).
+	LogEntries(ctx context.Context, queue string, id int, r LogRange) ([]LogEntry, error)
 	// ListJobs lists jobs of queue, newest first.
 	ListJobs(ctx context.Context, queue string, opts ListOptions) ([]Job, error)
 	// Cancel cancels a job: queued or errored jobs become canceled at once;

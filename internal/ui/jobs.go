@@ -127,7 +127,7 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request, sess *session
 	if !ok {
 		return
 	}
-	entries, err := s.store.LogEntries(r.Context(), job.Queue, job.ID)
+	entries, err := s.store.LogEntries(r.Context(), job.Queue, job.ID, store.LogRange{})
 	if err != nil {
 		s.fail(w, r, err)
 		return

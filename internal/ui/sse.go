@@ -101,7 +101,7 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request, sess *s
 		_, writeErr = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
 	}
 	for {
-		entries, err := s.store.LogEntries(ctx, queue, job.ID)
+		entries, err := s.store.LogEntries(ctx, queue, job.ID, store.LogRange{})
 		if err != nil {
 			if ctx.Err() == nil {
 				s.logger.Warn("ui: event stream read failed", "queue", queue, "id", job.ID, "err", err)

@@ -686,37 +686,135 @@ func (s *Store) GetJob(ctx context.Context, queue string, id int) (store.Job, er
 	return j, nil
 }
 
-// LogEntries returns a job's log entries in id order (none for an unknown job).
-func (s *Store) LogEntries(ctx context.Context, queue string, id int) ([]store.LogEntry, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT l.entry_id, l.key, l.command, l.start_time, l.exit_code,
-			l.out || coalesce((SELECT string_agg(c.data, '' ORDER BY c.seq) FROM execution_log_chunks c
-				WHERE c.job_id = l.job_id AND c.entry_id = l.entry_id), ''),
-			l.duration_ms
+// LogEntries returns a job's entries, each with the part of its output
+// that r chooses, from one snapshot of the database: only the pieces of
+// output that hold that part are read.
+func (s *Store) LogEntries(ctx context.Context, queue string, id int, r store.LogRange) ([]store.LogEntry, error) {
+	var entries []store.LogEntry
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		entries, err = logEntries(ctx, tx, queue, id, r)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+	}
+	return entries, nil
+}
+
+// logChunk is the seq and the length in bytes of one appended chunk of an
+// entry's output, which follows the entry's out column.
+type logChunk struct {
+	Seq int
+	Len int64
+}
+
+// chunkSpan returns the seqs of the first and last of chunks, which follow
+// base bytes of output, that hold bytes at or after start, and how many
+// bytes of the first to skip; first is 0 when none does.
+func chunkSpan(chunks []logChunk, base, start int64) (first, last int, skip int64) {
+	off := base
+	for _, c := range chunks {
+		if first == 0 && off+c.Len > start {
+			first, skip = c.Seq, max(start-off, 0)
+		}
+		off += c.Len
+		last = c.Seq
+	}
+	return first, last, skip
+}
+
+func logEntries(ctx context.Context, tx pgx.Tx, queue string, id int, r store.LogRange) ([]store.LogEntry, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT l.entry_id, l.key, l.command, l.start_time, l.exit_code, l.duration_ms, octet_length(l.out)
 		FROM execution_logs l JOIN jobs j ON j.id = l.job_id
 		WHERE j.id = $1 AND j.queue = $2
 		ORDER BY l.entry_id`, id, queue)
 	if err != nil {
-		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+		return nil, err
 	}
 	var (
 		entries []store.LogEntry
+		baseLen []int64 // of each entry's out column
 		e       store.LogEntry
 		cmd     string
+		n       int64
 	)
-	_, err = pgx.ForEachRow(rows, []any{&e.ID, &e.Key, &cmd, &e.StartTime, &e.ExitCode, &e.Out, &e.DurationMs}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&e.ID, &e.Key, &cmd, &e.StartTime, &e.ExitCode, &e.DurationMs, &n}, func() error {
 		e.Command = nil
 		if err := json.Unmarshal([]byte(cmd), &e.Command); err != nil {
 			return fmt.Errorf("decode command: %w", err)
 		}
 		e.StartTime = e.StartTime.UTC()
 		entries = append(entries, e)
+		baseLen = append(baseLen, n)
 		// Scan reuses e: the next row must not write into this entry's pointers.
 		e.ExitCode, e.DurationMs = nil, nil
 		return nil
 	})
+	if err != nil || len(entries) == 0 {
+		return entries, err
+	}
+	// An entry's output is its out column followed by its chunks in seq
+	// order; octet_length reads a value's size, not the value.
+	rows, err = tx.Query(ctx, `
+		SELECT entry_id, seq, octet_length(data) FROM execution_log_chunks WHERE job_id = $1 ORDER BY entry_id, seq`, id)
 	if err != nil {
-		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+		return nil, err
+	}
+	chunks := map[int][]logChunk{}
+	var (
+		entryID int
+		c       logChunk
+	)
+	_, err = pgx.ForEachRow(rows, []any{&entryID, &c.Seq, &c.Len}, func() error {
+		chunks[entryID] = append(chunks[entryID], c)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range entries {
+		e := &entries[i]
+		total := baseLen[i]
+		for _, c := range chunks[e.ID] {
+			total += c.Len
+		}
+		start := r.Start(e.ID, total)
+		out := make([]byte, 0, total-start)
+		if start < baseLen[i] {
+			var b []byte
+			err := tx.QueryRow(ctx, `
+				SELECT substring(convert_to(out, 'UTF8') FROM $3::integer) FROM execution_logs WHERE job_id = $1 AND entry_id = $2`,
+				id, e.ID, start+1).Scan(&b)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, b...)
+		}
+		first, last, skip := chunkSpan(chunks[e.ID], baseLen[i], start)
+		if first > 0 {
+			rows, err := tx.Query(ctx, `
+				SELECT data FROM execution_log_chunks WHERE job_id = $1 AND entry_id = $2 AND seq BETWEEN $3 AND $4 ORDER BY seq`,
+				id, e.ID, first, last)
+			if err != nil {
+				return nil, err
+			}
+			var data string
+			_, err = pgx.ForEachRow(rows, []any{&data}, func() error {
+				out = append(out, data[min(skip, int64(len(data))):]...)
+				skip = 0
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		k := 0
+		if start > 0 {
+			k = store.AlignStart(out)
+		}
+		e.Out, e.From, e.Length = string(out[k:]), start+int64(k), total
 	}
 	return entries, nil
 }

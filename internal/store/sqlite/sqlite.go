@@ -592,15 +592,30 @@ func (s *Store) GetJob(ctx context.Context, queue string, id int) (store.Job, er
 	return j, nil
 }
 
-// LogEntries returns a job's log entries in id order (none for an unknown job).
-func (s *Store) LogEntries(ctx context.Context, queue string, id int) ([]store.LogEntry, error) {
-	rows, err := s.read.QueryContext(ctx, `
-		SELECT l.entry_id, l.key, l.command, l.start_time, l.exit_code, l.out, l.duration_ms
+// LogEntries returns a job's entries, each with the part of its output
+// that r chooses, from one snapshot of the database: only the pieces of
+// output that hold that part are read.
+func (s *Store) LogEntries(ctx context.Context, queue string, id int, r store.LogRange) ([]store.LogEntry, error) {
+	tx, err := s.read.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+	}
+	defer tx.Rollback()
+	entries, err := logEntries(ctx, tx, queue, id, r)
+	if err != nil {
+		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+	}
+	return entries, nil
+}
+
+func logEntries(ctx context.Context, tx *sql.Tx, queue string, id int, r store.LogRange) ([]store.LogEntry, error) {
+	rows, err := tx.QueryContext(ctx, `
+		SELECT l.entry_id, l.key, l.command, l.start_time, l.exit_code, l.duration_ms, l.out_len
 		FROM execution_logs l JOIN jobs j ON j.id = l.job_id
 		WHERE j.id = ? AND j.queue = ?
 		ORDER BY l.entry_id`, id, queue)
 	if err != nil {
-		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+		return nil, err
 	}
 	defer rows.Close()
 	var entries []store.LogEntry
@@ -612,11 +627,11 @@ func (s *Store) LogEntries(ctx context.Context, queue string, id int) ([]store.L
 			exitCode  sql.NullInt64
 			durationM sql.NullInt64
 		)
-		if err := rows.Scan(&e.ID, &e.Key, &cmd, &start, &exitCode, &e.Out, &durationM); err != nil {
-			return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+		if err := rows.Scan(&e.ID, &e.Key, &cmd, &start, &exitCode, &durationM, &e.Length); err != nil {
+			return nil, err
 		}
 		if err := json.Unmarshal([]byte(cmd), &e.Command); err != nil {
-			return nil, fmt.Errorf("log entries of job %d of %q: decode command: %w", id, queue, err)
+			return nil, fmt.Errorf("decode command: %w", err)
 		}
 		e.StartTime = fromNanos(start)
 		e.ExitCode = nullInt(exitCode)
@@ -624,43 +639,67 @@ func (s *Store) LogEntries(ctx context.Context, queue string, id int) ([]store.L
 		entries = append(entries, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
-	}
-	if len(entries) == 0 {
-		return entries, nil
-	}
-	// Appended output follows each entry's base output, in order.
-	crows, err := s.read.QueryContext(ctx, `
-		SELECT entry_id, data FROM execution_log_chunks WHERE job_id = ? ORDER BY entry_id, seq`, id)
-	if err != nil {
-		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
-	}
-	defer crows.Close()
-	byID := make(map[int]*strings.Builder)
-	for crows.Next() {
-		var (
-			entryID int
-			data    string
-		)
-		if err := crows.Scan(&entryID, &data); err != nil {
-			return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
-		}
-		b := byID[entryID]
-		if b == nil {
-			b = &strings.Builder{}
-			byID[entryID] = b
-		}
-		b.WriteString(data)
-	}
-	if err := crows.Err(); err != nil {
-		return nil, fmt.Errorf("log entries of job %d of %q: %w", id, queue, err)
+		return nil, err
 	}
 	for i := range entries {
-		if b := byID[entries[i].ID]; b != nil {
-			entries[i].Out += b.String()
+		if err := readOutput(ctx, tx, id, &entries[i], r); err != nil {
+			return nil, err
 		}
 	}
 	return entries, nil
+}
+
+// readOutput reads the part of e's output that r chooses. An output is
+// its out column followed by its chunks in seq order, e.Length bytes in
+// all; the part wanted is always its end, so chunks are read from the last
+// back until they hold it (SQLite reads a value's whole content even to
+// measure it, so only chunks that are needed are touched), then the out
+// column if they do not.
+func readOutput(ctx context.Context, tx *sql.Tx, id int, e *store.LogEntry, r store.LogRange) error {
+	start := r.Start(e.ID, e.Length)
+	want := e.Length - start
+	var pieces [][]byte // the last pieces, newest first
+	var have int64
+	if want > 0 {
+		rows, err := tx.QueryContext(ctx, `
+			SELECT data FROM execution_log_chunks WHERE job_id = ? AND entry_id = ? ORDER BY seq DESC`, id, e.ID)
+		if err != nil {
+			return err
+		}
+		for have < want && rows.Next() {
+			var b []byte
+			if err := rows.Scan(&b); err != nil {
+				rows.Close()
+				return err
+			}
+			pieces = append(pieces, b)
+			have += int64(len(b))
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+	}
+	out := make([]byte, 0, max(have, want))
+	if have < want {
+		// The chunks are all read: the rest is the out column from start.
+		var b []byte
+		err := tx.QueryRowContext(ctx, `SELECT substr(CAST(out AS BLOB), ?3) FROM execution_logs WHERE job_id = ?1 AND entry_id = ?2`,
+			id, e.ID, start+1).Scan(&b)
+		if err != nil {
+			return err
+		}
+		out = append(out, b...)
+	}
+	for i := len(pieces) - 1; i >= 0; i-- {
+		out = append(out, pieces[i]...)
+	}
+	out = out[max(int64(len(out))-want, 0):]
+	k := 0
+	if start > 0 {
+		k = store.AlignStart(out)
+	}
+	e.Out, e.From = string(out[k:]), start+int64(k)
+	return nil
 }
 
 // ListJobs lists jobs of queue, newest first.

@@ -43,6 +43,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LogEntriesClearedOnDequeue", testLogEntriesClearedOnDequeue},
 		{"LogAppend", testLogAppend},
 		{"LogAppendClearedOnDequeue", testLogAppendClearedOnDequeue},
+		{"LogRange", testLogRange},
 		{"Heartbeat", testHeartbeat},
 		{"HeartbeatExecutorUpsert", testHeartbeatExecutorUpsert},
 		{"MarkComplete", testMarkComplete},
@@ -539,7 +540,7 @@ func testLogEntries(t *testing.T, s store.Store) {
 	wantErr(t, s.UpdateLogEntry(ctx, "q", a, "ex", 4, updated), store.ErrNotFound)
 	wantErr(t, s.UpdateLogEntry(ctx, "q", a, "ex", 0, updated), store.ErrNotFound)
 
-	got, err := s.LogEntries(ctx, "q", a)
+	got, err := s.LogEntries(ctx, "q", a, store.LogRange{})
 	mustOK(t, err)
 	want := []store.LogEntry{{ID: 1, ExecutionLogEntry: entries[0]}, {ID: 2, ExecutionLogEntry: updated}, {ID: 3, ExecutionLogEntry: entries[2]}}
 	if len(got) != len(want) {
@@ -549,13 +550,13 @@ func testLogEntries(t *testing.T, s store.Store) {
 		checkEntry(t, got[i], want[i])
 	}
 
-	if got, err := s.LogEntries(ctx, "other", a); err != nil || len(got) != 0 {
+	if got, err := s.LogEntries(ctx, "other", a, store.LogRange{}); err != nil || len(got) != 0 {
 		t.Errorf("LogEntries through the wrong queue: got %d entries, %v, want none", len(got), err)
 	}
 
 	// Entries stay readable once the job is finished, but are frozen.
 	mustOK(t, s.MarkComplete(ctx, "q", a, "ex", at(5*time.Second)))
-	if got, err := s.LogEntries(ctx, "q", a); err != nil || len(got) != 3 {
+	if got, err := s.LogEntries(ctx, "q", a, store.LogRange{}); err != nil || len(got) != 3 {
 		t.Errorf("LogEntries after completion: got %d entries, %v, want 3", len(got), err)
 	}
 	_, err = s.AddLogEntry(ctx, "q", a, "ex", entries[0])
@@ -599,17 +600,76 @@ func testLogEntriesClearedOnDequeue(t *testing.T, s store.Store) {
 	}
 	_, _, err := s.ResetStalled(ctx, "q", store.ResetOptions{StalledBefore: at(time.Hour), MaxResets: 3}, at(time.Hour))
 	mustOK(t, err)
-	if got, err := s.LogEntries(ctx, "q", id); err != nil || len(got) != 2 {
+	if got, err := s.LogEntries(ctx, "q", id, store.LogRange{}); err != nil || len(got) != 2 {
 		t.Errorf("LogEntries after a reset: got %d, %v, want the 2 entries until the next dequeue", len(got), err)
 	}
 	mustDequeue(t, s, "q", "ex2", "new", at(time.Hour))
-	if got, err := s.LogEntries(ctx, "q", id); err != nil || len(got) != 0 {
+	if got, err := s.LogEntries(ctx, "q", id, store.LogRange{}); err != nil || len(got) != 0 {
 		t.Errorf("LogEntries after re-dequeue: got %d, %v, want none", len(got), err)
 	}
 	eid, err := s.AddLogEntry(ctx, "q", id, "ex2", protocol.ExecutionLogEntry{Key: "new", StartTime: t0})
 	mustOK(t, err)
 	if eid != 1 {
 		t.Errorf("first entry id after re-dequeue: got %d, want 1", eid)
+	}
+}
+
+// testLogRange reads parts of outputs made of a base output and chunks,
+// with multi-byte characters across the pieces' edges.
+func testLogRange(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a := processingJob(t, s, "q", "ex")
+	base := "héllo\n"                                                        // 7 bytes: é is 2
+	pieces := []string{"wörld\n", "€uro\n", strings.Repeat("ab", 50) + "\n"} // € is 3 bytes
+	whole := base + strings.Join(pieces, "")
+	id, err := s.AddLogEntry(ctx, "q", a, "ex", protocol.ExecutionLogEntry{Key: "k", StartTime: at(time.Second), Out: base})
+	mustOK(t, err)
+	n := int64(len(base))
+	for _, p := range pieces {
+		n, err = s.AppendLogOutput(ctx, "q", a, "ex", id, n, p)
+		mustOK(t, err)
+	}
+	plain, err := s.AddLogEntry(ctx, "q", a, "ex", protocol.ExecutionLogEntry{Key: "plain", StartTime: at(time.Second), Out: "only a base\n"})
+	mustOK(t, err)
+	total := int64(len(whole))
+
+	tests := []struct {
+		name     string
+		r        store.LogRange
+		wantFrom int64 // of entry id
+	}{
+		{"all", store.LogRange{}, 0},
+		{"from a character's start", store.LogRange{From: map[int]int64{id: 3}}, 3},
+		{"from inside é: the next character", store.LogRange{From: map[int]int64{id: 2}}, 3},
+		{"from the base's end", store.LogRange{From: map[int]int64{id: 7}}, 7},
+		{"from inside a chunk", store.LogRange{From: map[int]int64{id: 10}}, 10},
+		{"from inside ö, in the first chunk", store.LogRange{From: map[int]int64{id: 9}}, 10},
+		{"from inside €, in the second chunk", store.LogRange{From: map[int]int64{id: 15}}, 17},
+		{"from the end", store.LogRange{From: map[int]int64{id: total}}, total},
+		{"from past the end", store.LogRange{From: map[int]int64{id: total + 5}}, total},
+		{"tail", store.LogRange{Tail: 110}, total - 110},
+		{"tail starting inside €", store.LogRange{Tail: total - 15}, 17},
+		{"tail longer than the output", store.LogRange{Tail: 1 << 20}, 0},
+		{"tail after from", store.LogRange{From: map[int]int64{id: total - 3}, Tail: 50}, total - 3},
+	}
+	for _, tt := range tests {
+		got, err := s.LogEntries(ctx, "q", a, tt.r)
+		mustOK(t, err)
+		if len(got) != 2 {
+			t.Fatalf("%s: %d entries, want 2", tt.name, len(got))
+		}
+		e := got[id-1]
+		if e.From != tt.wantFrom || e.Length != total || e.Out != whole[tt.wantFrom:] {
+			t.Errorf("%s: From %d, Length %d, Out %q; want %d, %d, %q", tt.name, e.From, e.Length, e.Out, tt.wantFrom, total, whole[tt.wantFrom:])
+		}
+		p := got[plain-1]
+		wantPlain := "only a base\n"
+		if tt.r.Tail > 0 && tt.r.Tail < int64(len(wantPlain)) {
+			wantPlain = wantPlain[len(wantPlain)-int(tt.r.Tail):]
+		}
+		if p.Out != wantPlain || p.Length != 12 {
+			t.Errorf("%s: the other entry: Out %q, Length %d; want %q, 12", tt.name, p.Out, p.Length, wantPlain)
+		}
 	}
 }
 
@@ -624,7 +684,7 @@ func testLogAppend(t *testing.T, s store.Store) {
 
 	wantOut := func(when, want string) {
 		t.Helper()
-		got, err := s.LogEntries(ctx, "q", a)
+		got, err := s.LogEntries(ctx, "q", a, store.LogRange{})
 		mustOK(t, err)
 		if len(got) != 2 || got[id-1].Out != want || got[other-1].Out != "o" {
 			t.Fatalf("LogEntries %s: got %+v, want entry %d's out %q", when, got, id, want)
@@ -660,7 +720,7 @@ func testLogAppend(t *testing.T, s store.Store) {
 	code, dur := 3, 1200
 	mustOK(t, s.FinishLogEntry(ctx, "q", a, "ex", id, &code, &dur))
 	wantErr(t, s.FinishLogEntry(ctx, "q", a, "ex", 99, &code, &dur), store.ErrNotFound)
-	got, err := s.LogEntries(ctx, "q", a)
+	got, err := s.LogEntries(ctx, "q", a, store.LogRange{})
 	mustOK(t, err)
 	if e := got[id-1]; e.ExitCode == nil || *e.ExitCode != 3 || e.DurationMs == nil || *e.DurationMs != 1200 || e.Key != entry.Key {
 		t.Errorf("after FinishLogEntry: got %+v", e)
@@ -704,7 +764,7 @@ func testLogAppendClearedOnDequeue(t *testing.T, s store.Store) {
 	if n != 5 {
 		t.Errorf("length after re-dequeue: got %d, want 5", n)
 	}
-	got, err := s.LogEntries(ctx, "q", id)
+	got, err := s.LogEntries(ctx, "q", id, store.LogRange{})
 	mustOK(t, err)
 	if len(got) != 1 || got[0].Out != "bnew\n" {
 		t.Errorf("LogEntries after re-dequeue: got %+v, want one entry with out %q", got, "bnew\n")
