@@ -254,6 +254,21 @@ func TestBrowser_LiveLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, "second entry", `document.querySelector('details.entry[data-entry-id="2"] pre.log')?.textContent === "stdout: lint ok\n"`, 10*time.Second)
+	// A long output: the page shows its end, says so, and links to all of it.
+	big := strings.Repeat("stdout: ........................................\n", 30_000) + "stdout: the end\n" // 1.5 MB
+	if _, err := ex.AppendLogEntry(bg, job, 2, int64(len(second.Out)), []byte(big), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "end of a long output", `document.querySelector('details.entry[data-entry-id="2"] pre.log').textContent.endsWith("stdout: the end\n")`, 10*time.Second)
+	if !eval[bool](t, ctx, `(() => {
+		const note = document.querySelector('details.entry[data-entry-id="2"] .skipped');
+		const pre = document.querySelector('details.entry[data-entry-id="2"] pre.log');
+		return !note.hidden && note.textContent.includes("earlier bytes not shown") &&
+			note.querySelector("a.whole").getAttribute("href").endsWith("/log/2") &&
+			!pre.textContent.includes("lint ok") && pre.textContent.length <= 1048576;
+	})()`) {
+		t.Error("a long output: want its last MiB, a note saying earlier bytes are not shown, and a link to the whole output")
+	}
 	if err := ex.MarkComplete(bg, job); err != nil {
 		t.Fatal(err)
 	}

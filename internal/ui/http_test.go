@@ -316,6 +316,48 @@ func errorBox(body string) string {
 	return msg
 }
 
+// TestJob_LongLog: a job page shows the end of a long output, with a link
+// to all of it, masked.
+func TestJob_LongLog(t *testing.T) {
+	e := newEnv(t)
+	c := client(t)
+	e.signIn(c)
+	id := e.submit(jobSpec)
+	ex := e.executor("ci-box-1")
+	job := dequeue(t, ex)
+	ctx := context.Background()
+	entryID, err := ex.AddLogEntry(ctx, job, protocol.ExecutionLogEntry{Key: "step.0", Command: []string{"make"}, StartTime: time.Now(), Out: "FIRST LINE hunter2-very-secret\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(31)
+	line := "ok ...................................................\n"
+	for range 5 {
+		if n, err = ex.AppendLogEntry(ctx, job, entryID, n, []byte(strings.Repeat(line, 10_000)), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ex.AppendLogEntry(ctx, job, entryID, n, []byte("LAST LINE\n"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	code, page := e.get(c, fmt.Sprintf("/ui/jobs/batches/%d", id))
+	wholeURL := fmt.Sprintf("/ui/jobs/batches/%d/log/%d", id, entryID)
+	if code != http.StatusOK || strings.Contains(page, "FIRST LINE") || !strings.Contains(page, "LAST LINE") ||
+		!strings.Contains(page, "earlier bytes not shown") || !strings.Contains(page, `href="`+wholeURL+`"`) {
+		t.Errorf("job page (%d, %d bytes): want the output's end, a note and a link to %s", code, len(page), wholeURL)
+	}
+	if len(page) > 2<<20 {
+		t.Errorf("job page is %d bytes: want about the last MiB of the log", len(page))
+	}
+	code, whole := e.get(c, wholeURL)
+	if code != http.StatusOK || !strings.HasPrefix(whole, "FIRST LINE [REDACTED]\n") || !strings.HasSuffix(whole, "LAST LINE\n") || int64(len(whole)) != n+10-int64(len("hunter2-very-secret"))+int64(len("[REDACTED]")) {
+		t.Errorf("whole log: %d, %d bytes: want all of it, masked", code, len(whole))
+	}
+	if code, _ := e.get(c, fmt.Sprintf("/ui/jobs/batches/%d/log/9", id)); code != http.StatusNotFound {
+		t.Errorf("whole log of a missing entry: %d, want 404", code)
+	}
+}
+
 func TestJobEvents_Stream(t *testing.T) {
 	e := newEnv(t)
 	c := client(t)
@@ -340,6 +382,7 @@ func TestJobEvents_Stream(t *testing.T) {
 	events := make(chan string, 100)
 	go func() {
 		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 8<<20) // an event may carry a MiB of log
 		var ev strings.Builder
 		for sc.Scan() {
 			if sc.Text() == "" {
@@ -375,6 +418,17 @@ func TestJobEvents_Stream(t *testing.T) {
 		t.Fatal(err)
 	}
 	next(`"append":"second\n"`)
+	// Appends, as our executor sends them.
+	if _, err := ex.AppendLogEntry(ctx, job, entryID, 13, []byte("third\n"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	next(`"append":"third\n"`)
+	// More than a page keeps, at once: the stream sends the end instead.
+	big := strings.Repeat("0123456789abcde\n", 70_000) // 1.1 MB
+	if _, err := ex.AppendLogEntry(ctx, job, entryID, 19, []byte(big), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	next(fmt.Sprintf(`"skipped":%d,"whole":"/ui/jobs/batches/%d/log/1"`, 19+len(big)-(1<<20), id))
 	if err := ex.MarkComplete(ctx, job); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -93,7 +94,17 @@ type jobData struct {
 // entryView is a log entry as the job page shows it.
 type entryView struct {
 	store.LogEntry
-	Open bool // expanded: running or failed, or the last entry
+	Open  bool   // expanded: running or failed, or the last entry
+	Whole string // the URL of the whole output, when the page shows its end
+}
+
+// logTail is how much of each entry's output a job page shows and its
+// live stream keeps up with: the end of it, with a link to the rest.
+const logTail = 1 << 20
+
+// wholeLogURL is the URL of an entry's whole output.
+func wholeLogURL(queue string, id, entry int) string {
+	return fmt.Sprintf("/ui/jobs/%s/%d/log/%d", url.PathEscape(queue), id, entry)
 }
 
 // messages are the notices a redirect after a form may ask for.
@@ -127,7 +138,7 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request, sess *session
 	if !ok {
 		return
 	}
-	entries, err := s.store.LogEntries(r.Context(), job.Queue, job.ID, store.LogRange{})
+	entries, err := s.store.LogEntries(r.Context(), job.Queue, job.ID, store.LogRange{Tail: logTail})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -145,11 +156,60 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request, sess *session
 	for i, e := range entries {
 		e.Out = masker.mask(e.Out)
 		failed := e.ExitCode != nil && *e.ExitCode != 0
-		data.Entries = append(data.Entries, entryView{LogEntry: e, Open: e.ExitCode == nil || failed || i == len(entries)-1})
+		v := entryView{LogEntry: e, Open: e.ExitCode == nil || failed || i == len(entries)-1}
+		if e.From > 0 {
+			v.Whole = wholeLogURL(job.Queue, job.ID, e.ID)
+		}
+		data.Entries = append(data.Entries, v)
 	}
 	p := page{Title: fmt.Sprintf("Job %d · %s", job.ID, job.Queue), Nav: "jobs", CSRF: sess.csrf, Data: data}
 	p.Flash = messages[r.URL.Query().Get("done")]
 	s.render(w, r, http.StatusOK, "job.html", p)
+}
+
+// handleWholeLog answers an entry's whole output as text, masked like the
+// job page's.
+func (s *Server) handleWholeLog(w http.ResponseWriter, r *http.Request, sess *session) {
+	job, ok := s.jobFromPath(w, r, sess)
+	if !ok {
+		return
+	}
+	entryID, err := strconv.Atoi(r.PathValue("entry"))
+	if err != nil {
+		s.errorPage(w, r, sess, http.StatusNotFound, fmt.Sprintf("%q is not a log entry id.", r.PathValue("entry")))
+		return
+	}
+	// Only this entry's output is read whole: the others' ranges start at
+	// their end, which a first read of one byte of each tells.
+	skip := map[int]int64{}
+	heads, err := s.store.LogEntries(r.Context(), job.Queue, job.ID, store.LogRange{Tail: 1})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, e := range heads {
+		if e.ID != entryID {
+			skip[e.ID] = e.Length
+		}
+	}
+	if len(heads) == len(skip) {
+		s.errorPage(w, r, sess, http.StatusNotFound, fmt.Sprintf("Job %d has no log entry %d.", job.ID, entryID))
+		return
+	}
+	entries, err := s.store.LogEntries(r.Context(), job.Queue, job.ID, store.LogRange{From: skip})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, e := range entries {
+		if e.ID == entryID {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			io.WriteString(w, newMasker(job.Spec.RedactedValues).mask(e.Out))
+			return
+		}
+	}
+	s.errorPage(w, r, sess, http.StatusNotFound, fmt.Sprintf("Job %d has no log entry %d.", job.ID, entryID))
 }
 
 // finished reports whether a job in state will not change by itself.

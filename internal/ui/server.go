@@ -15,6 +15,7 @@
 //	GET  /ui/queues
 //	GET  /ui/jobs/{queue}?state=...&repository=...&before=...
 //	GET  /ui/jobs/{queue}/{id}, GET /ui/jobs/{queue}/{id}/events (text/event-stream)
+//	GET  /ui/jobs/{queue}/{id}/log/{entry} (an entry's whole output, as text)
 //	POST /ui/jobs/{queue}/{id}/cancel, POST /ui/jobs/{queue}/{id}/retry
 //	GET  /ui/site-config, POST /ui/site-config
 //	GET  /ui/static/...
@@ -149,6 +150,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /ui/jobs/{queue}", s.view(s.handleJobs))
 	mux.Handle("GET /ui/jobs/{queue}/{id}", s.view(s.handleJob))
 	mux.Handle("GET /ui/jobs/{queue}/{id}/events", s.stream(s.handleJobEvents))
+	mux.Handle("GET /ui/jobs/{queue}/{id}/log/{entry}", s.view(s.handleWholeLog))
 	mux.Handle("POST /ui/jobs/{queue}/{id}/cancel", s.form(s.handleCancel))
 	mux.Handle("POST /ui/jobs/{queue}/{id}/retry", s.form(s.handleRetry))
 	mux.Handle("GET /ui/site-config", s.view(s.handleSiteConfig))

@@ -13,13 +13,16 @@ import (
 )
 
 // The job page follows its job through GET /ui/jobs/{queue}/{id}/events, a
-// text/event-stream. The handler reads the job and its log entries every
-// PollInterval (500 ms) and sends only what changed:
+// text/event-stream. The handler reads the job and what its log entries
+// gained every PollInterval (500 ms) and sends only what changed:
 //
 //	event: job     data: jobEvent, when the state, timestamps or failure change
 //	event: entry   data: entryEvent, per new or changed log entry: the text
 //	                     appended since the last event ("append"), or the
-//	                     whole output when it was rewritten ("out")
+//	                     output to show instead of what the page shows
+//	                     ("out"): the last MiB of it, with the bytes before
+//	                     that not shown ("skipped") and the URL of the
+//	                     whole output ("whole")
 //	event: reset   data: {}, when the job's entries were cleared (the job
 //	                     was handed out again): the page drops its entries
 //	event: done    data: {}, once the job is finished; the stream then ends
@@ -54,12 +57,14 @@ type entryEvent struct {
 	Duration  string  `json:"duration"`
 	Out       *string `json:"out,omitempty"`
 	Append    string  `json:"append,omitempty"`
+	Skipped   int64   `json:"skipped,omitempty"`
+	Whole     string  `json:"whole,omitempty"`
 }
 
 // entryState is what the stream last sent of one entry.
 type entryState struct {
-	meta string // key, command, exit code, duration
-	out  string
+	meta   string // key, command, exit code, duration
+	length int64  // bytes of the output the page holds the end of
 }
 
 func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -101,26 +106,38 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request, sess *s
 		_, writeErr = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
 	}
 	for {
-		entries, err := s.store.LogEntries(ctx, queue, job.ID, store.LogRange{})
+		from := make(map[int]int64, len(sent))
+		for i, st := range sent {
+			from[i+1] = st.length
+		}
+		entries, err := s.store.LogEntries(ctx, queue, job.ID, store.LogRange{From: from, Tail: logTail})
 		if err != nil {
 			if ctx.Err() == nil {
 				s.logger.Warn("ui: event stream read failed", "queue", queue, "id", job.ID, "err", err)
 			}
 			return
 		}
-		if len(entries) < len(sent) {
+		if shrunk(entries, sent) {
+			// Cleared (the job was handed out again) or rewritten: start
+			// over with the next read.
 			send("reset", struct{}{})
 			sent = nil
+			lastJob = ""
+			continue
 		}
 		for i, e := range entries {
-			ev, changed := entryChange(e, masker, sent, i)
+			var prev *entryState
+			if i < len(sent) {
+				prev = &sent[i]
+			}
+			ev, changed := entryChange(e, masker, prev, wholeLogURL(queue, job.ID, e.ID))
 			if !changed {
 				continue
 			}
 			send("entry", ev)
-			st := entryState{meta: entryMeta(e), out: masker.mask(e.Out)}
-			if i < len(sent) {
-				sent[i] = st
+			st := entryState{meta: entryMeta(e), length: e.From + int64(len(e.Out))}
+			if prev != nil {
+				*prev = st
 			} else {
 				sent = append(sent, st)
 			}
@@ -156,9 +173,25 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request, sess *s
 	}
 }
 
-// entryChange returns the event that brings entry i from what was sent to
-// e, and whether there is anything to send.
-func entryChange(e store.LogEntry, m masker, sent []entryState, i int) (entryEvent, bool) {
+// shrunk reports whether entries lost an entry, or output, that the page
+// was sent.
+func shrunk(entries []store.LogEntry, sent []entryState) bool {
+	if len(entries) < len(sent) {
+		return true
+	}
+	for i, st := range sent {
+		if entries[i].Length < st.length {
+			return true
+		}
+	}
+	return false
+}
+
+// entryChange returns the event that brings an entry from what was sent
+// of it (prev, nil for none) to e, whose Out was read from where prev
+// ends, or from its last logTail bytes; and whether there is anything to
+// send. whole is the URL of the entry's whole output.
+func entryChange(e store.LogEntry, m masker, prev *entryState, whole string) (entryEvent, bool) {
 	out := m.mask(e.Out)
 	ev := entryEvent{
 		ID:        e.ID,
@@ -168,18 +201,17 @@ func entryChange(e store.LogEntry, m masker, sent []entryState, i int) (entryEve
 		ExitCode:  e.ExitCode,
 		Duration:  durationMs(e.DurationMs),
 	}
-	if i >= len(sent) {
-		ev.Out = &out
-		return ev, true
-	}
-	prev := sent[i]
 	switch {
-	case prev.out == out && prev.meta == entryMeta(e):
-		return ev, false
-	case strings.HasPrefix(out, prev.out):
-		ev.Append = out[len(prev.out):]
-	default:
+	case prev == nil || e.From > prev.length:
+		// New, or more was appended since than the page keeps: the end.
 		ev.Out = &out
+		if e.From > 0 {
+			ev.Skipped, ev.Whole = e.From, whole
+		}
+	case out == "" && prev.meta == entryMeta(e):
+		return ev, false
+	default:
+		ev.Append = out
 	}
 	return ev, true
 }

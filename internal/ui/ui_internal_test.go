@@ -181,26 +181,30 @@ func TestMasker(t *testing.T) {
 
 func TestEntryChange(t *testing.T) {
 	exit := 0
-	entry := func(out string, exitCode *int) store.LogEntry {
-		return store.LogEntry{ID: 1, ExecutionLogEntry: protocol.ExecutionLogEntry{Key: "k", Command: []string{"make"}, Out: out, ExitCode: exitCode}}
+	// entry is an entry whose output was read from byte from.
+	entry := func(from int64, out string, exitCode *int) store.LogEntry {
+		return store.LogEntry{ID: 1, ExecutionLogEntry: protocol.ExecutionLogEntry{Key: "k", Command: []string{"make"}, Out: out, ExitCode: exitCode},
+			From: from, Length: from + int64(len(out))}
 	}
-	sent := []entryState{{meta: entryMeta(entry("", nil)), out: "one\n"}}
+	sent := &entryState{meta: entryMeta(entry(0, "", nil)), length: 4}
 	tests := []struct {
-		name       string
-		e          store.LogEntry
-		sent       []entryState
-		wantSend   bool
-		wantOut    *string
-		wantAppend string
+		name        string
+		e           store.LogEntry
+		sent        *entryState
+		wantSend    bool
+		wantOut     *string
+		wantAppend  string
+		wantSkipped int64
 	}{
-		{"new entry", entry("one\n", nil), nil, true, ptr("one\n"), ""},
-		{"unchanged", entry("one\n", nil), sent, false, nil, ""},
-		{"appended", entry("one\ntwo\n", nil), sent, true, nil, "two\n"},
-		{"rewritten", entry("uno\n", nil), sent, true, ptr("uno\n"), ""},
-		{"finished", entry("one\n", &exit), sent, true, nil, ""},
+		{"new entry", entry(0, "one\n", nil), nil, true, ptr("one\n"), "", 0},
+		{"new entry, its end", entry(100, "end\n", nil), nil, true, ptr("end\n"), "", 100},
+		{"unchanged", entry(4, "", nil), sent, false, nil, "", 0},
+		{"appended", entry(4, "two\n", nil), sent, true, nil, "two\n", 0},
+		{"more appended than a page keeps", entry(50, "end\n", nil), sent, true, ptr("end\n"), "", 50},
+		{"finished", entry(4, "", &exit), sent, true, nil, "", 0},
 	}
 	for _, tt := range tests {
-		ev, send := entryChange(tt.e, masker{}, tt.sent, 0)
+		ev, send := entryChange(tt.e, masker{}, tt.sent, "/whole")
 		if send != tt.wantSend {
 			t.Errorf("%s: send = %v, want %v", tt.name, send, tt.wantSend)
 			continue
@@ -208,6 +212,12 @@ func TestEntryChange(t *testing.T) {
 		if (ev.Out == nil) != (tt.wantOut == nil) || (ev.Out != nil && *ev.Out != *tt.wantOut) || ev.Append != tt.wantAppend {
 			t.Errorf("%s: out %v append %q, want out %v append %q", tt.name, deref(ev.Out), ev.Append, deref(tt.wantOut), tt.wantAppend)
 		}
+		if ev.Skipped != tt.wantSkipped || (ev.Skipped > 0) != (ev.Whole == "/whole") {
+			t.Errorf("%s: skipped %d whole %q, want skipped %d and the whole output's URL when some is", tt.name, ev.Skipped, ev.Whole, tt.wantSkipped)
+		}
+	}
+	if !shrunk([]store.LogEntry{entry(0, "on", nil)}, []entryState{*sent}) || shrunk([]store.LogEntry{entry(4, "", nil)}, []entryState{*sent}) || !shrunk(nil, []entryState{*sent}) {
+		t.Errorf("shrunk: want true for a shorter output or fewer entries, false for the same length")
 	}
 }
 

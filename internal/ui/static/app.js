@@ -82,12 +82,33 @@
     }
     var pre = el.querySelector("pre.log");
     var atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
+    var whole = list.dataset.events.replace(/events$/, "log/" + e.id);
     if (typeof e.out === "string") {
       pre.textContent = e.out;
+      el.shown = e.out.length;
+      skipped(el, e.skipped ? e.skipped + " earlier bytes not shown" : "", whole);
     } else if (e.append) {
       pre.appendChild(document.createTextNode(e.append));
+      el.shown = (el.shown || 0) + e.append.length;
+      if (el.shown > maxShown) {
+        // A page keeps the end of a long output, not all of it.
+        var text = pre.textContent;
+        pre.textContent = text.slice(text.length - maxShown / 2);
+        el.shown = maxShown / 2;
+        skipped(el, "earlier output not shown", whole);
+      }
     }
     if (atBottom) pre.scrollTop = pre.scrollHeight;
+  }
+
+  // maxShown is how many characters of an entry's output a page holds.
+  var maxShown = 2 * 1024 * 1024;
+
+  function skipped(el, text, whole) {
+    var note = el.querySelector(".skipped");
+    note.hidden = !text;
+    note.querySelector(".skipped-text").textContent = text;
+    note.querySelector("a.whole").href = whole;
   }
 
   function follow(list) {
