@@ -25,7 +25,7 @@ const jobsUsage = `Usage:
   coordinator jobs list   [flags] -queue Q [-state S] [-repository R] [-before ID] [-limit N]
   coordinator jobs cancel [flags] -queue Q ID
   coordinator jobs retry  [flags] -queue Q ID
-  coordinator jobs logs   [flags] -queue Q [-follow] ID
+  coordinator jobs logs   [flags] -queue Q [-follow] [-tail BYTES] ID
 `
 
 type clientFlags struct {
@@ -60,6 +60,7 @@ func jobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		state, repo   *string
 		before, limit *int
 		follow        *bool
+		tail          *int64
 		files         *string
 	)
 	switch cmd {
@@ -70,6 +71,7 @@ func jobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		limit = fs.Int("limit", 50, "page size")
 	case "logs":
 		follow = fs.Bool("follow", false, "keep printing until the job finishes")
+		tail = fs.Int64("tail", 0, "print only the last `bytes` of each entry's output (0: all of it)")
 	case "submit":
 		files = fs.String("files", "", "comma-separated PATH=LOCALFILE pairs to add to the spec's files")
 	case "get", "cancel", "retry":
@@ -140,7 +142,10 @@ func jobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "job %d: %s\n", job.ID, job.State)
 		return nil
 	case "logs":
-		return printLogs(ctx, c, queue, id, *follow, stdout)
+		if *tail < 0 {
+			return fmt.Errorf("-tail %d: want a number of bytes, or 0 for all", *tail)
+		}
+		return printLogs(ctx, c, queue, id, *follow, *tail, stdout)
 	}
 	return nil
 }
@@ -193,17 +198,20 @@ func readSpec(path, files string) (jobsapi.SubmitRequest, error) {
 	return req, nil
 }
 
-func printLogs(ctx context.Context, c *jobsapi.Client, queue string, id int, follow bool, w io.Writer) error {
+// printLogs prints a job's log entries, and with follow what they gain
+// until the job finishes; each request asks only for what is new.
+func printLogs(ctx context.Context, c *jobsapi.Client, queue string, id int, follow bool, tail int64, w io.Writer) error {
 	var lp logPrinter
 	for {
-		job, err := c.Get(ctx, queue, id)
+		logs, err := c.Logs(ctx, queue, id, lp.offsets(), tail)
 		if err != nil {
 			return err
 		}
-		lp.print(w, job)
-		done := job.State != "queued" && job.State != "processing"
+		lp.print(w, logs)
+		tail = 0 // the tail was printed; the rest follows it
+		done := logs.State != "queued" && logs.State != "processing"
 		if !follow || done {
-			fmt.Fprintf(w, "job %d: %s %s\n", job.ID, job.State, job.FailureMessage)
+			fmt.Fprintf(w, "job %d: %s %s\n", id, logs.State, logs.FailureMessage)
 			return nil
 		}
 		select {
@@ -216,30 +224,36 @@ func printLogs(ctx context.Context, c *jobsapi.Client, queue string, id int, fol
 
 // logPrinter prints a job's log entries as they grow, each line once.
 type logPrinter struct {
-	printed  map[int]int // entry index -> bytes of its output printed so far
+	printed  map[int]int64 // entry id -> bytes of its output printed up to
 	finished map[int]bool
 }
 
-func (lp *logPrinter) print(w io.Writer, job jobsapi.Job) {
+// offsets are where each entry's output printed so far ends.
+func (lp *logPrinter) offsets() map[int]int64 { return lp.printed }
+
+func (lp *logPrinter) print(w io.Writer, logs jobsapi.Logs) {
 	if lp.printed == nil {
-		lp.printed, lp.finished = map[int]int{}, map[int]bool{}
+		lp.printed, lp.finished = map[int]int64{}, map[int]bool{}
 	}
-	for i, e := range job.ExecutionLogs {
-		if lp.finished[i] {
+	for _, e := range logs.Entries {
+		if lp.finished[e.ID] {
 			continue
 		}
-		n, started := lp.printed[i]
+		n, started := lp.printed[e.ID]
 		if !started {
 			fmt.Fprintf(w, "== %s: %s\n", e.Key, strings.Join(e.Command, " "))
+			if e.OutFrom > 0 {
+				fmt.Fprintf(w, "== (%d earlier bytes not shown)\n", e.OutFrom)
+			}
 		}
-		if len(e.Out) > n {
-			io.WriteString(w, e.Out[n:])
-			n = len(e.Out)
+		if end := e.OutFrom + int64(len(e.Out)); end > n {
+			io.WriteString(w, e.Out[max(n-e.OutFrom, 0):])
+			n = end
 		}
-		lp.printed[i] = n
+		lp.printed[e.ID] = n
 		if e.ExitCode != nil {
 			fmt.Fprintf(w, "== %s: exit %d after %dms\n", e.Key, *e.ExitCode, deref(e.DurationMs))
-			lp.finished[i] = true
+			lp.finished[e.ID] = true
 		}
 	}
 }

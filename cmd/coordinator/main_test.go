@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/execd/execd/internal/executor"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/execd/execd/internal/executor"
 
 	"github.com/execd/execd/internal/jobsapi"
 	"github.com/execd/execd/internal/protocol"
@@ -377,4 +378,74 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestCLI_JobsLogsFollow: jobs logs -follow prints each entry's output as
+// it is appended, once, and -tail the end of it.
+func TestCLI_JobsLogsFollow(t *testing.T) {
+	p := startCoordinator(t, "")
+	t.Setenv("EXECD_URL", "http://"+p.addr)
+	t.Setenv("EXECD_API_TOKEN", testAPIToken)
+	var out syncBuffer
+	if err := run(t.Context(), []string{"jobs", "submit", "-queue", "batches", writeSpec(t, `{"dockerSteps": [{"image": "alpine", "commands": ["make"]}]}`)}, &out, &out); err != nil {
+		t.Fatalf("submit: %v\n%s", err, out.String())
+	}
+	c := &queueclient.Client{BaseURL: "http://" + p.addr, Secret: testExecSecret, ExecutorName: "cli-ex"}
+	job, ok, err := c.Dequeue(t.Context(), []string{"batches"}, queueclient.DequeueOptions{Version: "5.0.0"})
+	if err != nil || !ok {
+		t.Fatalf("dequeue: %v %v", ok, err)
+	}
+	id, err := c.AddLogEntry(t.Context(), job, protocol.ExecutionLogEntry{Key: "step.docker.0", Command: []string{"make"}, StartTime: time.Now(), Out: "stdout: building\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var follow syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(t.Context(), []string{"jobs", "logs", "-queue", "batches", "-follow", fmt.Sprint(job.ID)}, &follow, &follow)
+	}()
+	waitOutput := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(follow.String(), want); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("jobs logs -follow printed %q, want %q in it", follow.String(), want)
+			}
+		}
+	}
+	waitOutput("stdout: building\n")
+	n := int64(len("stdout: building\n"))
+	for _, chunk := range []string{"stdout: compiling ö\n", "stdout: linking\n"} {
+		if n, err = c.AppendLogEntry(t.Context(), job, id, n, []byte(chunk), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitOutput(chunk)
+	}
+	code, dur := 0, 42
+	if _, err := c.AppendLogEntry(t.Context(), job, id, n, []byte("stdout: done\n"), &code, &dur); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.MarkComplete(t.Context(), job); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := "== step.docker.0: make\nstdout: building\nstdout: compiling ö\nstdout: linking\nstdout: done\n== step.docker.0: exit 0 after 42ms\njob " + fmt.Sprint(job.ID) + ": completed \n"
+	if got := follow.String(); got != want {
+		t.Errorf("jobs logs -follow printed:\n%s\nwant:\n%s", got, want)
+	}
+	var tail syncBuffer
+	if err := run(t.Context(), []string{"jobs", "logs", "-queue", "batches", "-tail", "13", fmt.Sprint(job.ID)}, &tail, &tail); err != nil ||
+		!strings.Contains(tail.String(), "== (54 earlier bytes not shown)\nstdout: done\n==") {
+		t.Errorf("jobs logs -tail 13: %v\n%s", err, tail.String())
+	}
+}
+
+func writeSpec(t *testing.T, spec string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "spec.json")
+	if err := os.WriteFile(f, []byte(spec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -166,7 +166,7 @@ func runDemoJob(ctx context.Context, api *jobsapi.Client, commit string, w io.Wr
 	state := ""
 	var lp logPrinter
 	for {
-		j, err := api.Get(ctx, "batches", job.ID)
+		j, err := api.Logs(ctx, "batches", job.ID, lp.offsets(), 0)
 		if err != nil {
 			return err
 		}
@@ -176,11 +176,11 @@ func runDemoJob(ctx context.Context, api *jobsapi.Client, commit string, w io.Wr
 		changed := j.State != state
 		state = j.State
 		if changed && !finished {
-			fmt.Fprintf(w, "-- job %d: %s (%.1fs)\n", j.ID, state, time.Since(start).Seconds())
+			fmt.Fprintf(w, "-- job %d: %s (%.1fs)\n", job.ID, state, time.Since(start).Seconds())
 		}
 		lp.print(w, j)
 		if changed && finished {
-			fmt.Fprintf(w, "-- job %d: %s (%.1fs)\n", j.ID, state, time.Since(start).Seconds())
+			fmt.Fprintf(w, "-- job %d: %s (%.1fs)\n", job.ID, state, time.Since(start).Seconds())
 		}
 		if finished {
 			if state != "completed" {

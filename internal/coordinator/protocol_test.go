@@ -550,5 +550,32 @@ func TestAppendLogEntry(t *testing.T) {
 		if code != http.StatusBadRequest || !strings.Contains(body, "want true or false") {
 			t.Errorf("GET job ?logs=no = %d %s, want 400 naming the values", code, body)
 		}
+		// The logs route reads part of each output.
+		api := map[string]string{"Authorization": "token " + apiToken}
+		for _, tt := range []struct {
+			query string
+			code  int
+			want  []string
+		}{
+			{"", http.StatusOK, []string{`"out":"stdout: a\nstdout: \"ö\"\nstdout: z\n"`, `"outFrom":0,"outLength":33`}},
+			{"?from=1:10", http.StatusOK, []string{`"out":"stdout: \"ö\"\nstdout: z\n"`, `"outFrom":10,"outLength":33`}},
+			{"?tail=10", http.StatusOK, []string{`"out":"stdout: z\n"`, `"outFrom":23,"outLength":33`}},
+			{"?from=1:33", http.StatusOK, []string{`"outFrom":33,"outLength":33`}},
+			{"?from=1", http.StatusBadRequest, []string{"ENTRY:OFFSET"}},
+			{"?from=1:-4", http.StatusBadRequest, []string{"ENTRY:OFFSET"}},
+			{"?tail=0", http.StatusBadRequest, []string{"positive number of bytes"}},
+		} {
+			code, body := e.call("GET", fmt.Sprintf("/api/queues/batches/jobs/%d/logs%s", id, tt.query), api, "")
+			ok := code == tt.code && (code != http.StatusOK || strings.Contains(body, `"state":"processing"`))
+			for _, w := range tt.want {
+				ok = ok && strings.Contains(compact(body), w)
+			}
+			if tt.query == "?from=1:33" && strings.Contains(body, `"out"`) {
+				ok = false
+			}
+			if !ok {
+				t.Errorf("GET logs%s = %d %s, want %d with %q", tt.query, code, body, tt.code, tt.want)
+			}
+		}
 	})
 }

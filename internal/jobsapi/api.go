@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/queues/{queue}/jobs", s.handleSubmit)
 	mux.HandleFunc("GET /api/queues/{queue}/jobs", s.handleList)
 	mux.HandleFunc("GET /api/queues/{queue}/jobs/{id}", s.handleGet)
+	mux.HandleFunc("GET /api/queues/{queue}/jobs/{id}/logs", s.handleLogs)
 	mux.HandleFunc("POST /api/queues/{queue}/jobs/{id}/cancel", s.handleCancel)
 	mux.HandleFunc("POST /api/queues/{queue}/jobs/{id}/retry", s.handleRetry)
 	mux.HandleFunc("GET /api/executors", s.handleExecutors)
@@ -106,6 +108,23 @@ type Job struct {
 	WorkerHostname  string                       `json:"workerHostname"`
 	Spec            store.Spec                   `json:"spec"`
 	ExecutionLogs   []protocol.ExecutionLogEntry `json:"executionLogs,omitempty"`
+}
+
+// Logs is a job's state and part of its log, for following it: each
+// entry's Out is its output from byte OutFrom (on a character boundary),
+// and OutLength the whole output's length.
+type Logs struct {
+	State          string     `json:"state"`
+	FailureMessage string     `json:"failureMessage"`
+	Entries        []LogEntry `json:"entries"`
+}
+
+// LogEntry is a log entry of [Logs].
+type LogEntry struct {
+	ID int `json:"id"`
+	protocol.ExecutionLogEntry
+	OutFrom   int64 `json:"outFrom"`
+	OutLength int64 `json:"outLength"`
 }
 
 // JobList is a page of jobs; Next, when set, is the "before" of the next page.
@@ -263,6 +282,61 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, q string, id int
 		return job, false
 	}
 	return job, true
+}
+
+// handleLogs answers a job's state and part of its log: with
+// from=ENTRY:OFFSET,... each entry's output from OFFSET (what the caller
+// holds), and with tail=N at most the last N bytes of each.
+func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
+	q, id, ok := s.jobID(w, r)
+	if !ok {
+		return
+	}
+	lr, err := parseLogRange(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	// The state first: when it says finished, the log read after is whole.
+	job, ok := s.getJob(w, r, q, id)
+	if !ok {
+		return
+	}
+	entries, err := s.store.LogEntries(r.Context(), q, id, lr)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	out := Logs{State: job.State, FailureMessage: job.FailureMessage, Entries: make([]LogEntry, len(entries))}
+	for i, e := range entries {
+		out.Entries[i] = LogEntry{ID: e.ID, ExecutionLogEntry: e.ExecutionLogEntry, OutFrom: e.From, OutLength: e.Length}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// parseLogRange reads the from and tail parameters of the logs route.
+func parseLogRange(q url.Values) (store.LogRange, error) {
+	var lr store.LogRange
+	if v := q.Get("tail"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return lr, fmt.Errorf("tail %q: want a positive number of bytes", v)
+		}
+		lr.Tail = n
+	}
+	if v := q.Get("from"); v != "" {
+		lr.From = map[int]int64{}
+		for _, pair := range strings.Split(v, ",") {
+			entry, offset, ok := strings.Cut(pair, ":")
+			id, err1 := strconv.Atoi(entry)
+			n, err2 := strconv.ParseInt(offset, 10, 64)
+			if !ok || err1 != nil || err2 != nil || id <= 0 || n < 0 {
+				return lr, fmt.Errorf("from %q: want ENTRY:OFFSET pairs separated by commas, such as 1:4096,2:0", v)
+			}
+			lr.From[id] = n
+		}
+	}
+	return lr, nil
 }
 
 func (s *Server) writeJob(w http.ResponseWriter, r *http.Request, q string, id, code int) {

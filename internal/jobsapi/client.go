@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -99,6 +100,31 @@ func (c *Client) GetState(ctx context.Context, queue string, id int) (Job, error
 	var j Job
 	err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/queues/%s/jobs/%d?logs=false", url.PathEscape(queue), id), nil, &j)
 	return j, err
+}
+
+// Logs returns a job's state and the part of its log that from (entry id
+// -> the first byte wanted) and tail (when positive, at most the last tail
+// bytes of each entry) choose.
+func (c *Client) Logs(ctx context.Context, queue string, id int, from map[int]int64, tail int64) (Logs, error) {
+	q := url.Values{}
+	if len(from) > 0 {
+		pairs := make([]string, 0, len(from))
+		for entry, off := range from {
+			pairs = append(pairs, fmt.Sprintf("%d:%d", entry, off))
+		}
+		slices.Sort(pairs)
+		q.Set("from", strings.Join(pairs, ","))
+	}
+	if tail > 0 {
+		q.Set("tail", strconv.FormatInt(tail, 10))
+	}
+	path := fmt.Sprintf("/api/queues/%s/jobs/%d/logs", url.PathEscape(queue), id)
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var l Logs
+	err := c.do(ctx, http.MethodGet, path, nil, &l)
+	return l, err
 }
 
 // List returns a page of jobs; state, repository and before may be empty/0.
