@@ -181,7 +181,7 @@ func TestBrowser_ExecutorDot(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(row+" .dot.on")),
 	)
 	cells := eval[[]string](t, ctx, `Array.from(document.querySelectorAll('`+row+` td')).map(td => td.innerText.trim())`)
-	want := []string{"ci-box-1\nci-box", "batches", "linux/amd64", "1.2.0 up to date", "20.10.24", "2.39.5", "—", "—", "0"}
+	want := []string{"ci-box-1\nci-box", "batches", "linux/amd64", "1.2.0 up to date", "20.10.24", "2.39.5", "—", "gvisor", "0"}
 	if len(cells) < len(want) {
 		t.Fatalf("row cells = %q, want at least %d", cells, len(want))
 	}
@@ -461,15 +461,15 @@ func populate(t *testing.T, e *env) int {
 	st := e.c.Store()
 	now := time.Now()
 	executors := []struct {
-		name, version, docker, ignite string
-		queues                        []string
-		seen                          time.Duration
+		name, version, docker, ignite, runtime string
+		queues                                 []string
+		seen                                   time.Duration
 	}{
-		{"build-eu-1-7f3c", coordinatorVersion, "20.10.24", "", []string{"batches"}, 0},
-		{"build-eu-2-91ab", coordinatorVersion, "24.0.7", "", []string{"batches", "codeintel"}, time.Second},
-		{"gpu-box-0e12", "1.1.4", "20.10.24", "release-20240226.0", []string{"codeintel"}, 3 * time.Second},
-		{"laptop-ana-2", "1.3.0", "", "", []string{"batches"}, 4 * time.Minute},
-		{"old-runner-5", "0.9.2", "19.03.8", "", []string{"batches"}, 26 * time.Hour},
+		{"build-eu-1-7f3c", coordinatorVersion, "20.10.24", "", "gvisor", []string{"batches"}, 0},
+		{"build-eu-2-91ab", coordinatorVersion, "24.0.7", "", "docker", []string{"batches", "codeintel"}, time.Second},
+		{"gpu-box-0e12", "1.1.4", "20.10.24", "release-20240226.0", "", []string{"codeintel"}, 3 * time.Second},
+		{"laptop-ana-2", "1.3.0", "", "", "shell", []string{"batches"}, 4 * time.Minute},
+		{"old-runner-5", "0.9.2", "19.03.8", "", "", []string{"batches"}, 26 * time.Hour},
 	}
 	repos := []string{"github.com/acme/widgets", "github.com/acme/gadgets", "github.com/acme/api"}
 	spec := func(i int) store.Spec {
@@ -505,7 +505,7 @@ func populate(t *testing.T, e *env) int {
 	// Heartbeats after the jobs, whose dequeues counted as sightings.
 	for _, x := range executors {
 		ex := store.Executor{Name: x.name, Queues: x.queues, OS: "linux", Architecture: "amd64", ExecutorVersion: x.version,
-			DockerVersion: x.docker, GitVersion: "2.39.5", IgniteVersion: x.ignite}
+			DockerVersion: x.docker, GitVersion: "2.39.5", IgniteVersion: x.ignite, Runtime: x.runtime}
 		if _, _, err := st.Heartbeat(bg, ex, "", nil, now.Add(-x.seen-time.Hour)); err != nil {
 			t.Fatal(err)
 		}

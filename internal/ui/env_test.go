@@ -85,7 +85,7 @@ func (e *env) executor(name string) *queueclient.Client {
 func heartbeat(ctx context.Context, ex *queueclient.Client, jobs ...protocol.Job) error {
 	_, err := ex.Heartbeat(ctx, []string{"batches"}, protocol.HeartbeatRequest{
 		OS: "linux", Architecture: "amd64", ExecutorVersion: coordinatorVersion,
-		DockerVersion: "20.10.24", GitVersion: "2.39.5", IgniteVersion: "",
+		DockerVersion: "20.10.24", GitVersion: "2.39.5", IgniteVersion: "", Runtime: "gvisor",
 	}, jobs)
 	return err
 }
