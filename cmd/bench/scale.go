@@ -210,7 +210,7 @@ func simulateHeartbeat(ctx context.Context, c *queueclient.Client, offset time.D
 	tick := time.NewTicker(scaleHeartbeat)
 	defer tick.Stop()
 	for {
-		_, _ = c.Heartbeat(ctx, []string{"batches"}, protocol.HeartbeatRequest{ExecutorName: c.ExecutorName, OS: "linux", Architecture: "amd64", ExecutorVersion: "bench"}, nil)
+		_, _ = c.Heartbeat(ctx, []string{"batches"}, protocol.HeartbeatRequest{ExecutorName: c.ExecutorName, OS: "linux", Architecture: "amd64", ExecutorVersion: "bench"}, nil, 0)
 		select {
 		case <-tick.C:
 		case <-ctx.Done():

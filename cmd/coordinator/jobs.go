@@ -132,7 +132,7 @@ func jobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "job %d: %s%s\n", job.ID, job.State, map[bool]string{true: " (cancel requested; the executor stops it at its next heartbeat)"}[job.CancelRequested && job.State == "processing"])
+		fmt.Fprintf(stdout, "job %d: %s%s\n", job.ID, job.State, map[bool]string{true: " (cancel requested; the executor stops it as soon as it hears of it)"}[job.CancelRequested && job.State == "processing"])
 		return nil
 	case "retry":
 		job, err := c.Retry(ctx, queue, id)

@@ -285,6 +285,57 @@ func TestCancel_ThroughHeartbeat(t *testing.T) {
 	})
 }
 
+// TestCancel_WaitingHeartbeat: a heartbeat that asks to wait (our
+// extension) returns as soon as one of its jobs is canceled, on any
+// coordinator sharing the database; without a cancellation, when the wait
+// is over.
+func TestCancel_WaitingHeartbeat(t *testing.T) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
+		e := newEnv(t, db)
+		other := e // where the cancel goes: another coordinator on postgres
+		if db != "" {
+			other = newEnv(t, db)
+		}
+		id := e.submit("batches", spec)
+		e.dequeue("batches", "ex-1", "5.0.0")
+		heartbeat := func(wait, jobs string) (int, string) {
+			return e.call("POST", "/.executors/queue/batches/heartbeat", map[string]string{"Authorization": "token-executor " + execSecret, "X-Executor-Wait": wait},
+				fmt.Sprintf(`{"version": "V2", "executorName": "ex-1", "jobIds": [%s]}`, jobs))
+		}
+		jobs := fmt.Sprintf(`"%d"`, id)
+		if code, body := heartbeat("200ms", jobs); code != http.StatusOK || compact(body) != fmt.Sprintf(`{"knownIds":["%d"],"cancelIds":[]}`, id) {
+			t.Fatalf("waiting heartbeat without a cancel = %d %s, want the job known, nothing canceled", code, body)
+		}
+		if code, body := heartbeat("soon", jobs); code != http.StatusBadRequest || !strings.Contains(body, "X-Executor-Wait") {
+			t.Errorf("heartbeat with a bad wait = %d %s, want 400 naming the header", code, body)
+		}
+		type answer struct {
+			code int
+			body string
+		}
+		answered := make(chan answer, 1)
+		go func() {
+			code, body := heartbeat("60s", jobs)
+			answered <- answer{code, body}
+		}()
+		// Canceled while the heartbeat waits (or just before it does: it
+		// then answers at once).
+		time.Sleep(100 * time.Millisecond)
+		code, body := other.call("POST", fmt.Sprintf("/api/queues/batches/jobs/%d/cancel", id), map[string]string{"Authorization": "token " + apiToken}, "")
+		if code != http.StatusOK {
+			t.Fatalf("cancel = %d %s", code, body)
+		}
+		select {
+		case a := <-answered:
+			if a.code != http.StatusOK || compact(a.body) != fmt.Sprintf(`{"knownIds":["%d"],"cancelIds":["%d"]}`, id, id) {
+				t.Errorf("waiting heartbeat after cancel = %d %s, want the job in cancelIds", a.code, a.body)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the waiting heartbeat did not answer the cancellation (it waits 60s)")
+		}
+	})
+}
+
 func TestMultiQueue_DequeueAndHeartbeat(t *testing.T) {
 	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db)

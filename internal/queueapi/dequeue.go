@@ -15,9 +15,10 @@ import (
 	"github.com/execd/execd/internal/store"
 )
 
-// WaitHeader asks a dequeue to wait for work (long-poll), e.g. "30s". The
-// query parameter "wait" does the same. Stock executors send neither and
-// get the reference's immediate answer.
+// WaitHeader asks a dequeue to wait for work (long-poll), e.g. "30s", and
+// a heartbeat to wait for the cancellation of one of its jobs. The query
+// parameter "wait" does the same. Stock executors send neither and get
+// the reference's immediate answer.
 const WaitHeader = "X-Executor-Wait"
 
 func (s *Server) handleDequeue(w http.ResponseWriter, r *http.Request) {

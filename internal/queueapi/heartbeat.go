@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/store"
@@ -31,12 +32,70 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	known, cancel, err := s.store.Heartbeat(r.Context(), executorOf(req, []string{queue}), queue, ids, s.now())
+	wait, ok := heartbeatWait(w, r)
+	if !ok {
+		return
+	}
+	e := executorOf(req, []string{queue})
+	resp, err := s.waitForCancel(r.Context(), wait, refs(queue, ids), func(ctx context.Context) (protocol.HeartbeatResponse, error) {
+		known, cancel, err := s.store.Heartbeat(ctx, e, queue, ids, s.now())
+		return protocol.HeartbeatResponse{KnownIDs: itoas(known, ""), CancelIDs: itoas(cancel, "")}, err
+	})
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("heartbeat: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, protocol.HeartbeatResponse{KnownIDs: itoas(known, ""), CancelIDs: itoas(cancel, "")})
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// heartbeatWait reads how long a heartbeat may wait for a cancellation of
+// one of its jobs (WaitHeader, as for dequeues; our extension); false
+// means a 400 was written.
+func heartbeatWait(w http.ResponseWriter, r *http.Request) (time.Duration, bool) {
+	wait, err := waitOf(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return 0, false
+	}
+	return wait, true
+}
+
+// waitForCancel runs beat, the heartbeat's store work, and answers its
+// response; when the response cancels nothing, knows of jobs, and the
+// executor asked to wait, it waits until one of jobs is canceled (and
+// then beats again), or the wait ends, or the executor leaves. So an
+// executor that heartbeats again as soon as one returns hears of a
+// cancellation at once, for the same number of requests.
+func (s *Server) waitForCancel(ctx context.Context, wait time.Duration, jobs []store.JobRef, beat func(context.Context) (protocol.HeartbeatResponse, error)) (protocol.HeartbeatResponse, error) {
+	if wait <= 0 || len(jobs) == 0 {
+		return beat(ctx)
+	}
+	// Subscribed before the heartbeat reads the cancel flags, so that a
+	// cancellation in between is not missed.
+	canceled, stop := s.store.WakeOnCancel(jobs)
+	defer stop()
+	resp, err := beat(ctx)
+	if err != nil || len(resp.CancelIDs) > 0 || len(resp.KnownIDs) == 0 {
+		return resp, err
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-canceled:
+		return beat(ctx)
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return resp, nil
+}
+
+// refs names ids of queue.
+func refs(queue string, ids []int) []store.JobRef {
+	out := make([]store.JobRef, len(ids))
+	for i, id := range ids {
+		out[i] = store.JobRef{Queue: queue, ID: id}
+	}
+	return out
 }
 
 func (s *Server) handleHeartbeatMulti(w http.ResponseWriter, r *http.Request) {
@@ -63,7 +122,22 @@ func (s *Server) handleHeartbeatMulti(w http.ResponseWriter, r *http.Request) {
 			strings.Join(invalid, ", "), strings.Join(req.QueueNames, ", ")))
 		return
 	}
-	resp, err := s.heartbeatMulti(r.Context(), req)
+	wait, ok := heartbeatWait(w, r)
+	if !ok {
+		return
+	}
+	var jobs []store.JobRef
+	for _, q := range req.JobIDsByQueue {
+		ids, err := parseIDs(q.JobIDs)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		jobs = append(jobs, refs(q.QueueName, ids)...)
+	}
+	resp, err := s.waitForCancel(r.Context(), wait, jobs, func(ctx context.Context) (protocol.HeartbeatResponse, error) {
+		return s.heartbeatMulti(ctx, req)
+	})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

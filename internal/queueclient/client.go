@@ -159,8 +159,9 @@ func (c *Client) Dequeue(ctx context.Context, queues []string, opts DequeueOptio
 
 // Heartbeat reports the executor alive with the jobs it holds (uids,
 // "<id>-<queue>") and returns which the coordinator knows and which to
-// cancel, as uids too.
-func (c *Client) Heartbeat(ctx context.Context, queues []string, req protocol.HeartbeatRequest, jobs []protocol.Job) (protocol.HeartbeatResponse, error) {
+// cancel, as uids too. With wait, our coordinator holds the answer until
+// one of jobs is canceled or wait passes; others answer at once.
+func (c *Client) Heartbeat(ctx context.Context, queues []string, req protocol.HeartbeatRequest, jobs []protocol.Job, wait time.Duration) (protocol.HeartbeatResponse, error) {
 	req.Version = protocol.HeartbeatVersion2
 	req.ExecutorName = c.ExecutorName
 	path := "/queue/heartbeat"
@@ -183,7 +184,11 @@ func (c *Client) Heartbeat(ctx context.Context, queues []string, req protocol.He
 			}
 		}
 	}
-	code, body, err := c.request(ctx, path, nil, 0, "", req)
+	var header http.Header
+	if wait > 0 {
+		header = http.Header{"X-Executor-Wait": {wait.String()}}
+	}
+	code, body, err := c.request(ctx, path, header, 0, "", req)
 	if err != nil {
 		return protocol.HeartbeatResponse{}, err
 	}

@@ -13,6 +13,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -80,6 +82,23 @@ type Job struct {
 	LastHeartbeatAt *time.Time
 	WorkerHostname  string
 }
+
+// JobRef names a job.
+type JobRef struct {
+	Queue string
+	ID    int
+}
+
+// CancelKey is the [Waker] key under which waiters of [Store.WakeOnCancel]
+// wait for job's cancellation, and the payload that tells other
+// coordinators of it (queue names cannot hold a colon).
+func CancelKey(job JobRef) string { return cancelPrefix + job.Queue + ":" + strconv.Itoa(job.ID) }
+
+// IsCancelKey reports whether a [Waker] key or notification payload is a
+// CancelKey.
+func IsCancelKey(key string) bool { return strings.HasPrefix(key, cancelPrefix) }
+
+const cancelPrefix = "cancel:"
 
 // LogEntry is one stored execution log entry. ID is 1-based within its job,
 // the value addExecutionLogEntry returns. Out holds the part of the
@@ -288,6 +307,10 @@ type Store interface {
 	// re-check now and then. A caller that leaves without acting on a
 	// wake-up calls stop, which passes it on (see [Waker.Wake]).
 	Wake(queues []string) (ch <-chan struct{}, stop func())
+	// WakeOnCancel returns a channel closed when Cancel flags one of jobs
+	// (processing jobs, on any coordinator sharing the database), and a
+	// function to stop waiting, which callers always call.
+	WakeOnCancel(jobs []JobRef) (ch <-chan struct{}, stop func())
 
 	// Close releases the store's connections.
 	Close() error

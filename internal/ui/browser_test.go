@@ -321,7 +321,7 @@ func TestBrowser_Cancel(t *testing.T) {
 			t.Errorf("in the store: state %q cancel %v, want processing with cancel requested", stored.State, stored.Cancel)
 		}
 		// The executor learns it from its heartbeat and gives up the job.
-		resp, err := ex.Heartbeat(bg, []string{"batches"}, protocol.HeartbeatRequest{ExecutorVersion: coordinatorVersion}, []protocol.Job{job})
+		resp, err := ex.Heartbeat(bg, []string{"batches"}, protocol.HeartbeatRequest{ExecutorVersion: coordinatorVersion}, []protocol.Job{job}, 0)
 		if err != nil || len(resp.CancelIDs) != 1 {
 			t.Fatalf("heartbeat: %+v, %v; want the job to cancel", resp, err)
 		}

@@ -86,7 +86,7 @@ func heartbeat(ctx context.Context, ex *queueclient.Client, jobs ...protocol.Job
 	_, err := ex.Heartbeat(ctx, []string{"batches"}, protocol.HeartbeatRequest{
 		OS: "linux", Architecture: "amd64", ExecutorVersion: coordinatorVersion,
 		DockerVersion: "20.10.24", GitVersion: "2.39.5", IgniteVersion: "", Runtime: "gvisor",
-	}, jobs)
+	}, jobs, 0)
 	return err
 }
 

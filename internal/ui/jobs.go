@@ -110,7 +110,7 @@ func wholeLogURL(queue string, id, entry int) string {
 // messages are the notices a redirect after a form may ask for.
 var messages = map[string]string{
 	"canceled":         "Job canceled.",
-	"cancel-requested": "Cancellation requested: the executor stops the job at its next heartbeat.",
+	"cancel-requested": "Cancellation requested: the executor stops the job as soon as it hears of it (at its next heartbeat at the latest).",
 	"retried":          "Job queued again.",
 }
 

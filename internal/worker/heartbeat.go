@@ -7,43 +7,57 @@ import (
 	"github.com/execd/execd/internal/protocol"
 )
 
-// heartbeatLoop heartbeats every interval until ctx ends. A failed
-// heartbeat is logged and retried at the next tick: it never cancels jobs
-// (the coordinator's resetter decides when a silent executor's jobs go
-// elsewhere, and the next successful heartbeat tells us).
+// heartbeatLoop heartbeats every interval until ctx ends. While jobs run
+// and long-polling is on, each heartbeat asks the coordinator to wait up
+// to the interval for a cancellation of one of them, and the next one
+// starts when it returns: ours then answers a cancellation at once, for
+// the same number of requests; others answer at once, and the loop waits
+// out the interval. A job that starts gets a heartbeat at once (unless
+// one is under way). A failed heartbeat is logged and retried at the next
+// tick: it never cancels jobs (the coordinator's resetter decides when a
+// silent executor's jobs go elsewhere, and the next successful heartbeat
+// tells us).
 func (w *Worker) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(w.opts.HeartbeatInterval)
-	defer t.Stop()
 	for {
-		w.heartbeat(ctx)
+		start := time.Now()
+		if w.heartbeat(ctx) {
+			continue // a cancellation came: wait for the next one at once
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-w.started:
+		case <-time.After(w.opts.HeartbeatInterval - time.Since(start)):
 		}
 	}
 }
 
-func (w *Worker) heartbeat(ctx context.Context) {
+// heartbeat sends one heartbeat and acts on its answer; it reports
+// whether that canceled or dropped a job not canceled before.
+func (w *Worker) heartbeat(ctx context.Context) bool {
 	w.mu.Lock()
 	jobs := make([]protocol.Job, 0, len(w.running))
 	for _, r := range w.running {
 		jobs = append(jobs, r.job)
 	}
 	w.mu.Unlock()
+	var wait time.Duration
+	if w.opts.LongPoll > 0 && len(jobs) > 0 {
+		wait = w.opts.HeartbeatInterval
+	}
 
 	req := w.opts.Telemetry
 	if w.opts.Metrics != nil {
 		req.PrometheusMetrics = w.opts.Metrics()
 	}
-	hctx, cancel := context.WithTimeout(ctx, w.opts.HeartbeatInterval*2)
+	hctx, cancel := context.WithTimeout(ctx, wait+w.opts.HeartbeatInterval*2)
 	defer cancel()
-	resp, err := w.client.Heartbeat(hctx, w.opts.Queues, req, jobs)
+	resp, err := w.client.Heartbeat(hctx, w.opts.Queues, req, jobs, wait)
 	if err != nil {
 		if ctx.Err() == nil {
 			w.logger.Warn("heartbeat failed; retrying at the next interval", "err", err)
 		}
-		return
+		return false
 	}
 	known := map[string]bool{}
 	for _, id := range resp.KnownIDs {
@@ -51,17 +65,21 @@ func (w *Worker) heartbeat(ctx context.Context) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	acted := false
 	for _, j := range jobs {
 		r, ok := w.running[j.UID()]
-		if ok && !known[j.UID()] {
+		if ok && !known[j.UID()] && !r.stopped {
 			w.logger.Warn("the coordinator no longer assigns this job to us; dropping it", "job", j.UID())
 			r.cancel(errDropped)
+			r.stopped, acted = true, true
 		}
 	}
 	for _, id := range resp.CancelIDs {
-		if r, ok := w.running[id]; ok {
+		if r, ok := w.running[id]; ok && !r.stopped {
 			w.logger.Info("job canceled by the coordinator", "job", id)
 			r.cancel(errCanceled)
+			r.stopped, acted = true, true
 		}
 	}
+	return acted
 }

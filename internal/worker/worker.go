@@ -20,7 +20,7 @@ import (
 // Client is the coordinator as the worker uses it.
 type Client interface {
 	Dequeue(ctx context.Context, queues []string, opts queueclient.DequeueOptions) (protocol.Job, bool, error)
-	Heartbeat(ctx context.Context, queues []string, req protocol.HeartbeatRequest, jobs []protocol.Job) (protocol.HeartbeatResponse, error)
+	Heartbeat(ctx context.Context, queues []string, req protocol.HeartbeatRequest, jobs []protocol.Job, wait time.Duration) (protocol.HeartbeatResponse, error)
 	MarkComplete(ctx context.Context, job protocol.Job) error
 	MarkErrored(ctx context.Context, job protocol.Job, message string) error
 	MarkFailed(ctx context.Context, job protocol.Job, message string) error
@@ -81,11 +81,17 @@ type Worker struct {
 
 	mu      sync.Mutex
 	running map[string]*runningJob
+	// started tells the heartbeat loop that a job started, so that it
+	// heartbeats for it now, not at the end of the interval.
+	started chan struct{}
 }
 
 type runningJob struct {
 	job    protocol.Job
 	cancel context.CancelCauseFunc
+	// stopped is set (under Worker.mu) once a heartbeat canceled or
+	// dropped the job.
+	stopped bool
 }
 
 // New returns a Worker.
@@ -105,7 +111,7 @@ func New(client Client, runner JobRunner, opts Options) *Worker {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Worker{client: client, runner: runner, opts: opts, logger: opts.Logger, running: map[string]*runningJob{}}
+	return &Worker{client: client, runner: runner, opts: opts, logger: opts.Logger, running: map[string]*runningJob{}, started: make(chan struct{}, 1)}
 }
 
 // Run dequeues and runs jobs until drain ends or a job limit is reached,
@@ -230,6 +236,10 @@ func (w *Worker) runJob(final, hard context.Context, j protocol.Job) {
 	}
 	w.running[uid] = self
 	w.mu.Unlock()
+	select {
+	case w.started <- struct{}{}:
+	default: // the loop is told already
+	}
 	defer func() {
 		w.mu.Lock()
 		if w.running[uid] == self {

@@ -213,6 +213,32 @@ func TestWorker_Outcomes(t *testing.T) {
 	}
 }
 
+// TestWorker_CancelDuringWaitingHeartbeat: with long-polling, a job's
+// heartbeat waits for its cancellation, so a cancel reaches the job long
+// before the next heartbeat interval (a minute here).
+func TestWorker_CancelDuringWaitingHeartbeat(t *testing.T) {
+	e := newEnv(t)
+	id := e.enqueue(1)[0]
+	started := make(chan int, 1)
+	opts := e.options()
+	opts.HeartbeatInterval = time.Minute
+	drain, stopDrain := context.WithCancel(context.Background())
+	defer stopDrain()
+	done := run(worker.New(e.client, blocking(started), opts), drain, context.Background())
+	<-started
+	time.Sleep(200 * time.Millisecond) // the job's heartbeat is waiting now
+	if err := e.c.Store().Cancel(context.Background(), "batches", id, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(id, store.StateCanceled) // within 10s
+	stopDrain()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
 func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
 	e := newEnv(t)
 	ids := e.enqueue(3)

@@ -29,7 +29,8 @@ import (
 
 var _ store.Store = (*Store)(nil)
 
-// channel is the NOTIFY channel; payloads are queue names.
+// channel is the NOTIFY channel; payloads are queue names (a job became
+// eligible) and store.CancelKey (a processing job was canceled).
 const channel = "execd_jobs"
 
 // defaultMaxConns is the pool size when the URL sets no pool_max_conns:
@@ -111,6 +112,16 @@ func (s *Store) Close() error {
 func (s *Store) Wake(queues []string) (<-chan struct{}, func()) {
 	s.see(queues...)
 	return s.waker.Wake(queues)
+}
+
+// WakeOnCancel returns a channel closed when Cancel flags one of jobs, in
+// this process or another sharing the database (see [store.Store]).
+func (s *Store) WakeOnCancel(jobs []store.JobRef) (<-chan struct{}, func()) {
+	keys := make([]string, len(jobs))
+	for i, j := range jobs {
+		keys[i] = store.CancelKey(j)
+	}
+	return s.waker.Wake(keys)
 }
 
 func (s *Store) see(queues ...string) {
@@ -208,9 +219,13 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
 		case err != nil:
 			return err
 		}
-		s.see(n.Payload)
-		// Our own enqueues notified local waiters directly.
-		if !s.ownPID(n.PID) {
+		// Our own enqueues and cancels notified local waiters directly.
+		switch {
+		case s.ownPID(n.PID):
+		case store.IsCancelKey(n.Payload):
+			s.waker.Notify(n.Payload, -1)
+		default:
+			s.see(n.Payload)
 			s.waker.Notify(n.Payload, 1)
 		}
 	}
@@ -870,6 +885,7 @@ func listJobsQuery(queue string, opts store.ListOptions) (string, []any) {
 
 // Cancel cancels a queued or errored job, or flags a processing one.
 func (s *Store) Cancel(ctx context.Context, queue string, id int, now time.Time) error {
+	key := store.CancelKey(store.JobRef{Queue: queue, ID: id})
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `
 			UPDATE jobs SET
@@ -884,11 +900,15 @@ func (s *Store) Cancel(ctx context.Context, queue string, id int, now time.Time)
 		if tag.RowsAffected() == 0 {
 			return existsErr(ctx, tx, queue, id)
 		}
-		return nil
+		// The executor of a processing job may wait for this in a
+		// heartbeat on another coordinator.
+		_, err = tx.Exec(ctx, `SELECT pg_notify('`+channel+`', $1)`, key)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("cancel job %d of %q: %w", id, queue, err)
 	}
+	s.waker.Notify(key, -1)
 	return nil
 }
 

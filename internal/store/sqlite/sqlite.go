@@ -115,6 +115,15 @@ func (s *Store) Wake(queues []string) (<-chan struct{}, func()) {
 	return s.waker.Wake(queues)
 }
 
+// WakeOnCancel returns a channel closed when Cancel flags one of jobs.
+func (s *Store) WakeOnCancel(jobs []store.JobRef) (<-chan struct{}, func()) {
+	keys := make([]string, len(jobs))
+	for i, j := range jobs {
+		keys[i] = store.CancelKey(j)
+	}
+	return s.waker.Wake(keys)
+}
+
 // jobColumns are the columns scanJob reads, in order.
 const jobColumns = `id, queue, state, spec, failure_message, num_failures, num_resets, max_attempts, cancel,
 	queued_at, process_after, started_at, finished_at, last_heartbeat_at, worker_hostname`
@@ -772,6 +781,9 @@ func (s *Store) Cancel(ctx context.Context, queue string, id int, now time.Time)
 	if err != nil {
 		return fmt.Errorf("cancel job %d of %q: %w", id, queue, err)
 	}
+	// The executor of a processing job hears it at its next heartbeat, or
+	// at once when one waits (WakeOnCancel).
+	s.waker.Notify(store.CancelKey(store.JobRef{Queue: queue, ID: id}), -1)
 	return nil
 }
 
