@@ -83,6 +83,15 @@ type Job struct {
 	WorkerHostname  string
 }
 
+// Session is a signed-in browser of the admin UI. The store keeps the
+// hash of its id (the cookie), not the id.
+type Session struct {
+	ID        TokenHash
+	CSRF      string
+	TokenHash TokenHash // of the api.accessToken signed in with
+	Expires   time.Time
+}
+
 // JobRef names a job.
 type JobRef struct {
 	Queue string
@@ -299,6 +308,14 @@ type Store interface {
 	ListExecutors(ctx context.Context) ([]Executor, error)
 	// CountByState counts jobs per queue and state (absent pairs are zero).
 	CountByState(ctx context.Context) ([]QueueCount, error)
+
+	// CreateSession stores a UI session, and deletes expired ones.
+	CreateSession(ctx context.Context, sess Session, now time.Time) error
+	// Session returns the UI session whose id hashes to id. ErrNotFound
+	// when there is none or it expired by now.
+	Session(ctx context.Context, id TokenHash, now time.Time) (Session, error)
+	// DeleteSession deletes a UI session; none is not an error.
+	DeleteSession(ctx context.Context, id TokenHash) error
 
 	// Wake returns a channel closed when a job may have become eligible in
 	// any of queues (enqueue, retry, on any coordinator sharing the

@@ -1,27 +1,31 @@
 package ui
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/execd/execd/internal/store"
 )
 
 // Sign-in and sessions.
 //
 // An administrator signs in with the site config's api.accessToken (compared
-// in constant time). The server then keeps a session in memory under a
-// random 256-bit id, sent as the cookie execd_session: HttpOnly,
-// SameSite=Lax, Secure when the request came over HTTPS (directly or, behind
-// a proxy, by X-Forwarded-Proto). A session ends at
-// sign-out, after the session TTL, on a coordinator restart, and as soon as
-// api.accessToken changes: it remembers the hash of the token it was opened
-// with.
+// in constant time). The server then stores a session in the database
+// (the hash of a random 256-bit id, so every coordinator sharing the
+// database knows it and a leaked database opens none), and sends the id as
+// the cookie execd_session: HttpOnly, SameSite=Lax, Secure when the
+// request came over HTTPS (directly or, behind a proxy, by
+// X-Forwarded-Proto). A session ends at sign-out, after the session TTL,
+// and as soon as api.accessToken changes: it remembers the hash of the
+// token it was opened with.
 //
 // Every POST but the sign-in itself carries the session's CSRF token in the
 // hidden field "csrf" and is refused (403) without it; a POST whose Origin
@@ -34,56 +38,9 @@ const (
 
 // session is one signed-in browser.
 type session struct {
-	id        string
-	csrf      string
-	tokenHash [sha256.Size]byte // of the api.accessToken signed in with
-	expires   time.Time
-}
-
-// sessions is the server-side session table.
-type sessions struct {
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[string]*session
-}
-
-func newSessions(ttl time.Duration) *sessions {
-	return &sessions{ttl: ttl, m: map[string]*session{}}
-}
-
-// create opens a session, dropping expired ones.
-func (ss *sessions) create(tokenHash [sha256.Size]byte, now time.Time) *session {
-	sess := &session{id: randomToken(), csrf: randomToken(), tokenHash: tokenHash, expires: now.Add(ss.ttl)}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	for id, old := range ss.m {
-		if now.After(old.expires) {
-			delete(ss.m, id)
-		}
-	}
-	ss.m[sess.id] = sess
-	return sess
-}
-
-// get returns the live session id names.
-func (ss *sessions) get(id string, now time.Time) (*session, bool) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	sess, ok := ss.m[id]
-	if !ok {
-		return nil, false
-	}
-	if now.After(sess.expires) {
-		delete(ss.m, id)
-		return nil, false
-	}
-	return sess, true
-}
-
-func (ss *sessions) delete(id string) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	delete(ss.m, id)
+	id      string // the cookie's value; the store keeps its hash
+	csrf    string
+	expires time.Time
 }
 
 // randomToken returns 32 random bytes, base64url-encoded.
@@ -100,8 +57,12 @@ func (s *Server) session(r *http.Request) (*session, bool) {
 	if err != nil {
 		return nil, false
 	}
-	sess, ok := s.sessions.get(c.Value, s.now())
-	if !ok {
+	id := store.HashToken(c.Value)
+	stored, err := s.store.Session(r.Context(), id, s.now())
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.logger.Error("ui: read session", "err", err)
+		}
 		return nil, false
 	}
 	token := s.config.Current().APIAccessToken
@@ -109,11 +70,17 @@ func (s *Server) session(r *http.Request) (*session, bool) {
 		return nil, false
 	}
 	want := sha256.Sum256([]byte(token))
-	if subtle.ConstantTimeCompare(sess.tokenHash[:], want[:]) != 1 {
-		s.sessions.delete(sess.id)
+	if subtle.ConstantTimeCompare(stored.TokenHash[:], want[:]) != 1 {
+		s.deleteSession(r.Context(), id)
 		return nil, false
 	}
-	return sess, true
+	return &session{id: c.Value, csrf: stored.CSRF, expires: stored.Expires}, true
+}
+
+func (s *Server) deleteSession(ctx context.Context, id store.TokenHash) {
+	if err := s.store.DeleteSession(ctx, id); err != nil {
+		s.logger.Error("ui: delete session", "err", err)
+	}
 }
 
 // view wraps a GET handler: without a session it redirects to the sign-in
@@ -223,7 +190,13 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		s.renderSignIn(w, r, http.StatusUnauthorized, "That is not the API access token (api.accessToken in the site config).")
 		return
 	}
-	sess := s.sessions.create(sha256.Sum256([]byte(token)), s.now())
+	sess := &session{id: randomToken(), csrf: randomToken(), expires: s.now().Add(s.sessionTTL)}
+	stored := store.Session{ID: store.HashToken(sess.id), CSRF: sess.csrf, TokenHash: sha256.Sum256([]byte(token)), Expires: sess.expires}
+	if err := s.store.CreateSession(r.Context(), stored, s.now()); err != nil {
+		s.logger.Error("ui: create session", "err", err)
+		s.renderSignIn(w, r, http.StatusInternalServerError, "The session could not be stored; see the coordinator's log.")
+		return
+	}
 	http.SetCookie(w, &http.Cookie{
 		Name:     cookieName,
 		Value:    sess.id,
@@ -238,7 +211,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request, sess *session) {
-	s.sessions.delete(sess.id)
+	s.deleteSession(r.Context(), store.HashToken(sess.id))
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, "/ui/sign-in", http.StatusSeeOther)
 }

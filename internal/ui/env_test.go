@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/execd/execd/internal/coordinator"
@@ -41,20 +42,27 @@ var testConfig = fmt.Sprintf(`// Site config of a UI test.
 // env is a real coordinator served over HTTP on loopback, with its
 // background work (the UI's sampler among it) running.
 type env struct {
-	t   testing.TB
-	c   *coordinator.Coordinator
-	srv *httptest.Server
+	t     testing.TB
+	c     *coordinator.Coordinator
+	srv   *httptest.Server
+	close func() // stops it; also done when the test ends
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	dir := t.TempDir()
+	return newEnvAt(t, t.TempDir(), "")
+}
+
+// newEnvAt is newEnv with its data directory and database: empty for
+// SQLite in dir, else a postgres:// URL.
+func newEnvAt(t testing.TB, dir, database string) *env {
+	t.Helper()
 	cfg := filepath.Join(dir, "site-config.json")
 	if err := os.WriteFile(cfg, []byte(testConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, err := coordinator.New(context.Background(), coordinator.Options{
-		DataDir: dir, SiteConfigPath: cfg, Logger: slog.New(slog.DiscardHandler), Version: coordinatorVersion,
+		DataDir: dir, SiteConfigPath: cfg, Database: database, Logger: slog.New(slog.DiscardHandler), Version: coordinatorVersion,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,14 +74,15 @@ func newEnv(t testing.TB) *env {
 		c.Run(ctx)
 	}()
 	srv := httptest.NewServer(c.Handler())
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		srv.CloseClientConnections()
 		srv.Close()
 		cancel()
 		<-done
 		c.Close()
 	})
-	return &env{t: t, c: c, srv: srv}
+	t.Cleanup(stop)
+	return &env{t: t, c: c, srv: srv, close: stop}
 }
 
 // executor is a queue API client acting as an executor called name.

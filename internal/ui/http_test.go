@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/execd/execd/internal/store/postgres/pgtest"
+
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/store"
 )
@@ -136,6 +138,50 @@ func TestCSRF(t *testing.T) {
 }
 
 // A session ends when the API token it was opened with is replaced.
+// TestSession_Shared: sessions live in the database: a coordinator sharing
+// it (postgres) or the same one restarted (SQLite) knows them, and a
+// sign-out on one ends them on all.
+func TestSession_Shared(t *testing.T) {
+	pgtest.Databases(t, func(t *testing.T, db string) {
+		dir := t.TempDir()
+		a := newEnvAt(t, dir, db)
+		c := client(t) // cookies are not kept apart by port
+		a.signIn(c)
+		var b *env
+		if db == "" {
+			a.close()
+			b = newEnvAt(t, dir, db)
+		} else {
+			b = newEnvAt(t, t.TempDir(), db)
+		}
+		code, page := b.get(c, "/ui/executors")
+		if code != http.StatusOK {
+			t.Fatalf("executors page on the other coordinator: %d, want 200 with the session", code)
+		}
+		const marker = `name="csrf" value="`
+		_, rest, _ := strings.Cut(page, marker)
+		csrf, _, _ := strings.Cut(rest, `"`)
+		// Someone keeps a copy of the cookie, which the browser forgets at
+		// sign-out.
+		u, _ := url.Parse(b.srv.URL)
+		stolen := client(t)
+		stolen.Jar.SetCookies(u, c.Jar.Cookies(u))
+		if code, _ := b.post(c, "/ui/sign-out", url.Values{"csrf": {csrf}}, nil); code != http.StatusSeeOther {
+			t.Fatalf("sign-out: %d, want 303", code)
+		}
+		if len(c.Jar.Cookies(u)) != 0 {
+			t.Errorf("cookies after sign-out: %v, want none", c.Jar.Cookies(u))
+		}
+		other := b
+		if db != "" {
+			other = a
+		}
+		if code, _ := other.get(stolen, "/ui/executors"); code != http.StatusSeeOther {
+			t.Errorf("the session's cookie after sign-out: %d, want 303 to the sign-in page", code)
+		}
+	})
+}
+
 func TestSession_EndsWhenTokenChanges(t *testing.T) {
 	e := newEnv(t)
 	c := client(t)

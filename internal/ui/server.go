@@ -60,16 +60,17 @@ type Options struct {
 
 // Server serves the admin UI. It is safe for concurrent use.
 type Server struct {
-	store    store.Store
-	config   *siteconfig.Watcher
-	logger   *slog.Logger
-	version  string
-	now      func() time.Time
-	sample   time.Duration
-	poll     time.Duration
-	sessions *sessions
-	history  *history
-	pages    map[string]*template.Template
+	store   store.Store
+	config  *siteconfig.Watcher
+	logger  *slog.Logger
+	version string
+	now     func() time.Time
+	sample  time.Duration
+	poll    time.Duration
+	// sessionTTL is how long a sign-in lasts.
+	sessionTTL time.Duration
+	history    *history
+	pages      map[string]*template.Template
 }
 
 // New returns a Server; it fails only if the embedded templates do not parse.
@@ -95,11 +96,10 @@ func New(opts Options) (*Server, error) {
 	if s.poll <= 0 {
 		s.poll = 500 * time.Millisecond
 	}
-	ttl := opts.SessionTTL
-	if ttl <= 0 {
-		ttl = 12 * time.Hour
+	s.sessionTTL = opts.SessionTTL
+	if s.sessionTTL <= 0 {
+		s.sessionTTL = 12 * time.Hour
 	}
-	s.sessions = newSessions(ttl)
 	s.history = newHistory(int(time.Hour/s.sample) + 1)
 	pages, err := parsePages(s.funcs())
 	if err != nil {

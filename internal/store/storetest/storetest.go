@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"QueuedCount", testQueuedCount},
 		{"ListExecutors", testListExecutors},
 		{"Wake", testWake},
+		{"Sessions", testSessions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -611,6 +612,36 @@ func testLogEntriesClearedOnDequeue(t *testing.T, s store.Store) {
 	mustOK(t, err)
 	if eid != 1 {
 		t.Errorf("first entry id after re-dequeue: got %d, want 1", eid)
+	}
+}
+
+func testSessions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a := store.Session{ID: store.HashToken("session-a"), CSRF: "csrf-a", TokenHash: store.HashToken("api-token"), Expires: at(time.Hour)}
+	b := store.Session{ID: store.HashToken("session-b"), CSRF: "csrf-b", TokenHash: store.HashToken("api-token"), Expires: at(2 * time.Hour)}
+	mustOK(t, s.CreateSession(ctx, a, at(0)))
+	mustOK(t, s.CreateSession(ctx, b, at(0)))
+	got, err := s.Session(ctx, a.ID, at(time.Minute))
+	mustOK(t, err)
+	if got.ID != a.ID || got.CSRF != a.CSRF || got.TokenHash != a.TokenHash || !got.Expires.Equal(a.Expires) {
+		t.Errorf("Session: got %+v, want %+v", got, a)
+	}
+	_, err = s.Session(ctx, store.HashToken("unknown"), at(time.Minute))
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.Session(ctx, a.ID, at(time.Hour))
+	wantErr(t, err, store.ErrNotFound) // expired
+	// Creating a session deletes expired ones.
+	c := store.Session{ID: store.HashToken("session-c"), CSRF: "csrf-c", TokenHash: store.HashToken("api-token"), Expires: at(3 * time.Hour)}
+	mustOK(t, s.CreateSession(ctx, c, at(90*time.Minute)))
+	if _, err := s.Session(ctx, a.ID, at(0)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("expired session after a new one: %v, want it deleted", err)
+	}
+	mustOK(t, s.DeleteSession(ctx, b.ID))
+	_, err = s.Session(ctx, b.ID, at(time.Minute))
+	wantErr(t, err, store.ErrNotFound)
+	mustOK(t, s.DeleteSession(ctx, b.ID)) // again: not an error
+	if _, err := s.Session(ctx, c.ID, at(time.Minute)); err != nil {
+		t.Errorf("the other session: %v", err)
 	}
 }
 
