@@ -182,13 +182,31 @@ func (e *Entry) append(p []byte) {
 	}
 }
 
-func (e *Entry) snapshot() (protocol.ExecutionLogEntry, int, bool) {
+// snapshot returns the entry as a whole update sends it, and shift, the
+// coordinator's offset of a byte of the output minus ours once it stores
+// that update. Its Out is the whole output, or, when the output's start
+// was released (the coordinator had stored it, then lost it), a line
+// saying so and the rest.
+func (e *Entry) snapshot() (entry protocol.ExecutionLogEntry, version int, final bool, shift int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	out := e.out.Held()
+	if base := e.out.Base(); base > 0 {
+		note := fmt.Sprintf("execd: the coordinator lost the first %d bytes of this output after it had stored them; they cannot be sent again\n", base)
+		out = note + out
+		shift = int64(len(note) - base)
+	}
 	return protocol.ExecutionLogEntry{
 		Key: e.key, Command: e.command, StartTime: e.start,
-		ExitCode: e.exitCode, DurationMs: e.duration, Out: e.out.String(),
-	}, e.version, e.exitCode != nil
+		ExitCode: e.exitCode, DurationMs: e.duration, Out: out,
+	}, e.version, e.exitCode != nil, shift
+}
+
+// release lets go of output before offset, which the coordinator stored.
+func (e *Entry) release(offset int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.out.Release(int(offset))
 }
 
 // sync adds the entry, then updates it while it changes, and a last time
@@ -209,7 +227,10 @@ func (e *Entry) sync(ctx context.Context) {
 	// append).
 	whole := appender == nil
 	id, synced := 0, -1
-	var acked int64 // output length the coordinator holds (append form)
+	var (
+		acked int64 // output length the coordinator holds (append form)
+		shift int64 // the coordinator's offsets minus ours (see snapshot)
+	)
 	backoff := 250 * time.Millisecond
 	tick := time.NewTicker(e.s.interval)
 	defer tick.Stop()
@@ -223,7 +244,7 @@ func (e *Entry) sync(ctx context.Context) {
 			fin  bool // the entry is finished and all of it sent
 		)
 		if id == 0 || whole {
-			entry, version, final := e.snapshot()
+			entry, version, final, sh := e.snapshot()
 			if version == synced && id != 0 {
 				done, fin = true, final
 			} else {
@@ -233,13 +254,13 @@ func (e *Entry) sync(ctx context.Context) {
 					err = e.s.client.UpdateLogEntry(ctx, e.s.job, id, entry)
 				}
 				if err == nil {
-					synced, acked = version, int64(len(entry.Out))
+					synced, acked, shift = version, int64(len(entry.Out)), sh
 					e.markAdded()
 					done, fin = true, final
 				}
 			}
 		} else {
-			chunk, exitCode, duration, last, pending := e.nextChunk(acked)
+			chunk, exitCode, duration, last, pending := e.nextChunk(acked - shift)
 			switch {
 			case !pending:
 				done, fin = true, exitCode != nil
@@ -252,20 +273,23 @@ func (e *Entry) sync(ctx context.Context) {
 				case err == nil:
 					acked = n
 					done, fin = last, last
+					// Stored: appends never need it again.
+					e.release(acked - shift)
 				case errors.As(err, &unsupported) && unsupported.AppendUnsupported():
 					e.s.noAppend.Store(true)
 					whole, synced = true, -1
 					continue
 				case errors.As(err, &mismatch):
 					// Resync: go on from the coordinator's length if we
-					// hold it, else send the whole output once.
-					if l := mismatch.ServerLength(); l >= 0 && l <= e.length() {
+					// hold the output from there, else send what we hold
+					// as a whole update once.
+					if l := mismatch.ServerLength(); e.holds(l - shift) {
 						acked = l
 					} else {
 						synced = -1
-						entry, version, final := e.snapshot()
+						entry, version, final, sh := e.snapshot()
 						if err = e.s.client.UpdateLogEntry(ctx, e.s.job, id, entry); err == nil {
-							synced, acked = version, int64(len(entry.Out))
+							synced, acked, shift = version, int64(len(entry.Out)), sh
 							done, fin = final, final
 						}
 					}
@@ -318,7 +342,7 @@ func (e *Entry) nextChunk(offset int64) (chunk []byte, exitCode, duration *int, 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := e.out.Len()
-	from := int(min(offset, int64(n)))
+	from := max(int(min(offset, int64(n))), e.out.Base()) // never below Base: only stored output is released
 	to := n
 	if to-from > maxAppend {
 		to = from + maxAppend
@@ -337,11 +361,11 @@ func (e *Entry) nextChunk(offset int64) (chunk []byte, exitCode, duration *int, 
 	return e.out.AppendRange(nil, from, to), exitCode, duration, last, true
 }
 
-// length is the entry's output length so far.
-func (e *Entry) length() int64 {
+// holds reports whether the output from offset on is held.
+func (e *Entry) holds(offset int64) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return int64(e.out.Len())
+	return offset >= int64(e.out.Base()) && offset <= int64(e.out.Len())
 }
 
 func (e *Entry) markAdded() {

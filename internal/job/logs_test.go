@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -263,6 +264,9 @@ func TestStreamer_AppendsBigOutput(t *testing.T) {
 	if es[0].Out != want.String() {
 		t.Fatalf("stored output: %d bytes, want %d (the same)", len(es[0].Out), want.Len())
 	}
+	if held := job.HeldBytes(e); held > 1<<20 {
+		t.Errorf("the executor still holds %d bytes of the stored output, want at most its last MiB", held)
+	}
 	if es[0].ExitCode == nil || *es[0].ExitCode != 3 || es[0].DurationMs == nil {
 		t.Errorf("exit code %v, duration %v: want 3 and a duration", es[0].ExitCode, es[0].DurationMs)
 	}
@@ -331,5 +335,78 @@ func TestStreamer_OutputIsUTF8(t *testing.T) {
 				t.Fatalf("output %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// losingClient is a coordinator, in memory, that loses the end of an
+// entry's stored output once (as a database restored from a backup
+// would), after it has stored lose bytes.
+type losingClient struct {
+	mu      sync.Mutex
+	out     []byte
+	lose    int
+	lost    bool
+	updates int
+}
+
+func (c *losingClient) AddLogEntry(_ context.Context, _ protocol.Job, e protocol.ExecutionLogEntry) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.out = []byte(e.Out)
+	return 1, nil
+}
+
+func (c *losingClient) UpdateLogEntry(_ context.Context, _ protocol.Job, _ int, e protocol.ExecutionLogEntry) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.out = []byte(e.Out)
+	c.updates++
+	return nil
+}
+
+func (c *losingClient) AppendLogEntry(_ context.Context, _ protocol.Job, _ int, offset int64, out []byte, _, _ *int) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.lost && len(c.out) >= c.lose {
+		c.out, c.lost = c.out[:100], true
+	}
+	if offset != int64(len(c.out)) {
+		return int64(len(c.out)), &queueclient.OffsetMismatchError{Length: int64(len(c.out))}
+	}
+	c.out = append(c.out, out...)
+	return int64(len(c.out)), nil
+}
+
+// TestStreamer_CoordinatorLostStoredOutput: the executor lets go of output
+// the coordinator has stored; if the coordinator then loses it, the entry
+// says so and the rest of the output follows, none of it twice.
+func TestStreamer_CoordinatorLostStoredOutput(t *testing.T) {
+	client := &losingClient{lose: 3 << 20}
+	s := job.NewStreamer(client, protocol.Job{ID: 1}, redact.New(nil), job.StreamerOptions{Interval: 5 * time.Millisecond, MaxOutput: 64 << 20})
+	e := s.Start(t.Context(), "step.0", []string{"spew"})
+	var all strings.Builder
+	line := strings.Repeat("x", 99) + "\n"
+	for i := range 80_000 { // 8 MB, in writes the streamer sends as they come
+		fmt.Fprintf(&all, "stdout: %s", line)
+		if _, err := e.Stdout().Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		if i%10_000 == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	e.Finish(0)
+	if err := s.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	got := string(client.out)
+	note, rest, ok := strings.Cut(got, "\n")
+	if !ok || !strings.HasPrefix(note, "execd: the coordinator lost the first ") || client.updates != 1 {
+		t.Fatalf("stored output starts %q after %d updates; want a line saying the start was lost, sent once", got[:min(len(got), 120)], client.updates)
+	}
+	var lost int
+	fmt.Sscanf(strings.TrimPrefix(note, "execd: the coordinator lost the first "), "%d", &lost)
+	if lost <= 0 || lost%(1<<20) != 0 || rest != all.String()[lost:] {
+		t.Errorf("after the note: %d bytes, want the output from byte %d (%d bytes), once", len(rest), lost, all.Len()-lost)
 	}
 }

@@ -31,8 +31,8 @@ func TestOutput(t *testing.T) {
 			if o.Len() != len(want) {
 				t.Fatalf("Len = %d, want %d", o.Len(), len(want))
 			}
-			if o.String() != string(want) {
-				t.Fatalf("String differs from what was written (%d bytes)", len(want))
+			if o.Held() != string(want) {
+				t.Fatalf("Held differs from what was written (%d bytes)", len(want))
 			}
 			for i, b := range o.blocks[:max(len(o.blocks)-1, 0)] {
 				if len(b) != blockSize {
@@ -48,6 +48,19 @@ func TestOutput(t *testing.T) {
 				if from < len(want) && o.At(from) != want[from] {
 					t.Errorf("At(%d) = %q, want %q", from, o.At(from), want[from])
 				}
+			}
+			// Releasing lets go of whole blocks before the offset only,
+			// and what is left reads the same.
+			blocks := len(o.blocks)
+			o.Release(len(want) - 10)
+			// Whole blocks before the offset go, but never the last one.
+			wantBase := max(0, min((len(want)-10)/blockSize, blocks-1)) * blockSize
+			if o.Base() != wantBase || o.Len() != len(want) || o.Held() != string(want[o.Base():]) {
+				t.Errorf("after Release(%d): Base %d, Len %d; want %d, %d, and the rest held", len(want)-10, o.Base(), o.Len(), wantBase, len(want))
+			}
+			o.Write([]byte("more"))
+			if got := string(o.AppendRange(nil, o.Base(), o.Len())); got != string(want[o.Base():])+"more" {
+				t.Errorf("write after Release: held %d bytes, want %d", len(got), len(want)-o.Base()+4)
 			}
 		})
 	}

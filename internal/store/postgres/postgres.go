@@ -465,10 +465,9 @@ func (s *Store) UpdateLogEntry(ctx context.Context, queue string, jobID int, exe
 func (s *Store) AppendLogOutput(ctx context.Context, queue string, jobID int, executor string, entryID int, offset int64, chunk string) (int64, error) {
 	var length int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Like updates, appends commit without waiting for the WAL flush.
-		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-			return err
-		}
+		// Unlike updates, appends wait for the WAL flush: the executor
+		// lets go of output once an append of it is acknowledged. They
+		// come once a second per entry, so the wait costs little.
 		err := tx.QueryRow(ctx, `
 			SELECT l.out_len FROM execution_logs l JOIN jobs j ON j.id = l.job_id
 			WHERE l.job_id = $1 AND l.entry_id = $4
