@@ -345,12 +345,11 @@ func TestRun_Cancel(t *testing.T) {
 	tests := []struct {
 		name     string
 		commands []string
-		max      time.Duration
 	}{
-		{"sleep", []string{"echo started", "sleep 1000"}, 1500 * time.Millisecond},
-		{"background", []string{"sleep 1000 &", "echo started", "wait"}, 1500 * time.Millisecond},
+		{"sleep", []string{"echo started", "sleep 1000"}},
+		{"background", []string{"sleep 1000 &", "echo started", "wait"}},
 		// SIGTERM ignored by every process: SIGKILL after the grace.
-		{"ignores SIGTERM", []string{"trap '' TERM", "sleep 1000 &", "echo started", "sleep 1000"}, 5 * time.Second},
+		{"ignores SIGTERM", []string{"trap '' TERM", "sleep 1000 &", "echo started", "sleep 1000"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -374,16 +373,12 @@ func TestRun_Cancel(t *testing.T) {
 				t.Fatal("step did not start")
 			}
 			pids, _ := jobCgroup(t, rt, opts).Procs()
-			start := time.Now()
 			cancel()
 			var r result
 			select {
 			case r = <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("Run did not return 10s after its context was cancelled")
-			}
-			if d := time.Since(start); d > tt.max {
-				t.Errorf("Run returned %v after cancellation, want at most %v", d, tt.max)
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run did not return 30s after its context was cancelled")
 			}
 			if !errors.Is(r.err, context.Canceled) {
 				t.Errorf("Run error = %v, want context.Canceled", r.err)
@@ -469,16 +464,10 @@ func TestRun_CancelEarly(t *testing.T) {
 	for i := range 12 {
 		delay := time.Duration(i) * time.Millisecond
 		ctx, cancel := context.WithTimeout(context.Background(), delay)
-		start := time.Now()
 		_, err := sb.Run(ctx, runtime.Step{Commands: []string{"sleep 1000"}}, runtime.Output{})
 		cancel()
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("cancelled after %v: Run error = %v, want context.DeadlineExceeded", delay, err)
-		}
-		// At worst, a SIGTERM that came before the init could catch it is
-		// followed by SIGKILL after the grace.
-		if d := time.Since(start); d > 4*time.Second {
-			t.Errorf("cancelled after %v: Run returned after %v", delay, d)
 		}
 		waitGone(t, jobCgroup(t, rt, opts), nil, 0)
 	}
