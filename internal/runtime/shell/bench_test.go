@@ -5,13 +5,17 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/runtime/shell"
 )
 
 // BenchmarkRun_True measures a step that does nothing: the sandbox's own
-// cost. Compare with BenchmarkUnshare_True.
+// cost, with the test binary as each step's init (as an executor without
+// execd-sandbox-init), and with execd-sandbox-init. Compare with
+// BenchmarkUnshare_True.
 func BenchmarkRun_True(b *testing.B) {
 	rt := needSandbox(b)
 	ctx := context.Background()
@@ -20,6 +24,18 @@ func BenchmarkRun_True(b *testing.B) {
 
 	b.Run("run", func(b *testing.B) {
 		sb, _ := prepare(b, rt, runtime.Options{})
+		for b.Loop() {
+			if res, err := sb.Run(ctx, step, out); err != nil || res.ExitCode != 0 {
+				b.Fatal(res, err)
+			}
+		}
+	})
+	b.Run("run/init=execd-sandbox-init", func(b *testing.B) {
+		bin := filepath.Join(b.TempDir(), "execd-sandbox-init")
+		if out, err := exec.Command("go", "build", "-o", bin, "github.com/execd/execd/cmd/execd-sandbox-init").CombinedOutput(); err != nil {
+			b.Fatalf("go build execd-sandbox-init: %v\n%s", err, out)
+		}
+		sb, _ := prepare(b, shell.New(shell.Config{CgroupParent: testCgroupParent, Init: bin}), runtime.Options{})
 		for b.Loop() {
 			if res, err := sb.Run(ctx, step, out); err != nil || res.ExitCode != 0 {
 				b.Fatal(res, err)
