@@ -240,6 +240,13 @@ func (lp *logPrinter) print(w io.Writer, logs jobsapi.Logs) {
 			continue
 		}
 		n, started := lp.printed[e.ID]
+		if started && e.OutLength < n {
+			// The job was handed out again and its log began anew: print
+			// this entry again from the next answer on.
+			fmt.Fprintf(w, "== %s: the log restarted (the job was handed out again)\n", e.Key)
+			delete(lp.printed, e.ID)
+			continue
+		}
 		if !started {
 			fmt.Fprintf(w, "== %s: %s\n", e.Key, strings.Join(e.Command, " "))
 			if e.OutFrom > 0 {
