@@ -144,13 +144,13 @@ func (b *bench) binary(ctx context.Context, name string) (string, error) {
 	return filepath.Join(b.bins, name), nil
 }
 
-// siteConfig is a site config with the fixed secrets, the queues batches
-// and idle, and the given executors.queueSettings JSON (or none).
+// siteConfig is a site config with the fixed secrets, the queues batches,
+// idle and busy, and the given executors.queueSettings JSON (or none).
 func siteConfig(queueSettings string) string {
 	cfg := fmt.Sprintf(`{
   "executors.accessToken": %q,
   "api.accessToken": %q,
-  "executors.queues": ["batches", "idle"]`, execSecret, apiToken)
+  "executors.queues": ["batches", "idle", "busy"]`, execSecret, apiToken)
 	if queueSettings != "" {
 		cfg += `,
   "executors.queueSettings": ` + queueSettings

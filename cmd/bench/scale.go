@@ -22,6 +22,7 @@ import (
 const (
 	scaleExecutors = 1000
 	scaleJobs      = 100
+	scaleCancels   = 20
 	scaleHeartbeat = 5 * time.Second
 	scaleWarmUp    = 6 * time.Second  // every executor polling and one heartbeat round
 	scaleWindow    = 12 * time.Second // CPU is measured over this, jobs included
@@ -37,8 +38,9 @@ const (
 // CPU is measured over a fixed window that holds the jobs, and its VmRSS
 // read at the end. Alongside, the executor command runs idle (shell
 // runtime, a queue of its own); its VmRSS is read 10 s after its start.
+// Then 1,000 more simulated executors each run a job (see scaleBusy).
 func scale(ctx context.Context, b *bench) ([]*figure, error) {
-	if err := raiseNoFile(4 * scaleExecutors); err != nil {
+	if err := raiseNoFile(8 * scaleExecutors); err != nil {
 		return nil, err
 	}
 	coordBin, err := b.binary(ctx, "coordinator")
@@ -173,7 +175,117 @@ func scaleRun(ctx context.Context, b *bench, coordBin, execBin string) ([]sample
 		sample{name: "scale/coordinator/cpu", unit: "% of a core", value: 100 * (cpu1 - cpu0).Seconds() / window.Seconds(), note: fmt.Sprintf("over %s", window.Round(time.Second))},
 		sample{name: "scale/executor-idle/rss", unit: "MB", value: idleRSS},
 	)
-	return out, nil
+	busy, err := scaleBusy(ctx, &wg, url, httpClient, coord.Process.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("busy executors: %w", err)
+	}
+	return append(out, busy...), nil
+}
+
+// scaleBusy adds scaleExecutors more simulated executors, each running a
+// job of queue busy and heartbeating for it as ours does: back to back,
+// each heartbeat waiting up to 5 s for a cancellation. It measures the
+// coordinator's CPU over a window, during which scaleCancels jobs are
+// canceled one at a time (the latency runs from the start of the cancel
+// request to the executor's heartbeat answer naming the job), and its RSS
+// at the end.
+func scaleBusy(ctx context.Context, wg *sync.WaitGroup, url string, httpClient *http.Client, pid int) ([]sample, error) {
+	api := &jobsapi.Client{BaseURL: url, Token: apiToken}
+	var req jobsapi.SubmitRequest
+	req.DockerSteps = []protocol.DockerStep{{Key: "long", Image: "alpine:3", Commands: []string{"sleep 600"}}}
+	for range scaleExecutors {
+		if _, err := api.Submit(ctx, "busy", req); err != nil {
+			return nil, fmt.Errorf("submit: %w", err)
+		}
+	}
+	var running sync.WaitGroup
+	running.Add(scaleExecutors)
+	canceled := make(chan int, scaleExecutors)
+	for i := range scaleExecutors {
+		c := &queueclient.Client{BaseURL: url, Secret: execSecret, ExecutorName: "busy-" + strconv.Itoa(i), HTTP: httpClient}
+		wg.Go(func() { simulateBusy(ctx, c, &running, canceled) })
+	}
+	running.Wait()
+	select {
+	case <-time.After(scaleWarmUp): // every executor's heartbeat is waiting
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	cpu0, err := cpuTime(pid)
+	if err != nil {
+		return nil, err
+	}
+	windowStart := time.Now()
+	list, err := api.List(ctx, "busy", "processing", "", 0, scaleCancels)
+	if err != nil {
+		return nil, err
+	}
+	lat := make([]time.Duration, 0, scaleCancels)
+	for _, j := range list.Jobs {
+		start := time.Now()
+		if _, err := api.Cancel(ctx, "busy", j.ID); err != nil {
+			return nil, fmt.Errorf("cancel: %w", err)
+		}
+		select {
+		case id := <-canceled:
+			if id != j.ID {
+				return nil, fmt.Errorf("executor heard of the cancel of job %d, want %d", id, j.ID)
+			}
+		case <-time.After(30 * time.Second):
+			return nil, fmt.Errorf("no executor heard of the cancel of job %d within 30s", j.ID)
+		}
+		lat = append(lat, time.Since(start))
+		time.Sleep(200 * time.Millisecond)
+	}
+	if rest := scaleWindow - time.Since(windowStart); rest > 0 {
+		time.Sleep(rest)
+	}
+	cpu1, err := cpuTime(pid)
+	if err != nil {
+		return nil, err
+	}
+	window := time.Since(windowStart)
+	rss, err := rssMB(pid)
+	if err != nil {
+		return nil, err
+	}
+	out := latencies("scale/busy/cancel", lat)
+	return append(out,
+		sample{name: "scale/busy/coordinator/rss", unit: "MB", value: rss, note: fmt.Sprintf("%d more executors, each running a job", scaleExecutors)},
+		sample{name: "scale/busy/coordinator/cpu", unit: "% of a core", value: 100 * (cpu1 - cpu0).Seconds() / window.Seconds(), note: fmt.Sprintf("over %s", window.Round(time.Second))},
+	), nil
+}
+
+// simulateBusy takes a job of queue busy, then heartbeats for it back to
+// back, each heartbeat waiting up to scaleHeartbeat for its cancellation,
+// until the job is canceled (its id goes to canceled) or ctx ends.
+func simulateBusy(ctx context.Context, c *queueclient.Client, running *sync.WaitGroup, canceled chan<- int) {
+	var job protocol.Job
+	for {
+		j, ok, err := c.Dequeue(ctx, []string{"busy"}, queueclient.DequeueOptions{Version: "5.0.0"})
+		if ctx.Err() != nil {
+			running.Done()
+			return
+		}
+		if err == nil && ok {
+			job = j
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	running.Done()
+	for ctx.Err() == nil {
+		resp, err := c.Heartbeat(ctx, []string{"busy"}, protocol.HeartbeatRequest{ExecutorName: c.ExecutorName, OS: "linux", Architecture: "amd64", ExecutorVersion: "bench"}, []protocol.Job{job}, scaleHeartbeat)
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		if len(resp.CancelIDs) > 0 {
+			canceled <- job.ID
+			_ = c.MarkFailed(ctx, job, "canceled")
+			return
+		}
+	}
 }
 
 // simulatePoll long-polls like an executor and sends the ids of the jobs
