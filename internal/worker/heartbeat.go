@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/execd/execd/internal/protocol"
@@ -12,9 +13,9 @@ import (
 // to the interval for a cancellation of one of them, and the next one
 // starts when it returns: ours then answers a cancellation at once, for
 // the same number of requests; others answer at once, and the loop waits
-// out the interval. A job that starts gets a heartbeat at once (unless
-// one is under way). A failed heartbeat is logged and retried at the next
-// tick: it never cancels jobs (the coordinator's resetter decides when a
+// out the interval. A job that starts gets a heartbeat at once (one that
+// waits is ended for it). A failed heartbeat is logged and retried at the
+// next tick: it never cancels jobs (the coordinator's resetter decides when a
 // silent executor's jobs go elsewhere, and the next successful heartbeat
 // tells us).
 func (w *Worker) heartbeatLoop(ctx context.Context) {
@@ -33,8 +34,9 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 }
 
 // heartbeat sends one heartbeat and acts on its answer; it reports
-// whether that canceled or dropped a job not canceled before.
-func (w *Worker) heartbeat(ctx context.Context) bool {
+// whether to send the next at once: it canceled or dropped a job not
+// canceled before, or a job started while it waited.
+func (w *Worker) heartbeat(ctx context.Context) (again bool) {
 	w.mu.Lock()
 	jobs := make([]protocol.Job, 0, len(w.running))
 	for _, r := range w.running {
@@ -52,9 +54,29 @@ func (w *Worker) heartbeat(ctx context.Context) bool {
 	}
 	hctx, cancel := context.WithTimeout(ctx, wait+w.opts.HeartbeatInterval*2)
 	defer cancel()
+	if wait > 0 {
+		// A job that starts while this heartbeat waits ends the wait: the
+		// next heartbeat, sent at once, carries it too.
+		kicked := false
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(stopped)
+			select {
+			case <-w.started:
+				kicked = true
+				cancel()
+			case <-stop:
+			}
+		}()
+		defer func() {
+			close(stop)
+			<-stopped
+			again = again || kicked
+		}()
+	}
 	resp, err := w.client.Heartbeat(hctx, w.opts.Queues, req, jobs, wait)
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !errors.Is(hctx.Err(), context.Canceled) {
 			w.logger.Warn("heartbeat failed; retrying at the next interval", "err", err)
 		}
 		return false

@@ -239,6 +239,41 @@ func TestWorker_CancelDuringWaitingHeartbeat(t *testing.T) {
 	}
 }
 
+// TestWorker_CancelOfJobStartedDuringWaitingHeartbeat: a job that starts
+// while another job's heartbeat waits ends that wait, so its own cancel
+// too reaches it long before the next interval.
+func TestWorker_CancelOfJobStartedDuringWaitingHeartbeat(t *testing.T) {
+	e := newEnv(t)
+	first := e.enqueue(1)[0]
+	started := make(chan int, 2)
+	opts := e.options()
+	opts.HeartbeatInterval = time.Minute
+	drain, stopDrain := context.WithCancel(context.Background())
+	defer stopDrain()
+	done := run(worker.New(e.client, blocking(started), opts), drain, context.Background())
+	<-started
+	time.Sleep(200 * time.Millisecond) // the first job's heartbeat is waiting now
+	second := e.enqueue(1)[0]
+	if id := <-started; id != second {
+		t.Fatalf("started job %d, want %d", id, second)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := e.c.Store().Cancel(context.Background(), "batches", second, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(second, store.StateCanceled) // within 10s
+	if j := e.job(first); j.State != store.StateProcessing {
+		t.Errorf("the first job is %s, want still processing", j.State)
+	}
+	stopDrain()
+	e.c.Store().Cancel(context.Background(), "batches", first, time.Now())
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
 func TestWorker_DrainFinishesRunningJobs(t *testing.T) {
 	e := newEnv(t)
 	ids := e.enqueue(3)
