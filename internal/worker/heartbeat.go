@@ -8,34 +8,46 @@ import (
 	"github.com/execd/execd/internal/protocol"
 )
 
+// minHeartbeatGap spaces heartbeats however often jobs start and end.
+const minHeartbeatGap = 250 * time.Millisecond
+
 // heartbeatLoop heartbeats every interval until ctx ends. While jobs run
 // and long-polling is on, each heartbeat asks the coordinator to wait up
 // to the interval for a cancellation of one of them, and the next one
 // starts when it returns: ours then answers a cancellation at once, for
 // the same number of requests; others answer at once, and the loop waits
-// out the interval. A job that starts gets a heartbeat at once (one that
-// waits is ended for it). A failed heartbeat is logged and retried at the
-// next tick: it never cancels jobs (the coordinator's resetter decides when a
-// silent executor's jobs go elsewhere, and the next successful heartbeat
-// tells us).
+// out the interval. With long-polling on, when a job starts or ends, a
+// heartbeat with the new set of jobs goes at once (one that waits is
+// ended for it), at most one every minHeartbeatGap: a canceled job that is
+// still being stopped makes heartbeats answer at once, and must not keep
+// the others' from waiting for long. A failed heartbeat is logged and
+// retried at the next tick: it never cancels jobs (the coordinator's
+// resetter decides when a silent executor's jobs go elsewhere, and the
+// next successful heartbeat tells us).
 func (w *Worker) heartbeatLoop(ctx context.Context) {
 	for {
 		start := time.Now()
+		next := w.opts.HeartbeatInterval
 		if w.heartbeat(ctx) {
-			continue // a cancellation came: wait for the next one at once
+			next = 0 // a cancellation came, or the jobs changed
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-w.started:
-		case <-time.After(w.opts.HeartbeatInterval - time.Since(start)):
+		case <-w.changed:
+		case <-time.After(next - time.Since(start)):
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(minHeartbeatGap - time.Since(start)):
 		}
 	}
 }
 
 // heartbeat sends one heartbeat and acts on its answer; it reports
 // whether to send the next at once: it canceled or dropped a job not
-// canceled before, or a job started while it waited.
+// canceled before, or a job started or ended while it waited.
 func (w *Worker) heartbeat(ctx context.Context) (again bool) {
 	w.mu.Lock()
 	jobs := make([]protocol.Job, 0, len(w.running))
@@ -55,14 +67,14 @@ func (w *Worker) heartbeat(ctx context.Context) (again bool) {
 	hctx, cancel := context.WithTimeout(ctx, wait+w.opts.HeartbeatInterval*2)
 	defer cancel()
 	if wait > 0 {
-		// A job that starts while this heartbeat waits ends the wait: the
-		// next heartbeat, sent at once, carries it too.
+		// A job that starts or ends while this heartbeat waits ends the
+		// wait: the next heartbeat, sent at once, carries the new set.
 		kicked := false
 		stop, stopped := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(stopped)
 			select {
-			case <-w.started:
+			case <-w.changed:
 				kicked = true
 				cancel()
 			case <-stop:

@@ -81,9 +81,10 @@ type Worker struct {
 
 	mu      sync.Mutex
 	running map[string]*runningJob
-	// started tells the heartbeat loop that a job started, so that it
-	// heartbeats for it now, not at the end of the interval.
-	started chan struct{}
+	// changed tells the heartbeat loop that a job started or ended, so
+	// that the next heartbeat, carrying the new set of jobs, goes now,
+	// not at the end of the interval.
+	changed chan struct{}
 }
 
 type runningJob struct {
@@ -111,7 +112,7 @@ func New(client Client, runner JobRunner, opts Options) *Worker {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Worker{client: client, runner: runner, opts: opts, logger: opts.Logger, running: map[string]*runningJob{}, started: make(chan struct{}, 1)}
+	return &Worker{client: client, runner: runner, opts: opts, logger: opts.Logger, running: map[string]*runningJob{}, changed: make(chan struct{}, 1)}
 }
 
 // Run dequeues and runs jobs until drain ends or a job limit is reached,
@@ -213,6 +214,18 @@ func (w *Worker) limitReached(dequeued int, started time.Time) bool {
 	return false
 }
 
+// jobsChanged tells the heartbeat loop that the running jobs changed,
+// when its heartbeats wait for cancellations (long-polling on).
+func (w *Worker) jobsChanged() {
+	if w.opts.LongPoll <= 0 {
+		return
+	}
+	select {
+	case w.changed <- struct{}{}:
+	default: // the loop is told already
+	}
+}
+
 // runJob runs one job and marks it as its outcome says.
 func (w *Worker) runJob(final, hard context.Context, j protocol.Job) {
 	start := time.Now()
@@ -236,16 +249,14 @@ func (w *Worker) runJob(final, hard context.Context, j protocol.Job) {
 	}
 	w.running[uid] = self
 	w.mu.Unlock()
-	select {
-	case w.started <- struct{}{}:
-	default: // the loop is told already
-	}
+	w.jobsChanged()
 	defer func() {
 		w.mu.Lock()
 		if w.running[uid] == self {
 			delete(w.running, uid)
 		}
 		w.mu.Unlock()
+		w.jobsChanged()
 	}()
 	stopOnHard := context.AfterFunc(hard, func() { cancel(errExecutorStopped) })
 	defer stopOnHard()
