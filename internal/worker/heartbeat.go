@@ -49,6 +49,12 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 // whether to send the next at once: it canceled or dropped a job not
 // canceled before, or a job started or ended while it waited.
 func (w *Worker) heartbeat(ctx context.Context) (again bool) {
+	// This heartbeat carries the jobs as they are now: changes told
+	// before are in it.
+	select {
+	case <-w.changed:
+	default:
+	}
 	w.mu.Lock()
 	jobs := make([]protocol.Job, 0, len(w.running))
 	for _, r := range w.running {
