@@ -217,12 +217,11 @@ func executorEnv(url, queue, workspaces string, overrides map[string]string) map
 // as an installed executor has it; stop stops it (running jobs are
 // stopped) and waits for it.
 func (b *bench) startExecutor(ctx context.Context, env map[string]string) (stop func() error, err error) {
-	init, err := b.binary(ctx, "execd-sandbox-init")
+	initBin, err := b.binary(ctx, "execd-sandbox-init")
 	if err != nil {
 		return nil, err
 	}
-	env["EXECUTOR_SHELL_INIT"] = init
-	logger := b.logger
+	env["EXECUTOR_SHELL_INIT"] = initBin
 	cfg, err := executor.LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
 		return nil, err
@@ -231,7 +230,7 @@ func (b *bench) startExecutor(ctx context.Context, env map[string]string) (stop 
 	drain, stopDrain := context.WithCancel(context.Background())
 	hard, stopHard := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- executor.Run(drain, hard, cfg, logger) }()
+	go func() { done <- executor.Run(drain, hard, cfg, b.logger) }()
 	return func() error {
 		stopDrain()
 		stopHard()
