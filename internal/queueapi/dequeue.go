@@ -62,9 +62,8 @@ func (s *Server) serveDequeue(w http.ResponseWriter, r *http.Request, req protoc
 		s.writeError(w, r, errEmptyExecutorName)
 		return
 	}
-	wait, err := waitOf(r)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	wait, ok := waitOf(w, r)
+	if !ok {
 		return
 	}
 	job, ok, err := s.dequeueWaiting(r.Context(), req, queues, wait)
@@ -93,20 +92,23 @@ func (s *Server) serveDequeue(w http.ResponseWriter, r *http.Request, req protoc
 	writeJSON(w, http.StatusOK, job)
 }
 
-// waitOf reads the long-poll duration a request asks for (0: none).
-func waitOf(r *http.Request) (time.Duration, error) {
+// waitOf reads how long a request asks to wait (WaitHeader; 0: not at
+// all): a dequeue for work, a heartbeat for a cancellation of one of its
+// jobs. false means a 400 was written.
+func waitOf(w http.ResponseWriter, r *http.Request) (time.Duration, bool) {
 	v := r.Header.Get(WaitHeader)
 	if q := r.URL.Query().Get("wait"); q != "" {
 		v = q
 	}
 	if v == "" {
-		return 0, nil
+		return 0, true
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%s (or ?wait=) must be a duration such as \"30s\", got %q", WaitHeader, v)
+		http.Error(w, fmt.Sprintf("%s (or ?wait=) must be a duration such as \"30s\", got %q", WaitHeader, v), http.StatusBadRequest)
+		return 0, false
 	}
-	return min(d, MaxWait), nil
+	return min(d, MaxWait), true
 }
 
 // dequeueWaiting tries to dequeue, and while nothing is there and the

@@ -32,7 +32,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	wait, ok := heartbeatWait(w, r)
+	wait, ok := waitOf(w, r)
 	if !ok {
 		return
 	}
@@ -46,18 +46,6 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
-}
-
-// heartbeatWait reads how long a heartbeat may wait for a cancellation of
-// one of its jobs (WaitHeader, as for dequeues; our extension); false
-// means a 400 was written.
-func heartbeatWait(w http.ResponseWriter, r *http.Request) (time.Duration, bool) {
-	wait, err := waitOf(r)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return 0, false
-	}
-	return wait, true
 }
 
 // waitForCancel runs beat, the heartbeat's store work, and answers its
@@ -122,7 +110,7 @@ func (s *Server) handleHeartbeatMulti(w http.ResponseWriter, r *http.Request) {
 			strings.Join(invalid, ", "), strings.Join(req.QueueNames, ", ")))
 		return
 	}
-	wait, ok := heartbeatWait(w, r)
+	wait, ok := waitOf(w, r)
 	if !ok {
 		return
 	}

@@ -3,7 +3,6 @@ package queueapi
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -61,9 +60,8 @@ func (s *Server) handleAppendLogEntry(w http.ResponseWriter, r *http.Request) {
 	if !checkJobOperation(w, r, req.jobID, req.executorName) {
 		return
 	}
-	out, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		http.Error(w, fmt.Sprintf("failed to read payload: %v", err), http.StatusBadRequest)
+	out, ok := readBody(w, r)
+	if !ok {
 		return
 	}
 	if !utf8.Valid(out) {

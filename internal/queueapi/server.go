@@ -120,11 +120,21 @@ func (s *Server) handleTestAuth(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ok")
 }
 
-// decode reads a JSON body into v; false means a 400 was written.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+// readBody reads a request body of at most maxBody bytes; false means a
+// 400 was written.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		http.Error(w, fmt.Sprintf("failed to read payload: %v", err), http.StatusBadRequest)
+		return nil, false
+	}
+	return data, true
+}
+
+// decode reads a JSON body into v; false means a 400 was written.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	data, ok := readBody(w, r)
+	if !ok {
 		return false
 	}
 	if err := json.Unmarshal(data, v); err != nil {
