@@ -129,11 +129,17 @@ type LogRange struct {
 	From map[int]int64
 	// Tail, when positive, reads at most the last Tail bytes.
 	Tail int64
+	// Only, when positive, reads the output of that entry only: the
+	// others come with their Length and no Out.
+	Only int
 }
 
 // Start is the first byte r reads of entry id's output of length n. The
 // read then starts at the next character boundary at or after it.
 func (r LogRange) Start(id int, n int64) int64 {
+	if r.Only > 0 && id != r.Only {
+		return n
+	}
 	start := min(r.From[id], n)
 	if r.Tail > 0 {
 		start = max(start, n-r.Tail)

@@ -175,28 +175,11 @@ func (s *Server) handleWholeLog(w http.ResponseWriter, r *http.Request, sess *se
 		return
 	}
 	entryID, err := strconv.Atoi(r.PathValue("entry"))
-	if err != nil {
+	if err != nil || entryID <= 0 {
 		s.errorPage(w, r, sess, http.StatusNotFound, fmt.Sprintf("%q is not a log entry id.", r.PathValue("entry")))
 		return
 	}
-	// Only this entry's output is read whole: the others' ranges start at
-	// their end, which a first read of one byte of each tells.
-	skip := map[int]int64{}
-	heads, err := s.store.LogEntries(r.Context(), job.Queue, job.ID, store.LogRange{Tail: 1})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	for _, e := range heads {
-		if e.ID != entryID {
-			skip[e.ID] = e.Length
-		}
-	}
-	if len(heads) == len(skip) {
-		s.errorPage(w, r, sess, http.StatusNotFound, fmt.Sprintf("Job %d has no log entry %d.", job.ID, entryID))
-		return
-	}
-	entries, err := s.store.LogEntries(r.Context(), job.Queue, job.ID, store.LogRange{From: skip})
+	entries, err := s.store.LogEntries(r.Context(), job.Queue, job.ID, store.LogRange{Only: entryID})
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -682,6 +682,7 @@ func testLogRange(t *testing.T, s store.Store) {
 		{"tail starting inside €", store.LogRange{Tail: total - 15}, 17},
 		{"tail longer than the output", store.LogRange{Tail: 1 << 20}, 0},
 		{"tail after from", store.LogRange{From: map[int]int64{id: total - 3}, Tail: 50}, total - 3},
+		{"only the other entry", store.LogRange{Only: plain}, total},
 	}
 	for _, tt := range tests {
 		got, err := s.LogEntries(ctx, "q", a, tt.r)
