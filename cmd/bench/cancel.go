@@ -25,33 +25,15 @@ const (
 // processing, plus a phase shift across the heartbeat interval for the
 // 5 s heartbeats.
 func cancel(ctx context.Context, b *bench) ([]*figure, error) {
-	var all []*figure
-	for _, mode := range []struct {
-		name string
-		jobs int
-		env  map[string]string
-	}{
-		{"waiting-heartbeat", cancelJobs, nil},
-		{"heartbeat5s", cancelPollJobs, map[string]string{"EXECUTOR_LONG_POLL": "0"}},
-	} {
-		figs, err := b.repeat(ctx, func(int) ([]sample, error) {
-			lat, err := cancelRun(ctx, b, mode.jobs, mode.env, mode.name == "heartbeat5s")
-			if err != nil {
-				return nil, err
-			}
-			return latencies("cancel/"+mode.name+"/sqlite", lat), nil
-		})
-		all = append(all, figs...)
-		if err != nil {
-			return all, err
-		}
-	}
-	return all, nil
+	return b.latencyModes(ctx, "cancel", []executorMode{
+		{name: "waiting-heartbeat", jobs: cancelJobs},
+		{name: "heartbeat5s", jobs: cancelPollJobs, env: map[string]string{"EXECUTOR_LONG_POLL": "0"}, phaseShift: true},
+	}, cancelRun)
 }
 
 // cancelRun starts a coordinator and an executor and returns the time
 // each of n jobs took to be canceled.
-func cancelRun(ctx context.Context, b *bench, n int, env map[string]string, phaseShift bool) ([]time.Duration, error) {
+func cancelRun(ctx context.Context, b *bench, mode executorMode) ([]time.Duration, error) {
 	dir, err := b.tempDir("cancel")
 	if err != nil {
 		return nil, err
@@ -61,53 +43,35 @@ func cancelRun(ctx context.Context, b *bench, n int, env map[string]string, phas
 		return nil, err
 	}
 	defer co.stop()
-	stopExec, err := b.startExecutor(ctx, executorEnv(co.url, "batches", dir+"/workspaces", env))
+	stopExec, err := b.startExecutor(ctx, executorEnv(co.url, "batches", dir+"/workspaces", mode.env))
 	if err != nil {
 		return nil, err
 	}
 	defer stopExec()
-	lat := make([]time.Duration, 0, n)
-	for i := range n {
+	lat := make([]time.Duration, 0, mode.jobs)
+	for i := range mode.jobs {
 		var req jobsapi.SubmitRequest
 		req.DockerSteps = []protocol.DockerStep{{Key: "sleep", Image: "alpine:3", Commands: []string{"sleep 600"}}}
 		j, err := co.api.Submit(ctx, "batches", req)
 		if err != nil {
 			return nil, fmt.Errorf("submit: %w", err)
 		}
-		if err := waitState(ctx, co.api, j.ID, "processing", time.Minute); err != nil {
+		if _, err := pollJob(ctx, co.api, "batches", j.ID, 5*time.Millisecond, time.Minute, inState("processing")); err != nil {
 			return nil, err
 		}
 		delay := 300 * time.Millisecond
-		if phaseShift {
-			delay += time.Duration(i) * 5 * time.Second / time.Duration(n)
+		if mode.phaseShift {
+			delay += time.Duration(i) * 5 * time.Second / time.Duration(mode.jobs)
 		}
 		time.Sleep(delay)
 		start := time.Now()
 		if _, err := co.api.Cancel(ctx, "batches", j.ID); err != nil {
 			return nil, fmt.Errorf("cancel: %w", err)
 		}
-		if err := waitState(ctx, co.api, j.ID, "canceled", time.Minute); err != nil {
+		if _, err := pollJob(ctx, co.api, "batches", j.ID, 5*time.Millisecond, time.Minute, inState("canceled")); err != nil {
 			return nil, err
 		}
 		lat = append(lat, time.Since(start))
 	}
 	return lat, nil
-}
-
-// waitState polls job id's state every 5 ms until it is state.
-func waitState(ctx context.Context, api *jobsapi.Client, id int, state string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		j, err := api.GetState(ctx, "batches", id)
-		if err != nil {
-			return fmt.Errorf("job %d: %w", id, err)
-		}
-		if j.State == state {
-			return nil
-		}
-		if finished(j.State) || time.Now().After(deadline) {
-			return fmt.Errorf("job %d is %s, want %s", id, j.State, state)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

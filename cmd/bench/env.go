@@ -283,25 +283,65 @@ func finished(state string) bool {
 	return false
 }
 
-// waitFinished polls the job every interval until its state is final, and
-// returns it without its logs.
-func waitFinished(ctx context.Context, api *jobsapi.Client, queue string, id int, interval, timeout time.Duration) (jobsapi.Job, error) {
+// executorMode is a way to run the in-process executor for a latency
+// scenario: n jobs, the executor's environment overrides, and whether
+// the jobs are phase-shifted across the executor's polling interval.
+type executorMode struct {
+	name       string
+	jobs       int
+	env        map[string]string
+	phaseShift bool
+}
+
+// latencyModes runs each mode b.runs times, and gives the p50 and p99 of
+// the latencies each run returns as figures named prefix/<mode>/sqlite.
+func (b *bench) latencyModes(ctx context.Context, prefix string, modes []executorMode, run func(context.Context, *bench, executorMode) ([]time.Duration, error)) ([]*figure, error) {
+	var all []*figure
+	for _, mode := range modes {
+		figs, err := b.repeat(ctx, func(int) ([]sample, error) {
+			lat, err := run(ctx, b, mode)
+			if err != nil {
+				return nil, err
+			}
+			return latencies(prefix+"/"+mode.name+"/sqlite", lat), nil
+		})
+		all = append(all, figs...)
+		if err != nil {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
+// pollJob polls job id of queue every interval, without its logs (at a
+// gigabyte, fetching them every interval would cost more than what is
+// measured), until done holds for it, and returns it. It fails when the job
+// finished without done holding, or after timeout.
+func pollJob(ctx context.Context, api *jobsapi.Client, queue string, id int, interval, timeout time.Duration, done func(jobsapi.Job) bool) (jobsapi.Job, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		// Polls leave the logs out: at a gigabyte, fetching them every
-		// interval would cost more than what is measured.
 		j, err := api.GetState(ctx, queue, id)
 		if err != nil {
 			return j, fmt.Errorf("job %d: %w", id, err)
 		}
-		if finished(j.State) {
+		if done(j) {
 			return j, nil
+		}
+		if finished(j.State) {
+			return j, fmt.Errorf("job %d %s: %s", id, j.State, j.FailureMessage)
 		}
 		select {
 		case <-time.After(interval):
 		case <-ctx.Done():
-			return j, fmt.Errorf("job %d still %s after %s", id, j.State, timeout)
+			return j, fmt.Errorf("job %d still %s on %q after %s", id, j.State, j.WorkerHostname, timeout)
 		}
 	}
+}
+
+// isFinished and inState are conditions for pollJob.
+func isFinished(j jobsapi.Job) bool { return finished(j.State) }
+
+func inState(state string) func(jobsapi.Job) bool {
+	return func(j jobsapi.Job) bool { return j.State == state }
 }

@@ -73,7 +73,7 @@ func faultRun(ctx context.Context, b *bench, execBin, settings string) (time.Dur
 	if err != nil {
 		return 0, fmt.Errorf("submit: %w", err)
 	}
-	first, err := waitProcessing(ctx, co.api, j.ID, "", 30*time.Second)
+	running, err := pollJob(ctx, co.api, "batches", j.ID, 50*time.Millisecond, 30*time.Second, processingOn(""))
 	if err != nil {
 		return 0, fmt.Errorf("executor A (see %s): %w", logs.Name(), err)
 	}
@@ -94,34 +94,16 @@ func faultRun(ctx context.Context, b *bench, execBin, settings string) (time.Dur
 		return 0, err
 	}
 	killed := time.Now()
-	if _, err := waitProcessing(ctx, co.api, j.ID, first, 2*time.Minute); err != nil {
+	if _, err := pollJob(ctx, co.api, "batches", j.ID, 50*time.Millisecond, 2*time.Minute, processingOn(running.WorkerHostname)); err != nil {
 		return 0, fmt.Errorf("executor B (see %s): %w", logs.Name(), err)
 	}
 	return time.Since(killed), nil
 }
 
-// waitProcessing polls job id every 50 ms until it is processing on an
-// executor other than not, and returns that executor's name.
-func waitProcessing(ctx context.Context, api *jobsapi.Client, id int, not string, timeout time.Duration) (string, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		j, err := api.GetState(ctx, "batches", id)
-		if err != nil {
-			return "", err
-		}
-		if j.State == "processing" && j.WorkerHostname != "" && j.WorkerHostname != not {
-			return j.WorkerHostname, nil
-		}
-		if finished(j.State) {
-			return "", fmt.Errorf("job %d %s: %s", id, j.State, j.FailureMessage)
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("job %d still %s on %q after %s", id, j.State, j.WorkerHostname, timeout)
-		}
-		select {
-		case <-time.After(50 * time.Millisecond):
-		case <-ctx.Done():
-			return "", ctx.Err()
-		}
+// processingOn is a condition for pollJob: the job is processing on an
+// executor other than not.
+func processingOn(not string) func(jobsapi.Job) bool {
+	return func(j jobsapi.Job) bool {
+		return j.State == "processing" && j.WorkerHostname != "" && j.WorkerHostname != not
 	}
 }

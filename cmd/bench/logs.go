@@ -93,7 +93,7 @@ func logsEndToEnd(ctx context.Context, b *bench) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("submit: %w", err)
 	}
-	if j, err = waitFinished(ctx, co.api, "batches", j.ID, 100*time.Millisecond, 2*time.Minute); err != nil {
+	if j, err = pollJob(ctx, co.api, "batches", j.ID, 100*time.Millisecond, 2*time.Minute, isFinished); err != nil {
 		return 0, err
 	}
 	if j.State != "completed" || j.FinishedAt == nil {

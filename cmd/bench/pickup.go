@@ -27,41 +27,24 @@ const (
 // EXECUTOR_QUEUE_POLL_INTERVAL=1s); 1 s polling submissions are
 // phase-shifted across the interval. Jobs run one at a time, on SQLite.
 func pickup(ctx context.Context, b *bench) ([]*figure, error) {
-	var all []*figure
-	for _, mode := range []struct {
-		name string
-		jobs int
-		env  map[string]string
-	}{
-		{"longpoll", pickupLongPollJobs, nil},
-		{"poll1s", pickupPollJobs, map[string]string{"EXECUTOR_LONG_POLL": "0", "EXECUTOR_QUEUE_POLL_INTERVAL": "1s"}},
-	} {
-		figs, err := b.repeat(ctx, func(int) ([]sample, error) {
-			lat, err := pickupRun(ctx, b, mode.jobs, mode.env, mode.name == "poll1s")
-			if err != nil {
-				return nil, err
-			}
-			return latencies("pickup/"+mode.name+"/sqlite", lat), nil
-		})
-		if mode.name == "longpoll" {
-			for _, f := range figs {
-				f.goal = &goal{value: 100}
-				if strings.HasSuffix(f.name, "/p50") {
-					f.goal = &goal{value: 20}
-				}
-			}
-		}
-		all = append(all, figs...)
-		if err != nil {
-			return all, err
+	figs, err := b.latencyModes(ctx, "pickup", []executorMode{
+		{name: "longpoll", jobs: pickupLongPollJobs},
+		{name: "poll1s", jobs: pickupPollJobs, env: map[string]string{"EXECUTOR_LONG_POLL": "0", "EXECUTOR_QUEUE_POLL_INTERVAL": "1s"}, phaseShift: true},
+	}, pickupRun)
+	for _, f := range figs {
+		switch f.name {
+		case "pickup/longpoll/sqlite/p50":
+			f.goal = &goal{value: 20}
+		case "pickup/longpoll/sqlite/p99":
+			f.goal = &goal{value: 100}
 		}
 	}
-	return all, nil
+	return figs, err
 }
 
 // pickupRun starts a coordinator and an executor and returns the latency
 // of each of n jobs.
-func pickupRun(ctx context.Context, b *bench, n int, env map[string]string, phaseShift bool) ([]time.Duration, error) {
+func pickupRun(ctx context.Context, b *bench, mode executorMode) ([]time.Duration, error) {
 	dir, err := b.tempDir("pickup")
 	if err != nil {
 		return nil, err
@@ -71,7 +54,7 @@ func pickupRun(ctx context.Context, b *bench, n int, env map[string]string, phas
 		return nil, err
 	}
 	defer co.stop()
-	stopExec, err := b.startExecutor(ctx, executorEnv(co.url, "batches", dir+"/workspaces", env))
+	stopExec, err := b.startExecutor(ctx, executorEnv(co.url, "batches", dir+"/workspaces", mode.env))
 	if err != nil {
 		return nil, err
 	}
@@ -80,9 +63,9 @@ func pickupRun(ctx context.Context, b *bench, n int, env map[string]string, phas
 	if _, _, err := pickupJob(ctx, co.api); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
-	lat := make([]time.Duration, 0, n)
-	for i := range n {
-		if phaseShift {
+	lat := make([]time.Duration, 0, mode.jobs)
+	for i := range mode.jobs {
+		if mode.phaseShift {
 			time.Sleep(time.Duration(i*137%1000) * time.Millisecond)
 		}
 		submitted, started, err := pickupJob(ctx, co.api)
@@ -104,7 +87,7 @@ func pickupJob(ctx context.Context, api *jobsapi.Client) (submitted, started tim
 	if err != nil {
 		return submitted, started, fmt.Errorf("submit: %w", err)
 	}
-	if j, err = waitFinished(ctx, api, "batches", j.ID, 5*time.Millisecond, time.Minute); err != nil {
+	if j, err = pollJob(ctx, api, "batches", j.ID, 5*time.Millisecond, time.Minute, isFinished); err != nil {
 		return submitted, started, err
 	}
 	if j, err = api.Get(ctx, "batches", j.ID); err != nil {

@@ -124,41 +124,30 @@ func scaleRun(ctx context.Context, b *bench, coordBin, execBin string) ([]sample
 		return nil, ctx.Err()
 	}
 
-	cpu0, err := cpuTime(coord.Process.Pid)
-	if err != nil {
-		return nil, err
-	}
-	windowStart := time.Now()
 	api := &jobsapi.Client{BaseURL: url, Token: apiToken}
 	var req jobsapi.SubmitRequest
 	req.DockerSteps = []protocol.DockerStep{{Key: "noop", Image: "alpine:3", Commands: []string{"true"}}}
 	lat := make([]time.Duration, 0, scaleJobs)
-	for range scaleJobs {
-		start := time.Now()
-		j, err := api.Submit(ctx, "batches", req)
-		if err != nil {
-			return nil, fmt.Errorf("submit: %w", err)
-		}
-		select {
-		case id := <-got:
-			if id != j.ID {
-				return nil, fmt.Errorf("dequeued job %d, want %d", id, j.ID)
+	use, err := measureWindow(coord.Process.Pid, func() error {
+		for range scaleJobs {
+			start := time.Now()
+			j, err := api.Submit(ctx, "batches", req)
+			if err != nil {
+				return fmt.Errorf("submit: %w", err)
 			}
-		case <-time.After(30 * time.Second):
-			return nil, fmt.Errorf("job %d not dequeued within 30s", j.ID)
+			select {
+			case id := <-got:
+				if id != j.ID {
+					return fmt.Errorf("dequeued job %d, want %d", id, j.ID)
+				}
+			case <-time.After(30 * time.Second):
+				return fmt.Errorf("job %d not dequeued within 30s", j.ID)
+			}
+			lat = append(lat, time.Since(start))
+			time.Sleep(20 * time.Millisecond)
 		}
-		lat = append(lat, time.Since(start))
-		time.Sleep(20 * time.Millisecond)
-	}
-	if rest := scaleWindow - time.Since(windowStart); rest > 0 {
-		time.Sleep(rest)
-	}
-	cpu1, err := cpuTime(coord.Process.Pid)
-	if err != nil {
-		return nil, err
-	}
-	window := time.Since(windowStart)
-	rss, err := rssMB(coord.Process.Pid)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +160,8 @@ func scaleRun(ctx context.Context, b *bench, coordBin, execBin string) ([]sample
 	}
 	out := latencies("scale/pickup", lat)
 	out = append(out,
-		sample{name: "scale/coordinator/rss", unit: "MB", value: rss, note: fmt.Sprintf("%d executors", scaleExecutors)},
-		sample{name: "scale/coordinator/cpu", unit: "% of a core", value: 100 * (cpu1 - cpu0).Seconds() / window.Seconds(), note: fmt.Sprintf("over %s", window.Round(time.Second))},
+		sample{name: "scale/coordinator/rss", unit: "MB", value: use.rss, note: fmt.Sprintf("%d executors", scaleExecutors)},
+		sample{name: "scale/coordinator/cpu", unit: "% of a core", value: use.cpu, note: fmt.Sprintf("over %s", use.window.Round(time.Second))},
 		sample{name: "scale/executor-idle/rss", unit: "MB", value: idleRSS},
 	)
 	busy, err := scaleBusy(ctx, &wg, url, httpClient, coord.Process.Pid)
@@ -211,49 +200,72 @@ func scaleBusy(ctx context.Context, wg *sync.WaitGroup, url string, httpClient *
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	cpu0, err := cpuTime(pid)
-	if err != nil {
-		return nil, err
-	}
-	windowStart := time.Now()
 	list, err := api.List(ctx, "busy", "processing", "", 0, scaleCancels)
 	if err != nil {
 		return nil, err
 	}
 	lat := make([]time.Duration, 0, scaleCancels)
-	for _, j := range list.Jobs {
-		start := time.Now()
-		if _, err := api.Cancel(ctx, "busy", j.ID); err != nil {
-			return nil, fmt.Errorf("cancel: %w", err)
-		}
-		select {
-		case id := <-canceled:
-			if id != j.ID {
-				return nil, fmt.Errorf("executor heard of the cancel of job %d, want %d", id, j.ID)
+	use, err := measureWindow(pid, func() error {
+		for _, j := range list.Jobs {
+			start := time.Now()
+			if _, err := api.Cancel(ctx, "busy", j.ID); err != nil {
+				return fmt.Errorf("cancel: %w", err)
 			}
-		case <-time.After(30 * time.Second):
-			return nil, fmt.Errorf("no executor heard of the cancel of job %d within 30s", j.ID)
+			select {
+			case id := <-canceled:
+				if id != j.ID {
+					return fmt.Errorf("executor heard of the cancel of job %d, want %d", id, j.ID)
+				}
+			case <-time.After(30 * time.Second):
+				return fmt.Errorf("no executor heard of the cancel of job %d within 30s", j.ID)
+			}
+			lat = append(lat, time.Since(start))
+			time.Sleep(200 * time.Millisecond)
 		}
-		lat = append(lat, time.Since(start))
-		time.Sleep(200 * time.Millisecond)
-	}
-	if rest := scaleWindow - time.Since(windowStart); rest > 0 {
-		time.Sleep(rest)
-	}
-	cpu1, err := cpuTime(pid)
-	if err != nil {
-		return nil, err
-	}
-	window := time.Since(windowStart)
-	rss, err := rssMB(pid)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	out := latencies("scale/busy/cancel", lat)
 	return append(out,
-		sample{name: "scale/busy/coordinator/rss", unit: "MB", value: rss, note: fmt.Sprintf("%d more executors, each running a job", scaleExecutors)},
-		sample{name: "scale/busy/coordinator/cpu", unit: "% of a core", value: 100 * (cpu1 - cpu0).Seconds() / window.Seconds(), note: fmt.Sprintf("over %s", window.Round(time.Second))},
+		sample{name: "scale/busy/coordinator/rss", unit: "MB", value: use.rss, note: fmt.Sprintf("%d more executors, each running a job", scaleExecutors)},
+		sample{name: "scale/busy/coordinator/cpu", unit: "% of a core", value: use.cpu, note: fmt.Sprintf("over %s", use.window.Round(time.Second))},
 	), nil
+}
+
+// coordinatorUse is what measureWindow measures of the coordinator.
+type coordinatorUse struct {
+	cpu    float64 // % of a core over the window
+	window time.Duration
+	rss    float64 // MB at the window's end
+}
+
+// measureWindow runs work and then waits out scaleWindow from its start,
+// and returns process pid's CPU use over that window and its RSS at the
+// end.
+func measureWindow(pid int, work func() error) (coordinatorUse, error) {
+	cpu0, err := cpuTime(pid)
+	if err != nil {
+		return coordinatorUse{}, err
+	}
+	start := time.Now()
+	if err := work(); err != nil {
+		return coordinatorUse{}, err
+	}
+	if rest := scaleWindow - time.Since(start); rest > 0 {
+		time.Sleep(rest)
+	}
+	cpu1, err := cpuTime(pid)
+	if err != nil {
+		return coordinatorUse{}, err
+	}
+	window := time.Since(start)
+	rss, err := rssMB(pid)
+	if err != nil {
+		return coordinatorUse{}, err
+	}
+	return coordinatorUse{cpu: 100 * (cpu1 - cpu0).Seconds() / window.Seconds(), window: window, rss: rss}, nil
 }
 
 // simulateBusy takes a job of queue busy, then heartbeats for it back to
