@@ -163,13 +163,18 @@ func (e *env) signIn(c *http.Client) string {
 	if code != http.StatusOK {
 		e.t.Fatalf("executors page after sign-in: %d", code)
 	}
-	const marker = `name="csrf" value="`
-	i := strings.Index(body, marker)
-	if i < 0 {
-		e.t.Fatalf("no CSRF field on the executors page")
+	return csrfOf(e.t, body)
+}
+
+// csrfOf returns the CSRF token of a signed-in page.
+func csrfOf(t testing.TB, page string) string {
+	t.Helper()
+	_, rest, ok := strings.Cut(page, `name="csrf" value="`)
+	if !ok {
+		t.Fatalf("no CSRF field on the page")
 	}
-	rest := body[i+len(marker):]
-	return rest[:strings.IndexByte(rest, '"')]
+	token, _, _ := strings.Cut(rest, `"`)
+	return token
 }
 
 func (e *env) get(c *http.Client, path string) (int, string) {

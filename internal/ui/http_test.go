@@ -158,9 +158,7 @@ func TestSession_Shared(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("executors page on the other coordinator: %d, want 200 with the session", code)
 		}
-		const marker = `name="csrf" value="`
-		_, rest, _ := strings.Cut(page, marker)
-		csrf, _, _ := strings.Cut(rest, `"`)
+		csrf := csrfOf(t, page)
 		// Someone keeps a copy of the cookie, which the browser forgets at
 		// sign-out.
 		u, _ := url.Parse(b.srv.URL)
