@@ -3,9 +3,11 @@ package sqlite_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/store"
 	"github.com/execd/execd/internal/store/sqlite"
 	"github.com/execd/execd/internal/store/storetest"
@@ -96,5 +98,50 @@ func TestOpenInvalidPath(t *testing.T) {
 			s.Close()
 			t.Errorf("Open(%q): got no error, want one", path)
 		}
+	}
+}
+
+// BenchmarkLogRange reads parts of a 256 MiB log stored as 4 MiB appends
+// (what our executor sends): its last MiB (a job page), what follows its
+// end (a live page's poll when nothing is new), and all of it.
+func BenchmarkLogRange(b *testing.B) {
+	ctx := b.Context()
+	s := open(b)
+	now := time.Now()
+	id, err := s.Enqueue(ctx, "q", store.Spec{}, 1, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, err := s.Dequeue(ctx, "q", store.DequeueOptions{ExecutorName: "ex"}, now); err != nil {
+		b.Fatal(err)
+	}
+	entry, err := s.AddLogEntry(ctx, "q", id, "ex", protocol.ExecutionLogEntry{Key: "k", StartTime: now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunk := strings.Repeat("stdout: ....................................................................\n", 4<<20/80)
+	var n int64
+	for range 64 {
+		if n, err = s.AppendLogOutput(ctx, "q", id, "ex", entry, n, chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, bc := range []struct {
+		name string
+		r    store.LogRange
+		want int64
+	}{
+		{"tail=1MiB", store.LogRange{Tail: 1 << 20}, 1 << 20},
+		{"nothing-new", store.LogRange{From: map[int]int64{entry: n}}, 0},
+		{"all", store.LogRange{}, n},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				es, err := s.LogEntries(ctx, "q", id, bc.r)
+				if err != nil || len(es) != 1 || int64(len(es[0].Out)) != bc.want {
+					b.Fatalf("LogEntries: %v, want one entry with %d bytes", err, bc.want)
+				}
+			}
+		})
 	}
 }
