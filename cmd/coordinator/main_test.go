@@ -449,3 +449,22 @@ func writeSpec(t *testing.T, spec string) string {
 	}
 	return f
 }
+
+func TestExternalURL(t *testing.T) {
+	host, _ := os.Hostname()
+	tests := []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3080}, "http://127.0.0.1:3080"},
+		{&net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 8080}, "http://10.1.2.3:8080"},
+		{&net.TCPAddr{IP: net.IPv6loopback, Port: 3080}, "http://[::1]:3080"},
+		{&net.TCPAddr{IP: net.IPv4zero, Port: 3080}, "http://" + net.JoinHostPort(host, "3080")},
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 3080}, "http://" + net.JoinHostPort(host, "3080")},
+	}
+	for _, tt := range tests {
+		if got := externalURL(tt.addr); got != tt.want {
+			t.Errorf("externalURL(%v) = %q, want %q", tt.addr, got, tt.want)
+		}
+	}
+}

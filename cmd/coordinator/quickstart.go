@@ -34,6 +34,13 @@ func quickstart(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// Absolute from here on: the workspaces under it are mounted into
+	// sandboxes, and the paths printed must work from any directory.
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir %q: %w", *dataDir, err)
+	}
+	dataDir = &dir
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return err
 	}
@@ -50,16 +57,17 @@ func quickstart(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("demo repository: %w", err)
 	}
-	c, err := coordinator.New(ctx, coordinator.Options{DataDir: *dataDir, ReposDir: reposDir, Logger: logger, Version: version})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is a coordinator already running? choose another with --addr)", *addr, err)
 	}
 	url := "http://" + l.Addr().String()
+	c, err := coordinator.New(ctx, coordinator.Options{DataDir: *dataDir, ReposDir: reposDir, Logger: logger, Version: version, ExternalURL: externalURL(l.Addr())})
+	if err != nil {
+		l.Close()
+		return err
+	}
+	defer c.Close()
 	serveCtx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServe()
 	served := make(chan error, 1)

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/execd/execd/internal/coordinator"
@@ -32,7 +34,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("serve: --mirror-interval %q: want a positive duration such as 1m or 30s", *mirrorInterval)
 	}
 	logger := newLogger(stderr)
+	// Listen first: a new site config's externalURL is where we listen.
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another coordinator running? choose another with --addr)", *addr, err)
+	}
 	c, err := coordinator.New(ctx, coordinator.Options{
+		ExternalURL:    externalURL(l.Addr()),
 		DataDir:        *dataDir,
 		SiteConfigPath: *siteConfig,
 		Database:       *database,
@@ -42,13 +50,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Logger:         logger,
 	})
 	if err != nil {
+		l.Close()
 		return err
 	}
 	defer c.Close()
-	l, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w (is another coordinator running? choose another with --addr)", *addr, err)
-	}
 	cfgPath := *siteConfig
 	if cfgPath == "" {
 		cfgPath = filepath.Join(*dataDir, "site-config.json")
@@ -59,6 +64,24 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger.Info("coordinator listening", "url", "http://"+l.Addr().String(), "site_config", cfgPath, "database", redactURL(db), "version", version)
 	return c.Serve(ctx, l)
+}
+
+// externalURL is the URL a new site config names for a coordinator
+// listening on addr: the machine's host name when it listens on every
+// address, since 0.0.0.0 reaches nothing from elsewhere.
+func externalURL(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "http://" + addr.String()
+	}
+	host := tcp.IP.String()
+	if tcp.IP.IsUnspecified() {
+		host = "localhost"
+		if name, err := os.Hostname(); err == nil && name != "" {
+			host = name
+		}
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(tcp.Port))
 }
 
 // redactURL hides a password in a database URL before it is logged.

@@ -5,6 +5,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,6 +49,9 @@ type Options struct {
 	// MirrorInterval is how often the mirrors of the site config's
 	// repositories (in DataDir/mirrors) are fetched; 0 means a minute.
 	MirrorInterval time.Duration
+	// ExternalURL is the externalURL of a site config created with
+	// fresh secrets; empty means http://127.0.0.1:3080.
+	ExternalURL string
 	// Version is the coordinator's version, shown by the admin UI and
 	// compared with executors' versions there.
 	Version string
@@ -97,7 +101,7 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 		opts.SiteConfigPath = filepath.Join(opts.DataDir, "site-config.json")
 	}
 	if _, err := os.Stat(opts.SiteConfigPath); errors.Is(err, os.ErrNotExist) {
-		if _, err := siteconfig.Save(opts.SiteConfigPath, siteconfig.Generate("http://127.0.0.1:3080")); err != nil {
+		if _, err := siteconfig.Save(opts.SiteConfigPath, siteconfig.Generate(cmp.Or(opts.ExternalURL, "http://127.0.0.1:3080"))); err != nil {
 			return nil, err
 		}
 		opts.Logger.Info("wrote a new site config with generated secrets", "path", opts.SiteConfigPath)

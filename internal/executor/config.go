@@ -89,7 +89,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		JobNetwork:      p.oneOf("EXECUTOR_JOB_NETWORK", "", []string{"", "none", "internet"}),
 		JobMaxProcesses: p.int("EXECUTOR_JOB_MAX_PROCESSES", 1024, 16),
 		MaxStepOutput:   p.size("EXECUTOR_MAX_STEP_OUTPUT", "4M"),
-		WorkspaceRoot:   p.str("EXECUTOR_WORKSPACE_ROOT", filepath.Join(os.TempDir(), "execd-workspaces")),
+		WorkspaceRoot:   p.dir("EXECUTOR_WORKSPACE_ROOT", filepath.Join(os.TempDir(), "execd-workspaces")),
 		MetricsAddr:     p.str("EXECUTOR_METRICS_ADDR", "127.0.0.1:6060"),
 		LongPoll:        p.duration("EXECUTOR_LONG_POLL", 30*time.Second, 0),
 		memoryText:      p.getenv("EXECUTOR_JOB_MEMORY"),
@@ -252,6 +252,18 @@ func (p *envParser) mounts(name string) []string {
 		p.fail(name, v, err.Error())
 	}
 	return entries
+}
+
+// dir reads a directory path, made absolute against the working
+// directory: sandboxes mount it, and a mount needs an absolute path.
+func (p *envParser) dir(name, def string) string {
+	v := p.str(name, def)
+	abs, err := filepath.Abs(v)
+	if err != nil {
+		p.fail(name, v, "want a directory path: "+err.Error())
+		return v
+	}
+	return abs
 }
 
 func (p *envParser) file(name string) string {

@@ -1,6 +1,8 @@
 package executor
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +46,22 @@ func TestLoadConfig_Defaults(t *testing.T) {
 		if ch.got != ch.want {
 			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
 		}
+	}
+}
+
+// A relative workspace root (as the quickstart's ./data gives) is taken
+// from the working directory, since sandboxes mount only absolute paths.
+func TestLoadConfig_RelativeWorkspaceRoot(t *testing.T) {
+	t.Chdir(t.TempDir())
+	e := minimal()
+	e["EXECUTOR_WORKSPACE_ROOT"] = "data/workspaces"
+	c, err := LoadConfig(env(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	if want := filepath.Join(wd, "data", "workspaces"); c.WorkspaceRoot != want {
+		t.Errorf("WorkspaceRoot = %q, want %q", c.WorkspaceRoot, want)
 	}
 }
 
