@@ -1,7 +1,9 @@
 package coordinator_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -60,6 +62,9 @@ func FuzzRoutes(f *testing.F) {
 		rec := httptest.NewRecorder()
 		handler.ServeHTTP(rec, req)
 		decodeErr := json.Unmarshal(body, r.target())
+		if trimmed := bytes.TrimSpace(body); decodeErr == nil && !bytes.HasPrefix(trimmed, []byte("{")) {
+			decodeErr = errors.New("not a JSON object")
+		}
 		code := rec.Code
 		if decodeErr != nil && code != http.StatusBadRequest {
 			t.Fatalf("POST %s %q: body does not decode (%v) but got %d %q, want 400", r.path, body, decodeErr, code, rec.Body.String())

@@ -100,6 +100,8 @@ func TestDequeue_PayloadVersions(t *testing.T) {
 	})
 }
 
+// TestDequeue_BadRequests: what a client got wrong is a 400 naming it; 500
+// is for the coordinator's own faults.
 func TestDequeue_BadRequests(t *testing.T) {
 	pgtest.Databases(t, func(t *testing.T, db string) {
 		e := newEnv(t, db)
@@ -110,9 +112,17 @@ func TestDequeue_BadRequests(t *testing.T) {
 		}{
 			{"malformed json", "/.executors/queue/batches/dequeue", `{"executorName": `, 400, ""},
 			{"wrong type", "/.executors/queue/batches/dequeue", `{"executorName": 7}`, 400, ""},
-			{"empty executor name", "/.executors/queue/batches/dequeue", `{"executorName": ""}`, 500, `{"error":`},
-			{"unknown queue", "/.executors/queue/nope/dequeue", `{"executorName": "x"}`, 500, `nope`},
-			{"multi unknown queue", "/.executors/queue/dequeue", `{"executorName": "x", "queues": ["batches", "nope"]}`, 500, `nope`},
+			{"null", "/.executors/queue/batches/dequeue", `null`, 400, "JSON object"},
+			{"multi null", "/.executors/queue/dequeue", ` null `, 400, "JSON object"},
+			{"heartbeat null", "/.executors/queue/batches/heartbeat", `null`, 400, "JSON object"},
+			{"empty body", "/.executors/queue/batches/dequeue", ``, 400, "JSON object"},
+			{"array", "/.executors/queue/batches/dequeue", `[]`, 400, ""},
+			{"empty executor name", "/.executors/queue/batches/dequeue", `{"executorName": ""}`, 400, `{"error":"worker hostname cannot be empty"}`},
+			{"heartbeat empty executor name", "/.executors/queue/batches/heartbeat", `{}`, 400, `worker hostname cannot be empty`},
+			{"heartbeat bad job id", "/.executors/queue/batches/heartbeat", `{"executorName": "x", "jobIds": ["one"]}`, 400, `one`},
+			{"multi heartbeat no queues", "/.executors/queue/heartbeat", `{"executorName": "x"}`, 400, `queueNames`},
+			{"unknown queue", "/.executors/queue/nope/dequeue", `{"executorName": "x"}`, 400, `nope`},
+			{"multi unknown queue", "/.executors/queue/dequeue", `{"executorName": "x", "queues": ["batches", "nope"]}`, 400, `nope`},
 			{"multi no queues", "/.executors/queue/dequeue", `{"executorName": "x"}`, 204, ""},
 			{"bad wait", "/.executors/queue/batches/dequeue?wait=soon", `{"executorName": "x"}`, 400, "wait"},
 		}
@@ -362,8 +372,8 @@ func TestMultiQueue_DequeueAndHeartbeat(t *testing.T) {
 			t.Errorf("multi heartbeat = %d %s, want %s", code, body, want)
 		}
 		code, body = e.call("POST", "/.executors/queue/heartbeat", execAuth(), `{"version": "V2", "executorName": "ex-m", "queueNames": ["batches"], "jobIdsByQueue": [{"queueName": "codeintel", "jobIds": []}]}`)
-		if code != http.StatusInternalServerError || !strings.Contains(body, "codeintel") {
-			t.Errorf("heartbeat naming a queue outside queueNames = %d %s, want 500 naming it", code, body)
+		if code != http.StatusBadRequest || !strings.Contains(body, "codeintel") {
+			t.Errorf("heartbeat naming a queue outside queueNames = %d %s, want 400 naming it", code, body)
 		}
 		code, _ = e.call("POST", "/.executors/queue/codeintel/markComplete", jobAuth(tokens["codeintel"], c, "ex-m"), fmt.Sprintf(`{"executorName": "ex-m", "jobId": %d}`, c))
 		if code != http.StatusNoContent {

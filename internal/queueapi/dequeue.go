@@ -28,7 +28,7 @@ func (s *Server) handleDequeue(w http.ResponseWriter, r *http.Request) {
 	}
 	queue := r.PathValue("queue")
 	if !s.config.Current().HasQueue(queue) {
-		s.writeError(w, r, fmt.Errorf("unknown queue %q: configured queues are %s", queue, strings.Join(s.config.Current().Queues, ", ")))
+		badRequest(w, fmt.Errorf("unknown queue %q: configured queues are %s", queue, strings.Join(s.config.Current().Queues, ", ")))
 		return
 	}
 	s.serveDequeue(w, r, req, []string{queue}, false)
@@ -51,7 +51,7 @@ func (s *Server) handleDequeueMulti(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(invalid) > 0 {
-		s.writeError(w, r, fmt.Errorf("Invalid queue name(s) '%s' found. Supported queue names are '%s'.", strings.Join(invalid, ", "), strings.Join(cfg.Queues, ", ")))
+		badRequest(w, fmt.Errorf("Invalid queue name(s) '%s' found. Supported queue names are '%s'.", strings.Join(invalid, ", "), strings.Join(cfg.Queues, ", ")))
 		return
 	}
 	s.serveDequeue(w, r, req, req.Queues, true)
@@ -59,7 +59,7 @@ func (s *Server) handleDequeueMulti(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) serveDequeue(w http.ResponseWriter, r *http.Request, req protocol.DequeueRequest, queues []string, multi bool) {
 	if req.ExecutorName == "" {
-		s.writeError(w, r, errEmptyExecutorName)
+		badRequest(w, errEmptyExecutorName)
 		return
 	}
 	wait, ok := waitOf(w, r)

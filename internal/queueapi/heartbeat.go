@@ -20,16 +20,16 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	queue := r.PathValue("queue")
 	if req.ExecutorName == "" {
-		s.writeError(w, r, errEmptyExecutorName)
+		badRequest(w, errEmptyExecutorName)
 		return
 	}
 	if !s.config.Current().HasQueue(queue) {
-		s.writeError(w, r, fmt.Errorf("unknown queue %q", queue))
+		badRequest(w, fmt.Errorf("unknown queue %q", queue))
 		return
 	}
 	ids, err := parseIDs(req.JobIDs)
 	if err != nil {
-		s.writeError(w, r, err)
+		badRequest(w, err)
 		return
 	}
 	wait, ok := waitOf(w, r)
@@ -92,11 +92,11 @@ func (s *Server) handleHeartbeatMulti(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ExecutorName == "" {
-		s.writeError(w, r, errEmptyExecutorName)
+		badRequest(w, errEmptyExecutorName)
 		return
 	}
 	if len(req.QueueNames) == 0 {
-		s.writeError(w, r, fmt.Errorf("queueNames must be set for multi-queue heartbeats"))
+		badRequest(w, fmt.Errorf("queueNames must be set for multi-queue heartbeats"))
 		return
 	}
 	var invalid []string
@@ -106,7 +106,7 @@ func (s *Server) handleHeartbeatMulti(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(invalid) > 0 {
-		s.writeError(w, r, fmt.Errorf("unsupported queue name(s) '%s' submitted in queueJobIds, executor is configured for queues '%s'",
+		badRequest(w, fmt.Errorf("unsupported queue name(s) '%s' submitted in queueJobIds, executor is configured for queues '%s'",
 			strings.Join(invalid, ", "), strings.Join(req.QueueNames, ", ")))
 		return
 	}
@@ -118,7 +118,7 @@ func (s *Server) handleHeartbeatMulti(w http.ResponseWriter, r *http.Request) {
 	for _, q := range req.JobIDsByQueue {
 		ids, err := parseIDs(q.JobIDs)
 		if err != nil {
-			s.writeError(w, r, err)
+			badRequest(w, err)
 			return
 		}
 		jobs = append(jobs, refs(q.QueueName, ids)...)

@@ -19,7 +19,7 @@ func (s *Server) handleAddLogEntry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ExecutorName == "" {
-		s.writeError(w, r, errEmptyExecutorName)
+		badRequest(w, errEmptyExecutorName)
 		return
 	}
 	id, err := s.store.AddLogEntry(r.Context(), r.PathValue("queue"), req.JobID, req.ExecutorName, req.ExecutionLogEntry)
@@ -36,7 +36,7 @@ func (s *Server) handleUpdateLogEntry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ExecutorName == "" {
-		s.writeError(w, r, errEmptyExecutorName)
+		badRequest(w, errEmptyExecutorName)
 		return
 	}
 	err := s.store.UpdateLogEntry(r.Context(), r.PathValue("queue"), req.JobID, req.ExecutorName, req.EntryID, req.ExecutionLogEntry)

@@ -4,6 +4,7 @@
 package queueapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -137,6 +138,12 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if !ok {
 		return false
 	}
+	// Every request body of the protocol is an object; JSON's null
+	// would decode into the zero request and fail later, as if our fault.
+	if trimmed := bytes.TrimLeft(data, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '{' {
+		http.Error(w, "failed to unmarshal payload: the body must be a JSON object", http.StatusBadRequest)
+		return false
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		http.Error(w, fmt.Sprintf("failed to unmarshal payload: %v", err), http.StatusBadRequest)
 		return false
@@ -149,6 +156,14 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// badRequest answers 400 with {"error": ...} for a request that decoded
+// but that no server could serve (an empty executorName, an unknown
+// queue). The reference answers 500 to some of these; every client treats
+// both as a failed request, and 500 stays for our own faults.
+func badRequest(w http.ResponseWriter, err error) {
+	writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 }
 
 // writeError answers 500 with {"error": ...}, as the reference's handlers
