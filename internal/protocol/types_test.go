@@ -2,6 +2,8 @@ package protocol_test
 
 import (
 	"encoding/json"
+	"net/http"
+	"slices"
 	"testing"
 
 	"github.com/execd/execd/internal/protocol"
@@ -55,5 +57,26 @@ func TestJob_V1V2Encoding(t *testing.T) {
 	var back protocol.Job
 	if err := json.Unmarshal(v2, &back); err != nil || string(back.Files["a.txt"].Content) != "hi" || back.Version != 2 {
 		t.Errorf("v2 decode = %+v, %v", back, err)
+	}
+}
+
+func TestParseExtensions(t *testing.T) {
+	tests := []struct {
+		values []string
+		want   []string
+	}{
+		{nil, nil},
+		{[]string{""}, nil},
+		{[]string{"long-poll, heartbeat-wait, log-append"}, []string{"long-poll", "heartbeat-wait", "log-append"}},
+		{[]string{"log-append", " long-poll ,,log-append", "future-thing"}, []string{"log-append", "long-poll", "future-thing"}},
+	}
+	for _, tt := range tests {
+		h := http.Header{}
+		for _, v := range tt.values {
+			h.Add(protocol.ExtensionsHeader, v)
+		}
+		if got := protocol.ParseExtensions(h); !slices.Equal(got, tt.want) {
+			t.Errorf("ParseExtensions(%q) = %q, want %q", tt.values, got, tt.want)
+		}
 	}
 }

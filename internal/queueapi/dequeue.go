@@ -19,7 +19,7 @@ import (
 // a heartbeat to wait for the cancellation of one of its jobs. The query
 // parameter "wait" does the same. Stock executors send neither and get
 // the reference's immediate answer.
-const WaitHeader = "X-Executor-Wait"
+const WaitHeader = protocol.WaitHeader
 
 func (s *Server) handleDequeue(w http.ResponseWriter, r *http.Request) {
 	var req protocol.DequeueRequest

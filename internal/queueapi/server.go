@@ -12,11 +12,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/siteconfig"
 	"github.com/execd/execd/internal/store"
 )
@@ -113,7 +115,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+Prefix+"/queue/{queue}/markFailed", job(http.HandlerFunc(s.handleMarkFailed)))
 	mux.Handle("POST "+Prefix+"/scip/upload", exec(http.HandlerFunc(s.handleUpload)))
 	mux.Handle("HEAD "+Prefix+"/scip/upload", exec(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
-	return mux
+	extensions := strings.Join(protocol.Extensions, ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(protocol.ExtensionsHeader, extensions)
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) handleTestAuth(w http.ResponseWriter, r *http.Request) {

@@ -14,7 +14,9 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/execd/execd/internal/protocol"
@@ -41,6 +43,18 @@ type Client struct {
 	Secret       string // executors.accessToken
 	ExecutorName string
 	HTTP         *http.Client
+
+	// extensions are those the last successful answer named (see
+	// protocol.ExtensionsHeader): none until one is heard, so a stock
+	// instance gets only the reference's requests.
+	extensions atomic.Pointer[[]string]
+}
+
+// Supports reports whether the coordinator's last successful answer named
+// the extension (protocol.ExtLongPoll, ...).
+func (c *Client) Supports(extension string) bool {
+	exts := c.extensions.Load()
+	return exts != nil && slices.Contains(*exts, extension)
 }
 
 func (c *Client) httpClient() *http.Client {
@@ -91,6 +105,12 @@ func (c *Client) request(ctx context.Context, path string, header http.Header, j
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		// Only an answer of the coordinator itself: an error page of a
+		// proxy in front of it says nothing of what it supports.
+		exts := protocol.ParseExtensions(resp.Header)
+		c.extensions.Store(&exts)
+	}
 	data, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, data, err
 }
@@ -120,7 +140,8 @@ type DequeueOptions struct {
 	Memory    string
 	DiskSpace string
 	// Wait asks our coordinator to hold the request until a job arrives or
-	// Wait passes. Coordinators that do not know it answer at once.
+	// Wait passes. It is sent only to a coordinator that offers
+	// protocol.ExtLongPoll; others answer at once.
 	Wait time.Duration
 }
 
@@ -135,8 +156,8 @@ func (c *Client) Dequeue(ctx context.Context, queues []string, opts DequeueOptio
 		req.Queues = queues
 	}
 	var header http.Header
-	if opts.Wait > 0 {
-		header = http.Header{"X-Executor-Wait": {opts.Wait.String()}}
+	if opts.Wait > 0 && c.Supports(protocol.ExtLongPoll) {
+		header = http.Header{protocol.WaitHeader: {opts.Wait.String()}}
 	}
 	code, body, err := c.request(ctx, path, header, 0, "", req)
 	if err != nil {
@@ -160,7 +181,8 @@ func (c *Client) Dequeue(ctx context.Context, queues []string, opts DequeueOptio
 // Heartbeat reports the executor alive with the jobs it holds (uids,
 // "<id>-<queue>") and returns which the coordinator knows and which to
 // cancel, as uids too. With wait, our coordinator holds the answer until
-// one of jobs is canceled or wait passes; others answer at once.
+// one of jobs is canceled or wait passes (when it offers
+// protocol.ExtHeartbeatWait); others answer at once.
 func (c *Client) Heartbeat(ctx context.Context, queues []string, req protocol.HeartbeatRequest, jobs []protocol.Job, wait time.Duration) (protocol.HeartbeatResponse, error) {
 	req.Version = protocol.HeartbeatVersion2
 	req.ExecutorName = c.ExecutorName
@@ -185,8 +207,8 @@ func (c *Client) Heartbeat(ctx context.Context, queues []string, req protocol.He
 		}
 	}
 	var header http.Header
-	if wait > 0 {
-		header = http.Header{"X-Executor-Wait": {wait.String()}}
+	if wait > 0 && c.Supports(protocol.ExtHeartbeatWait) {
+		header = http.Header{protocol.WaitHeader: {wait.String()}}
 	}
 	code, body, err := c.request(ctx, path, header, 0, "", req)
 	if err != nil {
@@ -286,10 +308,14 @@ func (e *OffsetMismatchError) ServerLength() int64 { return e.Length }
 // AppendLogEntry appends out to log entry id of job at offset (our
 // extension) and returns the output's new length. exitCode and durationMs,
 // when set, finish the entry. Errors: *OffsetMismatchError on 409,
-// ErrAppendUnsupported when the route is missing, ErrUnknownJob when the
+// ErrAppendUnsupported when the coordinator does not offer
+// protocol.ExtLogAppend (then nothing is sent) or the route is missing, ErrUnknownJob when the
 // coordinator disowned the job.
 func (c *Client) AppendLogEntry(ctx context.Context, job protocol.Job, id int, offset int64, out []byte, exitCode, durationMs *int) (int64, error) {
 	const op = "appendExecutionLogEntry"
+	if !c.Supports(protocol.ExtLogAppend) {
+		return 0, fmt.Errorf("%s job %d: %w", op, job.ID, ErrAppendUnsupported)
+	}
 	q := url.Values{
 		"executorName": {c.ExecutorName},
 		"jobId":        {strconv.Itoa(job.ID)},

@@ -62,7 +62,7 @@ func (w *Worker) heartbeat(ctx context.Context) (again bool) {
 	}
 	w.mu.Unlock()
 	var wait time.Duration
-	if w.opts.LongPoll > 0 && len(jobs) > 0 {
+	if w.heartbeatsWait() && len(jobs) > 0 {
 		wait = w.opts.HeartbeatInterval
 	}
 

@@ -24,6 +24,9 @@ type Client interface {
 	MarkComplete(ctx context.Context, job protocol.Job) error
 	MarkErrored(ctx context.Context, job protocol.Job, message string) error
 	MarkFailed(ctx context.Context, job protocol.Job, message string) error
+	// Supports reports whether the coordinator offers an extension of the
+	// protocol (protocol.ExtLongPoll, ...).
+	Supports(extension string) bool
 }
 
 // JobRunner runs one job; see [job.Runner.Run].
@@ -166,7 +169,8 @@ func (w *Worker) Run(drain, hard context.Context) error {
 			} else if err == nil {
 				backoff = 0
 				// A coordinator without long-poll answers at once: poll.
-				if rest := w.opts.PollInterval - time.Since(t0); rest > 0 {
+				// (The first answer of ours says it has long-poll.)
+				if rest := w.opts.PollInterval - time.Since(t0); rest > 0 && !w.longPolls() {
 					sleep(drain, rest)
 				}
 			}
@@ -202,6 +206,16 @@ func (w *Worker) dequeueOptions() queueclient.DequeueOptions {
 	return o
 }
 
+// longPolls reports whether dequeues wait for work.
+func (w *Worker) longPolls() bool {
+	return w.opts.LongPoll > 0 && w.client.Supports(protocol.ExtLongPoll)
+}
+
+// heartbeatsWait reports whether heartbeats wait for cancellations.
+func (w *Worker) heartbeatsWait() bool {
+	return w.opts.LongPoll > 0 && w.client.Supports(protocol.ExtHeartbeatWait)
+}
+
 func (w *Worker) limitReached(dequeued int, started time.Time) bool {
 	if w.opts.NumTotalJobs > 0 && dequeued >= w.opts.NumTotalJobs {
 		w.logger.Info("reached EXECUTOR_NUM_TOTAL_JOBS", "jobs", dequeued)
@@ -215,9 +229,9 @@ func (w *Worker) limitReached(dequeued int, started time.Time) bool {
 }
 
 // jobsChanged tells the heartbeat loop that the running jobs changed,
-// when its heartbeats wait for cancellations (long-polling on).
+// when its heartbeats wait for cancellations.
 func (w *Worker) jobsChanged() {
-	if w.opts.LongPoll <= 0 {
+	if !w.heartbeatsWait() {
 		return
 	}
 	select {

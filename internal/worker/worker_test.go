@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -346,4 +349,62 @@ func TestWorker_DropsJobsTheCoordinatorForgot(t *testing.T) {
 	if j := e.job(id); j.State == store.StateFailed || j.State == store.StateErrored {
 		t.Errorf("a dropped job was marked %s", j.State)
 	}
+}
+
+// TestWorker_UsesOfferedExtensions: against our coordinator, which names
+// its extensions on every answer, the worker's first dequeue is the
+// reference's; the following ones long-poll, and heartbeats with a job
+// running wait for cancellations.
+func TestWorker_UsesOfferedExtensions(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	var seen []string // "<route> wait=<header>"
+	inner := e.c.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]+" wait="+r.Header.Get(protocol.WaitHeader))
+		mu.Unlock()
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	e.client = &queueclient.Client{BaseURL: srv.URL, Secret: execSecret, ExecutorName: "w-ext"}
+	if e.client.Supports(protocol.ExtLongPoll) {
+		t.Fatal("a client that heard nothing yet says the coordinator long-polls")
+	}
+	ids := e.enqueue(1)
+	drain, stop := context.WithCancel(context.Background())
+	defer stop()
+	w := worker.New(e.client, runnerFunc(func(ctx context.Context, j protocol.Job, exec context.Context) error {
+		time.Sleep(300 * time.Millisecond)
+		return nil
+	}), e.options())
+	done := run(w, drain, context.Background())
+	e.waitState(ids[0], "completed")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := slices.Clone(seen)
+		mu.Unlock()
+		dequeues := slices.DeleteFunc(slices.Clone(got), func(s string) bool { return !strings.HasPrefix(s, "dequeue ") })
+		if len(dequeues) >= 2 && slices.Contains(got, "heartbeat wait=50ms") {
+			if dequeues[0] != "dequeue wait=" {
+				t.Errorf("the first dequeue was %q, before the coordinator said it long-polls", dequeues[0])
+			}
+			if dequeues[1] != "dequeue wait=1s" {
+				t.Errorf("the second dequeue was %q, want it to long-poll (wait=1s)", dequeues[1])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("requests %q: want two dequeues and a heartbeat waiting 50ms", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, ext := range protocol.Extensions {
+		if !e.client.Supports(ext) {
+			t.Errorf("the client does not know that our coordinator offers %s", ext)
+		}
+	}
+	stop()
+	<-done
 }
