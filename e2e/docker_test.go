@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -155,6 +156,25 @@ func TestE2E_Containers(t *testing.T) {
 			t.Errorf("the secret is in the logs:\n%s", logs)
 		}
 		waitContainers(t, s, cli, "execd.job", jobUID(id), 0, 10*time.Second)
+	})
+}
+
+// TestE2E_ContainerLimitsAboveHost: CPU and memory limits beyond the
+// machine (the reference's default of 4 CPUs on a 2-CPU host) are lowered
+// to it with a warning; the job runs.
+func TestE2E_ContainerLimitsAboveHost(t *testing.T) {
+	forEachContainerRuntime(t, func(t *testing.T, name string, cli *client.Client) {
+		s := newContainerSystem(t, name, `{}`)
+		cpus := fmt.Sprint(goruntime.NumCPU() + 3)
+		ex := s.startExecutor("EXECUTOR_RUNTIME="+name, "EXECUTOR_JOB_NUM_CPUS="+cpus, "EXECUTOR_JOB_MEMORY=64T")
+		id := s.submit(fmt.Sprintf(`{"maxAttempts": 1, "dockerSteps": [{"image": %q, "commands": ["echo ran"]}]}`, testImage))
+		j := s.waitState(id, 2*time.Minute, "completed", "failed", "errored")
+		if j.State != "completed" || !strings.Contains(formatLogs(j), "stdout: ran") {
+			t.Errorf("job %s with EXECUTOR_JOB_NUM_CPUS=%s, want completed; logs:\n%s", j.State, cpus, formatLogs(j))
+		}
+		if log := ex.log.String(); !strings.Contains(log, "EXECUTOR_JOB_NUM_CPUS="+cpus+" exceeds") || !strings.Contains(log, "EXECUTOR_JOB_MEMORY=65536G exceeds") {
+			t.Errorf("the executor's log does not warn of the lowered limits:\n%s", log)
+		}
 	})
 }
 

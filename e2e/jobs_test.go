@@ -207,6 +207,10 @@ func TestE2E_Validate(t *testing.T) {
 	if err != nil || !strings.Contains(out, "-     shell init     the executor itself") {
 		t.Errorf("validate with EXECUTOR_SHELL_INIT=self: %v\n%s", err, out)
 	}
+	out, err = run(execSecret, "EXECUTOR_JOB_NUM_CPUS=4096")
+	if err != nil || !strings.Contains(out, "warn  job limits     EXECUTOR_JOB_NUM_CPUS=4096 exceeds the") {
+		t.Errorf("validate with more CPUs than the host: %v\n%s", err, out)
+	}
 	out, err = run("wrong-secret-wrong-secret")
 	if err == nil || !strings.Contains(out, "EXECUTOR_FRONTEND_PASSWORD") {
 		t.Errorf("validate with a wrong secret: %v\n%s", err, out)

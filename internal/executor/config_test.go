@@ -156,3 +156,50 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestConfig_FitHost(t *testing.T) {
+	tests := []struct {
+		name         string
+		cpus, memory string
+		host         Host
+		wantCPUs     int
+		wantMemory   int64
+		wantWarnings []string
+	}{
+		{"fits", "2", "1G", Host{CPUs: 2, MemoryBytes: 4 << 30}, 2, 1 << 30, nil},
+		{"defaults on a small machine", "", "", Host{CPUs: 2, MemoryBytes: 8 << 30}, 2, 8 << 30,
+			[]string{"EXECUTOR_JOB_NUM_CPUS=4 exceeds the 2 CPUs of this machine: jobs get 2", "EXECUTOR_JOB_MEMORY=12G exceeds the 8G of memory of this machine: jobs get 8G"}},
+		{"memory unknown", "1", "64G", Host{CPUs: 1}, 1, 64 << 30, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := minimal()
+			e["EXECUTOR_JOB_NUM_CPUS"], e["EXECUTOR_JOB_MEMORY"] = tt.cpus, tt.memory
+			c, err := LoadConfig(env(e))
+			if err != nil {
+				t.Fatal(err)
+			}
+			warnings := c.FitHost(tt.host)
+			if c.JobCPUs != tt.wantCPUs || c.JobMemory != tt.wantMemory {
+				t.Errorf("limits = %d CPUs, %d bytes; want %d, %d", c.JobCPUs, c.JobMemory, tt.wantCPUs, tt.wantMemory)
+			}
+			if strings.Join(warnings, "\n") != strings.Join(tt.wantWarnings, "\n") {
+				t.Errorf("warnings = %q, want %q", warnings, tt.wantWarnings)
+			}
+		})
+	}
+}
+
+func TestMemTotal(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "meminfo")
+	os.WriteFile(f, []byte("MemTotal:       24634620 kB\nMemFree:        1 kB\n"), 0o600)
+	if got := memTotal(f); got != 24634620<<10 {
+		t.Errorf("memTotal = %d, want %d", got, int64(24634620)<<10)
+	}
+	if got := memTotal(filepath.Join(t.TempDir(), "none")); got != 0 {
+		t.Errorf("memTotal of a missing file = %d, want 0", got)
+	}
+	if ThisHost().CPUs < 1 {
+		t.Error("ThisHost found no CPU")
+	}
+}

@@ -34,6 +34,9 @@ import (
 func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 	name := Name()
 	logger = logger.With("executor", name)
+	for _, warning := range cfg.FitHost(ThisHost()) {
+		logger.Warn("job limits lowered to fit this machine: " + warning)
+	}
 	rt, why, err := selectRuntime(drain, cfg, logger)
 	if err != nil {
 		return err

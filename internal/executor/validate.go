@@ -31,6 +31,13 @@ func Validate(ctx context.Context, getenv func(string) string, out io.Writer) bo
 	if err != nil {
 		return false
 	}
+	warnings := cfg.FitHost(ThisHost())
+	for _, w := range warnings {
+		fmt.Fprintf(out, "warn  %-14s %s (lower the variable to silence this)\n", "job limits", w)
+	}
+	if len(warnings) == 0 {
+		fmt.Fprintf(out, "ok    %-14s %d CPUs and %s of memory per job fit this machine\n", "job limits", cfg.JobCPUs, formatSize(cfg.JobMemory))
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
