@@ -248,7 +248,14 @@ func (lp *logPrinter) print(w io.Writer, logs jobsapi.Logs) {
 			continue
 		}
 		if !started {
-			fmt.Fprintf(w, "== %s: %s\n", e.Key, strings.Join(e.Command, " "))
+			if lines := protocol.CommandLines(e.Key, e.Command); len(lines) == 1 {
+				fmt.Fprintf(w, "== %s: %s\n", e.Key, lines[0])
+			} else {
+				fmt.Fprintf(w, "== %s:\n", e.Key)
+				for _, l := range lines {
+					fmt.Fprintf(w, "==   $ %s\n", l)
+				}
+			}
 			if e.OutFrom > 0 {
 				fmt.Fprintf(w, "== (%d earlier bytes not shown)\n", e.OutFrom)
 			}

@@ -332,3 +332,13 @@ func (f *flexIDs) UnmarshalJSON(data []byte) error {
 	*f = out
 	return nil
 }
+
+// CommandLines is a log entry's command as a person reads it, a line
+// each: a docker step's commands are shell lines, one per line; any other
+// entry's command (git, src-cli) is one argv, joined by spaces.
+func CommandLines(key string, command []string) []string {
+	if strings.HasPrefix(key, "step.docker.") {
+		return command
+	}
+	return []string{strings.Join(command, " ")}
+}

@@ -80,3 +80,20 @@ func TestParseExtensions(t *testing.T) {
 		}
 	}
 }
+
+func TestCommandLines(t *testing.T) {
+	tests := []struct {
+		key     string
+		command []string
+		want    []string
+	}{
+		{"step.docker.build", []string{"time go build ./...", "time go vet ./..."}, []string{"time go build ./...", "time go vet ./..."}},
+		{"setup.git.fetch", []string{"git", "fetch", "origin"}, []string{"git fetch origin"}},
+		{"step.src.0", []string{"src", "batch", "exec"}, []string{"src batch exec"}},
+	}
+	for _, tt := range tests {
+		if got := protocol.CommandLines(tt.key, tt.command); !slices.Equal(got, tt.want) {
+			t.Errorf("CommandLines(%q, %q) = %q, want %q", tt.key, tt.command, got, tt.want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/store"
 )
 
@@ -66,15 +67,18 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
 // server's clock.
 func (s *Server) funcs() template.FuncMap {
 	return template.FuncMap{
-		"ago":       func(t time.Time) string { return ago(s.now().Sub(t)) },
-		"agoPtr":    func(t *time.Time) string { return agoPtr(s.now(), t) },
-		"stamp":     stamp,
-		"stampPtr":  stampPtr,
-		"iso":       func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"isoPtr":    isoPtr,
-		"ms":        durationMs,
-		"span":      span,
-		"join":      strings.Join,
+		"ago":      func(t time.Time) string { return ago(s.now().Sub(t)) },
+		"agoPtr":   func(t *time.Time) string { return agoPtr(s.now(), t) },
+		"stamp":    stamp,
+		"stampPtr": stampPtr,
+		"iso":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"isoPtr":   isoPtr,
+		"ms":       durationMs,
+		"span":     span,
+		"join":     strings.Join,
+		"commandText": func(key string, command []string) string {
+			return strings.Join(protocol.CommandLines(key, command), "\n")
+		},
 		"stateOf":   stateClass,
 		"dash":      dash,
 		"short":     shortCommit,

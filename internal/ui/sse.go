@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/store"
 )
 
@@ -196,7 +197,7 @@ func entryChange(e store.LogEntry, m masker, prev *entryState, whole string) (en
 	ev := entryEvent{
 		ID:        e.ID,
 		Key:       e.Key,
-		Command:   strings.Join(e.Command, " "),
+		Command:   strings.Join(protocol.CommandLines(e.Key, e.Command), "\n"),
 		StartTime: e.StartTime.UTC().Format(time.RFC3339),
 		ExitCode:  e.ExitCode,
 		Duration:  durationMs(e.DurationMs),
