@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 
 	"github.com/execd/execd/internal/job"
@@ -31,13 +32,14 @@ func (p *workspacePreparer) Prepare(ctx context.Context, j protocol.Job, dir str
 			return fmt.Errorf("start the git proxy: %w", err)
 		}
 		defer proxy.Close()
-		opts.CloneURL = proxy.URL()
+		opts.GitProxy = proxy
 	}
-	err := workspace.Prepare(ctx, j, opts)
-	if errors.Is(err, workspace.ErrInvalidPath) {
-		return &job.Error{Msg: err.Error(), Retryable: false}
+	if err := workspace.Prepare(ctx, j, opts); err != nil {
+		// A job that asks for what does not exist fails at once: marked
+		// errored, it would be retried with no chance of success.
+		return &job.Error{Msg: err.Error(), Retryable: !workspace.IsPermanent(err)}
 	}
-	return err
+	return nil
 }
 
 type fileFetcher struct {
@@ -45,6 +47,12 @@ type fileFetcher struct {
 	job    protocol.Job
 }
 
+// Fetch downloads a blob; the coordinator's 404 matches fs.ErrNotExist,
+// as workspace.FileFetcher asks.
 func (f fileFetcher) Fetch(ctx context.Context, bucket, key string) (io.ReadCloser, error) {
-	return f.client.GetFile(ctx, f.job, bucket, key)
+	rc, err := f.client.GetFile(ctx, f.job, bucket, key)
+	if se := (*queueclient.StatusError)(nil); errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return nil, fmt.Errorf("%w: %w", fs.ErrNotExist, err)
+	}
+	return rc, err
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -37,12 +38,18 @@ type Error struct {
 func (e *Error) Error() string { return e.Msg }
 
 // Preparer fills a job's workspace (repository clone, files) before its
-// steps run, running its commands through run so each is logged.
+// steps run, running its commands through run so each is logged. Its
+// error says what failed, in words for the job's user; it is an *Error
+// with Retryable false when no retry can succeed, and the job then fails
+// at once.
 type Preparer interface {
 	Prepare(ctx context.Context, job protocol.Job, dir string, run HostRunner) error
 }
 
-// HostRunner runs a setup command on the host as a logged entry.
+// HostRunner runs a setup command on the host as a logged entry. When
+// the command exits non-zero the error is an *exec.ExitError whose Stderr
+// holds the end of the command's standard error, for the caller to say
+// why it failed; the error does not repeat the key or the command line.
 type HostRunner interface {
 	Run(ctx context.Context, key string, command []string, dir string, env []string) error
 }
@@ -115,10 +122,17 @@ func (r *Runner) Run(ctx context.Context, job protocol.Job, exec context.Context
 	if job.Token != "" {
 		secrets[job.Token] = "[job token]"
 	}
-	logs := NewStreamer(r.Client, job, redact.New(secrets), r.Streamer)
+	rep := redact.New(secrets)
+	logs := NewStreamer(r.Client, job, rep, r.Streamer)
 	err := r.run(ctx, exec, job, logs)
 	if werr := logs.Wait(); werr != nil && err == nil {
 		err = werr
+	}
+	// A failure message quotes what commands wrote (git's last words):
+	// it is redacted as their log is.
+	var jerr *Error
+	if errors.As(err, &jerr) {
+		jerr.Msg = rep.String(jerr.Msg)
 	}
 	return err
 }
@@ -142,11 +156,12 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer
 			if exec.Err() != nil {
 				return exec.Err()
 			}
+			retryable := true
 			var jerr *Error
 			if errors.As(err, &jerr) {
-				return jerr
+				retryable = jerr.Retryable
 			}
-			return &Error{Msg: "prepare workspace: " + err.Error(), Retryable: true}
+			return &Error{Msg: "prepare workspace: " + err.Error(), Retryable: retryable}
 		}
 	}
 	sandbox, err := r.Runtime.Prepare(exec, runtime.Options{
@@ -210,11 +225,17 @@ func (r *Runner) pullImages(ctx, exec context.Context, sb runtime.Sandbox, logs 
 		case err != nil:
 			e.Printf("execd: %v\n", err)
 			e.Finish(1)
-			return &Error{Msg: "setup.docker.pull: " + err.Error(), Retryable: true}
+			return &Error{Msg: "pull images: " + err.Error(), Retryable: !permanentPull(err)}
 		}
 	}
 	e.Finish(0)
 	return nil
+}
+
+// permanentPull reports whether err is a pull failure no retry can fix:
+// the image does not exist, or the registry refused the credentials.
+func permanentPull(err error) bool {
+	return errors.Is(err, runtime.ErrImageNotFound) || errors.Is(err, runtime.ErrRegistryDenied)
 }
 
 // dockerAuth turns a job's registry credentials into runtime.Options'.
@@ -278,7 +299,7 @@ func (r *Runner) runStep(ctx, exec context.Context, sb runtime.Sandbox, logs *St
 	case err != nil:
 		e.Printf("execd: step could not run: %v\n", err)
 		e.Finish(-1)
-		return &Error{Msg: fmt.Sprintf("%s could not run: %v", st.key, err), Retryable: true}
+		return &Error{Msg: fmt.Sprintf("%s could not run: %v", st.key, err), Retryable: !permanentPull(err)}
 	case res.OOMKilled:
 		e.Printf("execd: step killed: it exceeded the job's memory limit of %s\n", formatBytes(r.MemoryBytes))
 		e.Finish(res.ExitCode)
@@ -332,7 +353,8 @@ func (h *hostRunner) Run(ctx context.Context, key string, command []string, dir 
 		"GIT_CONFIG_KEY_0=init.defaultBranch", "GIT_CONFIG_VALUE_0=main",
 		"GIT_CONFIG_KEY_1=advice.detachedHead", "GIT_CONFIG_VALUE_1=false",
 	}, env...)
-	cmd.Stdout, cmd.Stderr = e.Stdout(), e.Stderr()
+	tail := &tailWriter{max: 4 << 10}
+	cmd.Stdout, cmd.Stderr = e.Stdout(), io.MultiWriter(e.Stderr(), tail)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	err := cmd.Run()
@@ -345,10 +367,25 @@ func (h *hostRunner) Run(ctx context.Context, key string, command []string, dir 
 		}
 	}
 	e.Finish(code)
-	if err != nil {
-		return fmt.Errorf("%s (%s): %w", key, strings.Join(command, " "), err)
+	var exitErr *exec.ExitError
+	if errors.As(err, &exitErr) {
+		exitErr.Stderr = tail.buf
 	}
-	return nil
+	return err
+}
+
+// tailWriter keeps the last max bytes written to it.
+type tailWriter struct {
+	max int
+	buf []byte
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	if over := len(w.buf) - w.max; over > 0 {
+		w.buf = append(w.buf[:0], w.buf[over:]...)
+	}
+	return len(p), nil
 }
 
 // shellJoin quotes argv for /bin/sh.

@@ -146,8 +146,11 @@ func TestRunner_PullFails(t *testing.T) {
 	}}
 	c, j, err := runJob(t, rt, spec)
 	var jerr *job.Error
-	if !errors.As(err, &jerr) || !strings.Contains(jerr.Msg, "setup.docker.pull") || !strings.Contains(jerr.Msg, "cannot be reached") {
+	if !errors.As(err, &jerr) || !strings.HasPrefix(jerr.Msg, "pull images: image img-b") || !strings.Contains(jerr.Msg, "cannot be reached") {
 		t.Fatalf("Run = %v, want a job error naming the pull and why", err)
+	}
+	if !jerr.Retryable {
+		t.Errorf("Run = %+v, want a retryable error: the registry may be reachable later", jerr)
 	}
 	if want := []string{"prepare", "pull img-a", "pull img-b", "destroy"}; !slices.Equal(rt.calls, want) {
 		t.Errorf("calls = %q, want %q (no step after a failed pull)", rt.calls, want)

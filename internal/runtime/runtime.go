@@ -147,3 +147,16 @@ type Leftover struct {
 
 // ErrUnavailable wraps Check errors: the runtime cannot run on this host.
 var ErrUnavailable = errors.New("runtime unavailable")
+
+// Errors of [Puller.Pull] (and of Run, which pulls a missing image) that
+// no retry can fix; the job fails at once. A registry that cannot be
+// reached, or a container engine that fails, is neither: trying again
+// later may succeed.
+var (
+	// ErrImageNotFound: the image's registry answered that it has no
+	// such image (repository, tag or digest).
+	ErrImageNotFound = errors.New("image not found")
+	// ErrRegistryDenied: the registry refused the credentials given, or
+	// asked for credentials and none were given.
+	ErrRegistryDenied = errors.New("registry denied access")
+)

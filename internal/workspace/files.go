@@ -3,8 +3,10 @@ package workspace
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -31,16 +33,16 @@ func writeFiles(ctx context.Context, files map[string]protocol.VirtualFile, opts
 	// between the check and the write.
 	root, err := os.OpenRoot(opts.Dir)
 	if err != nil {
-		return fmt.Errorf("prepare workspace: %w", err)
+		return fmt.Errorf("open the workspace: %w", err)
 	}
 	defer root.Close()
 	for _, p := range slices.Sorted(maps.Keys(files)) {
 		rel, err := relativePath(opts.Dir, p, false)
 		if err != nil {
-			return fmt.Errorf("job file: %w", err)
+			return wrapf(err, "job file")
 		}
 		if err := writeFile(ctx, root, rel, files[p], opts.Files); err != nil {
-			return fmt.Errorf("job file %q: %w", p, err)
+			return wrapf(err, "job file %q", p)
 		}
 	}
 	return nil
@@ -59,6 +61,9 @@ func writeFile(ctx context.Context, root *os.Root, rel string, f protocol.Virtua
 			return fmt.Errorf("it is the blob %s/%s, but no FileFetcher was given to download it", f.Bucket, f.Key)
 		}
 		rc, err := fetcher.Fetch(ctx, f.Bucket, f.Key)
+		if errors.Is(err, fs.ErrNotExist) {
+			return &Error{Msg: fmt.Sprintf("the coordinator has no file %s/%s: upload it before submitting the job", f.Bucket, f.Key), Permanent: true, Err: err}
+		}
 		if err != nil {
 			return fmt.Errorf("download %s/%s: %w", f.Bucket, f.Key, err)
 		}

@@ -23,22 +23,6 @@ import (
 	"github.com/execd/execd/internal/protocol"
 )
 
-// ErrInvalidPath marks errors about a path of the job (a file, the
-// repository directory) that is not a path inside the workspace: the job
-// is wrong, and retrying it cannot help.
-var ErrInvalidPath = errors.New("invalid path in the job")
-
-// pathError is an error about a path of the job; it matches ErrInvalidPath.
-type pathError struct{ err error }
-
-func (e *pathError) Error() string        { return e.err.Error() }
-func (e *pathError) Unwrap() error        { return e.err }
-func (e *pathError) Is(target error) bool { return target == ErrInvalidPath }
-
-func invalidPath(format string, args ...any) error {
-	return &pathError{fmt.Errorf(format, args...)}
-}
-
 // CommandRunner runs one command of the workspace set-up on the host,
 // waiting for it to exit. The caller implements it: it logs each call as
 // an execution log entry named key (such as "setup.git.fetch"), with the
@@ -47,14 +31,18 @@ func invalidPath(format string, args ...any) error {
 // command is argv (command[0] is looked up in PATH); dir is the working
 // directory; env holds variables to add to the runner's own base
 // environment. Run returns an error when the command cannot start or
-// exits non-zero, and stops it when ctx ends.
+// exits non-zero, and stops it when ctx ends. When the command exited
+// non-zero the error wraps an [*os/exec.ExitError] whose Stderr holds the
+// end of what the command wrote to its standard error: the reason a
+// failure is explained with.
 type CommandRunner interface {
 	Run(ctx context.Context, key string, command []string, dir string, env []string) error
 }
 
 // FileFetcher downloads the blob bucket/key that a job's files entry
 // names (the executor implements it with queueclient.Client.GetFile). The
-// caller of Fetch closes the reader.
+// caller of Fetch closes the reader. An error matching [io/fs.ErrNotExist]
+// says the coordinator has no such blob, which fails the job for good.
 type FileFetcher interface {
 	Fetch(ctx context.Context, bucket, key string) (io.ReadCloser, error)
 }
@@ -68,22 +56,29 @@ type Options struct {
 	// Files downloads blobs named by bucket and key; required when a file
 	// of the job is one.
 	Files FileFetcher
-	// CloneURL is the base URL of the job's git proxy ([GitProxy.URL]): the
-	// repository is fetched from <CloneURL>/<repositoryName>.
+	// GitProxy is the job's git proxy: the repository is fetched through
+	// it, and what it saw of the coordinator's answers explains a failed
+	// fetch (a repository the coordinator does not serve, a coordinator
+	// that cannot be reached).
+	GitProxy *GitProxy
+	// CloneURL is the base URL the repository is fetched from, as
+	// <CloneURL>/<repositoryName>; empty means GitProxy's URL.
 	CloneURL string
 }
 
 // Prepare fetches job's repository into opts.Dir (at its
 // RepositoryDirectory) when it has one, then writes its files. It stops at
-// the first error, which names the step or file that failed.
+// the first error, which says what failed and why; it is an [*Error] when
+// the failure is understood, and [IsPermanent] tells whether trying the
+// job again can help.
 func Prepare(ctx context.Context, job protocol.Job, opts Options) error {
 	if opts.Dir == "" {
-		return errors.New("prepare workspace: Options.Dir is empty")
+		return errors.New("Options.Dir is empty")
 	}
 	if fi, err := os.Stat(opts.Dir); err != nil {
-		return fmt.Errorf("prepare workspace: %w", err)
+		return err
 	} else if !fi.IsDir() {
-		return fmt.Errorf("prepare workspace: %s is not a directory", opts.Dir)
+		return fmt.Errorf("%s is not a directory", opts.Dir)
 	}
 	if job.RepositoryName != "" {
 		if err := cloneRepository(ctx, job, opts); err != nil {
@@ -101,7 +96,7 @@ func repositoryDir(workspace, repoDir string) (string, error) {
 	}
 	rel, err := relativePath(workspace, repoDir, true)
 	if err != nil {
-		return "", fmt.Errorf("repositoryDirectory: %w", err)
+		return "", wrapf(err, "repositoryDirectory")
 	}
 	return filepath.Join(workspace, rel), nil
 }

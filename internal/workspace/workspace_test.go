@@ -2,14 +2,18 @@ package workspace_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,7 +118,7 @@ func (h *harness) prepare(job protocol.Job) (dir string, runner *execRunner, err
 			h.t.Fatal(err)
 		}
 		defer proxy.Close()
-		opts.CloneURL = proxy.URL()
+		opts.GitProxy = proxy
 	}
 	return dir, runner, workspace.Prepare(h.t.Context(), job, opts)
 }
@@ -141,11 +145,10 @@ func (r *execRunner) Run(ctx context.Context, key string, command []string, dir 
 	cmd := exec.CommandContext(ctx, command[0], command[1:]...)
 	cmd.Dir = dir
 	cmd.Env = append(slices.Clip(r.env), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %w\n%s", strings.Join(command, " "), err, out)
-	}
-	return nil
+	// Output keeps the end of stderr in the *exec.ExitError, as
+	// CommandRunner asks.
+	_, err := cmd.Output()
+	return err
 }
 
 func (r *execRunner) keys() []string {
@@ -171,8 +174,14 @@ type queueFetcher struct {
 	job    protocol.Job
 }
 
+// Fetch answers fs.ErrNotExist for a blob the coordinator does not have,
+// as the executor's fetcher does.
 func (f queueFetcher) Fetch(ctx context.Context, bucket, key string) (io.ReadCloser, error) {
-	return f.client.GetFile(ctx, f.job, bucket, key)
+	rc, err := f.client.GetFile(ctx, f.job, bucket, key)
+	if se := (*queueclient.StatusError)(nil); errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return nil, fmt.Errorf("%w: %w", fs.ErrNotExist, err)
+	}
+	return rc, err
 }
 
 func git(t *testing.T, dir string, args ...string) string { return testutil.Git(t, dir, args...) }
@@ -422,8 +431,8 @@ func TestPrepare_EscapingPaths(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Prepare with file %q: err = %v, want one containing %q", tt.path, err, tt.want)
 			}
-			if !errors.Is(err, workspace.ErrInvalidPath) {
-				t.Errorf("Prepare with file %q: err = %v, want one matching ErrInvalidPath", tt.path, err)
+			if !errors.Is(err, workspace.ErrInvalidPath) || !workspace.IsPermanent(err) {
+				t.Errorf("Prepare with file %q: err = %v, want a permanent one matching ErrInvalidPath", tt.path, err)
 			}
 			if entries, _ := os.ReadDir(h.outside); len(entries) > 0 {
 				t.Errorf("files were written outside the workspace: %v", entries)
@@ -435,27 +444,103 @@ func TestPrepare_EscapingPaths(t *testing.T) {
 	}
 }
 
+// TestPrepare_Errors: each failure says its cause in words for the job's
+// user, without the log key or the command line, and is permanent
+// exactly when no retry can succeed. Real git, a real coordinator, real
+// HTTP; the coordinator's failures are made by what the proxy forwards to.
 func TestPrepare_Errors(t *testing.T) {
 	h := newHarness(t)
+	zeros := strings.Repeat("0", 39) + "1"
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "the database is down", http.StatusInternalServerError)
+	}))
+	t.Cleanup(failing.Close)
 	tests := []struct {
-		name string
-		job  func() protocol.Job
-		opts func(o *workspace.Options)
-		want []string
+		name      string
+		job       func() protocol.Job
+		upstream  string // where the git proxy forwards to; empty: the coordinator
+		opts      func(o *workspace.Options)
+		want      []string
+		permanent bool
 	}{
 		{
-			name: "commit not in the repository",
+			name:      "commit not in the repository",
+			job:       func() protocol.Job { return h.job(store.Spec{RepositoryName: repoName, Commit: zeros}) },
+			want:      []string{"commit " + zeros + " does not exist in repository " + repoName, "not our ref"},
+			permanent: true,
+		},
+		{
+			name: "commit not in the repository, shallow",
 			job: func() protocol.Job {
-				return h.job(store.Spec{RepositoryName: repoName, Commit: strings.Repeat("0", 40)})
+				return h.job(store.Spec{RepositoryName: repoName, Commit: zeros, ShallowClone: true})
 			},
-			want: []string{"setup.git.fetch", "git -c protocol.version=2 fetch"},
+			want:      []string{"commit " + zeros + " does not exist in repository " + repoName},
+			permanent: true,
+		},
+		{
+			name:      "ref not in the repository",
+			job:       func() protocol.Job { return h.job(store.Spec{RepositoryName: repoName, Commit: "no-such-branch"}) },
+			want:      []string{`ref "no-such-branch" does not exist in repository ` + repoName, "couldn't find remote ref"},
+			permanent: true,
+		},
+		{
+			name: "repository not served",
+			job: func() protocol.Job {
+				return h.job(store.Spec{RepositoryName: "github.com/acme/nowhere", Commit: zeros})
+			},
+			want:      []string{"repository github.com/acme/nowhere is not served by the coordinator"},
+			permanent: true,
+		},
+		{
+			name:     "coordinator unreachable",
+			job:      func() protocol.Job { return h.job(store.Spec{RepositoryName: repoName, Commit: h.repo.Commits[0]}) },
+			upstream: "http://127.0.0.1:1",
+			want:     []string{"the coordinator could not be reached to fetch repository " + repoName, "connection refused"},
+		},
+		{
+			name:     "coordinator failing",
+			job:      func() protocol.Job { return h.job(store.Spec{RepositoryName: repoName, Commit: h.repo.Commits[0]}) },
+			upstream: failing.URL,
+			want:     []string{"the coordinator failed to serve repository " + repoName, "HTTP 500: the database is down"},
+		},
+		{
+			name:     "connection broken in the middle of the pack",
+			job:      func() protocol.Job { return h.job(store.Spec{RepositoryName: repoName, Commit: h.repo.Commits[0]}) },
+			upstream: cutPacks(t, h.url),
+			want:     []string{"the connection to the coordinator broke while fetching repository " + repoName, "unexpected EOF"},
+		},
+		{
+			name: "token of another repository",
+			job: func() protocol.Job {
+				j := h.job(store.Spec{RepositoryName: repoName, Commit: h.repo.Commits[0]})
+				j.RepositoryName = "github.com/acme/other"
+				return j
+			},
+			want: []string{"the coordinator refused access to repository github.com/acme/other", "HTTP 403"},
+		},
+		{
+			name:      "no commit",
+			job:       func() protocol.Job { return protocol.Job{RepositoryName: repoName} },
+			want:      []string{"names repository " + repoName + " but no commit"},
+			permanent: true,
 		},
 		{
 			name: "blob not uploaded",
 			job: func() protocol.Job {
 				return h.job(store.Spec{Files: map[string]protocol.VirtualFile{"in/put": {Bucket: "inputs", Key: "never-uploaded"}}})
 			},
-			want: []string{`job file "in/put"`, "inputs/never-uploaded", "404"},
+			want:      []string{`job file "in/put"`, "the coordinator has no file inputs/never-uploaded"},
+			permanent: true,
+		},
+		{
+			name: "blob of an unreachable coordinator",
+			job: func() protocol.Job {
+				return h.job(store.Spec{Files: map[string]protocol.VirtualFile{"in/put": {Bucket: "inputs", Key: "k"}}})
+			},
+			opts: func(o *workspace.Options) {
+				o.Files = queueFetcher{client: &queueclient.Client{BaseURL: "http://127.0.0.1:1"}}
+			},
+			want: []string{`job file "in/put"`, "download inputs/k", "connection refused"},
 		},
 		{
 			name: "blob without a fetcher",
@@ -476,7 +561,8 @@ func TestPrepare_Errors(t *testing.T) {
 			job: func() protocol.Job {
 				return protocol.Job{RepositoryName: repoName, Commit: "HEAD", RepositoryDirectory: "../elsewhere"}
 			},
-			want: []string{"repositoryDirectory", "escapes the workspace"},
+			want:      []string{"repositoryDirectory", "escapes the workspace"},
+			permanent: true,
 		},
 	}
 	for _, tt := range tests {
@@ -489,24 +575,81 @@ func TestPrepare_Errors(t *testing.T) {
 				CloneURL: "http://127.0.0.1:1",
 			}
 			if job.Token != "" && job.RepositoryName != "" {
-				proxy, err := workspace.NewGitProxy(h.url, job, executor, nil)
+				proxy, err := workspace.NewGitProxy(cmp.Or(tt.upstream, h.url), job, executor, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer proxy.Close()
-				opts.CloneURL = proxy.URL()
+				opts.GitProxy, opts.CloneURL = proxy, ""
 			}
 			if tt.opts != nil {
 				tt.opts(&opts)
 			}
 			err := workspace.Prepare(t.Context(), job, opts)
+			if err == nil {
+				t.Fatalf("Prepare succeeded, want an error")
+			}
+			t.Logf("error: %v", err)
 			for _, w := range tt.want {
-				if err == nil || !strings.Contains(err.Error(), w) {
+				if !strings.Contains(err.Error(), w) {
 					t.Errorf("Prepare: err = %v, want one containing %q", err, w)
 				}
 			}
+			// The log key and the command line are in the job's log;
+			// the message says why.
+			for _, nw := range []string{"setup.git", "protocol.version", "exit status", "prepare workspace"} {
+				if strings.Contains(err.Error(), nw) {
+					t.Errorf("Prepare: err = %v, want one without %q", err, nw)
+				}
+			}
+			if got := workspace.IsPermanent(err); got != tt.permanent {
+				t.Errorf("IsPermanent(%v) = %v, want %v", err, got, tt.permanent)
+			}
 		})
 	}
+}
+
+// cutPacks serves as the coordinator at upstream, but breaks the
+// connection after the first bytes of every pack it sends.
+func cutPacks(t *testing.T, upstream string) string {
+	t.Helper()
+	target, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // the breaks are on purpose
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if !bytes.Contains(body, []byte("command=fetch")) {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		rp.ServeHTTP(&cutWriter{ResponseWriter: w, left: 64}, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// cutWriter passes on the first left bytes, then aborts the response.
+type cutWriter struct {
+	http.ResponseWriter
+	left int
+}
+
+func (w *cutWriter) Write(p []byte) (int, error) {
+	if len(p) > w.left {
+		w.ResponseWriter.Write(p[:w.left])
+		w.ResponseWriter.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	w.left -= len(p)
+	return w.ResponseWriter.Write(p)
 }
 
 func TestGitProxy(t *testing.T) {

@@ -7,11 +7,14 @@ import (
 	"io"
 	"strings"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
+
+	"github.com/execd/execd/internal/runtime"
 )
 
 // ensureImage makes ref available to containers, pulling it when it is
@@ -71,7 +74,11 @@ func (r *Runtime) pull(ctx context.Context, ref string, auths map[string]string,
 		return "", fmt.Errorf("docker: image %q is not a valid image reference (%w): fix the step's image", ref, err)
 	}
 	named = reference.TagNameOnly(named)
-	var errs []error
+	var (
+		errs   []error
+		last   error // of the image's own registry, the last source
+		authed bool  // credentials were given to it
+	)
 	for _, src := range r.pullSources(named) {
 		fmt.Fprintf(out, "pulling %s\n", src.ref)
 		err := r.pullOne(ctx, src, auths, out)
@@ -95,8 +102,10 @@ func (r *Runtime) pull(ctx context.Context, ref string, auths map[string]string,
 		}
 		fmt.Fprintf(out, "pull from %s failed: %v\n", src.registry, err)
 		errs = append(errs, fmt.Errorf("%s: %w", src.registry, err))
+		last = err
+		_, authed = auths[src.registry]
 	}
-	return "", pullError(ref, errs)
+	return "", pullError(ref, reference.Domain(named), last, authed, errs)
 }
 
 // pullOne pulls src.ref, writing the daemon's progress messages to out.
@@ -121,23 +130,59 @@ func (r *Runtime) pullOne(ctx context.Context, src pullSource, auths map[string]
 	return jsonmessage.DisplayJSONMessagesStream(rc, out, 0, false, nil)
 }
 
-// pullError says why an image could not be pulled and what to do.
-func pullError(ref string, errs []error) error {
+// pullError says why an image could not be pulled and what to do. The
+// answer of the image's own registry (own) decides whether a retry can
+// help: a mirror that lacks an image proves nothing. dockerd (20.10 at
+// least) answers every registry failure with status 500, so beyond
+// errdefs the registry's words are read: "manifest unknown", "not
+// found", "repository does not exist" mean the image does not exist;
+// "unauthorized", "denied", "no basic auth credentials" that the
+// credentials were refused or missing. Both are permanent.
+func pullError(ref, registry string, own error, authed bool, errs []error) error {
 	err := errors.Join(errs...)
 	msg := strings.ToLower(err.Error())
+	ownMsg := strings.ToLower(own.Error())
+	reason := strings.TrimPrefix(own.Error(), "Error response from daemon: ")
 	switch {
 	case containsAny(msg, "dial tcp", "no such host", "connection refused", "i/o timeout", "network is unreachable",
 		"tls handshake timeout", "server misbehaving", "client.timeout", "connection reset", "no route to host"):
 		return fmt.Errorf("docker: image %q is not on this host and its registry cannot be reached: %w: "+
 			"load the image into dockerd (docker load or docker import), make the registry reachable, "+
 			"or set EXECUTOR_DOCKER_REGISTRY_MIRROR_URL to a mirror that is", ref, err)
-	case containsAny(msg, "not found", "manifest unknown", "does not exist", "pull access denied", "unauthorized",
-		"authentication required", "denied", "no basic auth credentials"):
-		return fmt.Errorf("docker: pull image %q failed: %w: the image does not exist or the registry refused access: "+
-			"check the step's image name and tag, and the credentials (EXECUTOR_DOCKER_AUTH_CONFIG, or the job's dockerAuthConfig)", ref, err)
+	case cerrdefs.IsNotFound(own) || containsAny(ownMsg, "manifest unknown", "not found", "does not exist", "name unknown"):
+		return &pullFailure{
+			msg:  fmt.Sprintf("docker: image %q does not exist in registry %s (%s): check the step's image name and tag", ref, registry, reason),
+			kind: runtime.ErrImageNotFound, err: err,
+		}
+	case cerrdefs.IsUnauthorized(own) || cerrdefs.IsPermissionDenied(own) ||
+		containsAny(ownMsg, "unauthorized", "authentication required", "denied", "no basic auth credentials"):
+		if authed {
+			return &pullFailure{
+				msg: fmt.Sprintf("docker: registry %s refused access to image %q with the credentials given (%s): "+
+					"check them (EXECUTOR_DOCKER_AUTH_CONFIG, or the job's dockerAuthConfig)", registry, ref, reason),
+				kind: runtime.ErrRegistryDenied, err: err,
+			}
+		}
+		return &pullFailure{
+			msg: fmt.Sprintf("docker: registry %s refused access to image %q: it requires credentials and none were given (%s): "+
+				"set them in EXECUTOR_DOCKER_AUTH_CONFIG or the job's dockerAuthConfig", registry, ref, reason),
+			kind: runtime.ErrRegistryDenied, err: err,
+		}
 	}
 	return fmt.Errorf("docker: pull image %q failed: %w: check the image name, the registry and dockerd's log", ref, err)
 }
+
+// pullFailure is a pull that no retry can fix: kind is
+// runtime.ErrImageNotFound or runtime.ErrRegistryDenied, err what each
+// registry answered.
+type pullFailure struct {
+	msg  string
+	kind error
+	err  error
+}
+
+func (e *pullFailure) Error() string   { return e.msg }
+func (e *pullFailure) Unwrap() []error { return []error{e.kind, e.err} }
 
 func containsAny(s string, subs ...string) bool {
 	for _, sub := range subs {

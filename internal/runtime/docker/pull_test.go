@@ -112,6 +112,13 @@ func TestPull_Auth(t *testing.T) {
 			if err != nil && (!strings.Contains(err.Error(), "refused access") || !strings.Contains(err.Error(), "EXECUTOR_DOCKER_AUTH_CONFIG")) {
 				t.Errorf("Pull error = %v, want it to say the registry refused access and how to give credentials", err)
 			}
+			// Credentials do not fix themselves: the job fails at once.
+			if err != nil && !errors.Is(err, runtime.ErrRegistryDenied) {
+				t.Errorf("Pull error = %v, want one matching runtime.ErrRegistryDenied", err)
+			}
+			if err != nil && strings.Contains(err.Error(), "none were given") != (tt.config == "" && tt.job == nil) {
+				t.Errorf("Pull error = %v: it says whether credentials were given, wrongly", err)
+			}
 			if strings.Contains(out, "s3cret") || (err != nil && strings.Contains(err.Error(), "s3cret")) {
 				t.Errorf("the password is in the pull's output or error")
 			}
@@ -126,10 +133,15 @@ func TestPull_Errors(t *testing.T) {
 	tests := []struct {
 		name, ref string
 		want      []string
+		notFound  bool // the error matches runtime.ErrImageNotFound: no retry can help
 	}{
-		{"not in the registry", reg.host() + "/execd-test/missing:1", []string{"does not exist", "check the step's image name"}},
-		{"registry unreachable", "127.0.0.1:1/execd-test/nowhere:1", []string{"not on this host", "cannot be reached", "EXECUTOR_DOCKER_REGISTRY_MIRROR_URL"}},
-		{"invalid reference", "Not A Valid Reference", []string{"not a valid image reference"}},
+		{"not in the registry", reg.host() + "/execd-test/missing:1", []string{
+			`image "` + reg.host() + `/execd-test/missing:1" does not exist in registry ` + reg.host() + " (manifest unknown)",
+			"check the step's image name",
+		}, true},
+		{"digest not in the registry", reg.host() + "/execd-test/pulled@sha256:" + strings.Repeat("0", 63) + "1", []string{"does not exist in registry " + reg.host()}, true},
+		{"registry unreachable", "127.0.0.1:1/execd-test/nowhere:1", []string{"not on this host", "cannot be reached", "EXECUTOR_DOCKER_REGISTRY_MIRROR_URL"}, false},
+		{"invalid reference", "Not A Valid Reference", []string{"not a valid image reference"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,6 +150,12 @@ func TestPull_Errors(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), w) {
 					t.Errorf("Pull(%q) = %v, want an error saying %q\n%s", tt.ref, err, w, out)
 				}
+			}
+			if got := errors.Is(err, runtime.ErrImageNotFound); got != tt.notFound {
+				t.Errorf("errors.Is(%v, ErrImageNotFound) = %v, want %v", err, got, tt.notFound)
+			}
+			if errors.Is(err, runtime.ErrRegistryDenied) {
+				t.Errorf("Pull(%q) = %v, matches ErrRegistryDenied", tt.ref, err)
 			}
 			// Run fails the same way.
 			st := step("true")

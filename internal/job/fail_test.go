@@ -1,0 +1,129 @@
+package job_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/execd/execd/internal/job"
+	"github.com/execd/execd/internal/protocol"
+	"github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/store"
+)
+
+// preparerFunc is a job.Preparer.
+type preparerFunc func(ctx context.Context, j protocol.Job, dir string, run job.HostRunner) error
+
+func (f preparerFunc) Prepare(ctx context.Context, j protocol.Job, dir string, run job.HostRunner) error {
+	return f(ctx, j, dir, run)
+}
+
+// runPrepared runs a job of spec whose workspace prepare is p.
+func runPrepared(t *testing.T, spec store.Spec, p job.Preparer) error {
+	t.Helper()
+	c := startCoord(t)
+	client, j := c.dequeued(spec)
+	r := &job.Runner{Client: client, Runtime: &fakeRuntime{}, Preparer: p, ExecutorName: "ex", WorkspaceRoot: t.TempDir(),
+		Network: runtime.NetworkNone, Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
+	return r.Run(context.Background(), j, context.Background())
+}
+
+// TestRunner_Failures: the job's failure message names the phase once and
+// the cause, and the failure is retryable unless no retry can fix it.
+func TestRunner_Failures(t *testing.T) {
+	step := []protocol.DockerStep{{Key: "a", Image: "img-a", Commands: []string{"true"}}}
+	tests := []struct {
+		name      string
+		prepare   error // returned by the preparer
+		pull      error // returned by the pull of img-a
+		spec      store.Spec
+		want      string
+		retryable bool
+	}{
+		{
+			name:    "permanent prepare failure",
+			prepare: &job.Error{Msg: "commit 01 does not exist in repository r"},
+			want:    "prepare workspace: commit 01 does not exist in repository r",
+		},
+		{
+			name:      "retryable prepare failure",
+			prepare:   &job.Error{Msg: "the coordinator could not be reached", Retryable: true},
+			want:      "prepare workspace: the coordinator could not be reached",
+			retryable: true,
+		},
+		{
+			name:      "unclassified prepare failure",
+			prepare:   errors.New("disk full"),
+			want:      "prepare workspace: disk full",
+			retryable: true,
+		},
+		{
+			name:    "redacted",
+			prepare: &job.Error{Msg: "fatal: could not read hunter2"},
+			spec:    store.Spec{RedactedValues: map[string]string{"hunter2": "[PASSWORD]"}},
+			want:    "prepare workspace: fatal: could not read [PASSWORD]",
+		},
+		{
+			name: "image not found",
+			pull: fmt.Errorf("docker: image %q does not exist in registry r: %w", "img-a", runtime.ErrImageNotFound),
+			want: `pull images: docker: image "img-a" does not exist in registry r`,
+		},
+		{
+			name: "credentials refused",
+			pull: fmt.Errorf("docker: registry r refused the credentials: %w", runtime.ErrRegistryDenied),
+			want: "pull images: docker: registry r refused the credentials",
+		},
+		{
+			name:      "registry unreachable",
+			pull:      errors.New("docker: registry r cannot be reached"),
+			want:      "pull images: docker: registry r cannot be reached",
+			retryable: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := tt.spec
+			spec.DockerSteps = step
+			c := startCoord(t)
+			client, j := c.dequeued(spec)
+			rt := &fakeRuntime{pullErr: map[string]error{"img-a": tt.pull}}
+			r := &job.Runner{Client: client, Runtime: rt, ExecutorName: "ex", WorkspaceRoot: t.TempDir(),
+				Network: runtime.NetworkNone, Streamer: job.StreamerOptions{IsUnknownJob: isGone},
+				Preparer: preparerFunc(func(context.Context, protocol.Job, string, job.HostRunner) error { return tt.prepare })}
+			err := r.Run(context.Background(), j, context.Background())
+			var jerr *job.Error
+			if !errors.As(err, &jerr) {
+				t.Fatalf("Run = %v, want a *job.Error", err)
+			}
+			if !strings.HasPrefix(jerr.Msg, tt.want) || jerr.Retryable != tt.retryable {
+				t.Errorf("Run = %+v, want a message starting %q, retryable %v", jerr, tt.want, tt.retryable)
+			}
+		})
+	}
+}
+
+// TestHostRunner_Error: a failed setup command's error carries the end
+// of its stderr, for the preparer to say why, and not the log key or the
+// command line, which are in the log.
+func TestHostRunner_Error(t *testing.T) {
+	var runErr error
+	err := runPrepared(t, store.Spec{}, preparerFunc(func(ctx context.Context, _ protocol.Job, dir string, run job.HostRunner) error {
+		runErr = run.Run(ctx, "setup.thing", []string{"sh", "-c", "echo working; printf 'progress\\r50%%\\rfatal: the reason\\n' >&2; exit 3"}, dir, nil)
+		return runErr
+	}))
+	var ee *exec.ExitError
+	if !errors.As(runErr, &ee) || ee.ExitCode() != 3 || !strings.HasSuffix(string(ee.Stderr), "fatal: the reason\n") {
+		t.Fatalf("HostRunner.Run = %#v, want an *exec.ExitError of exit code 3 with the stderr", runErr)
+	}
+	for _, nw := range []string{"setup.thing", "echo working"} {
+		if strings.Contains(runErr.Error(), nw) {
+			t.Errorf("HostRunner.Run = %v, want an error without %q", runErr, nw)
+		}
+	}
+	if err == nil {
+		t.Errorf("Run succeeded, want the preparer's failure")
+	}
+}
