@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -125,5 +128,52 @@ func TestHostRunner_Error(t *testing.T) {
 	}
 	if err == nil {
 		t.Errorf("Run succeeded, want the preparer's failure")
+	}
+}
+
+// TestRunner_StepDir: a step whose dir is not a directory of the workspace
+// fails the job at once, naming the dir, before the runtime runs it,
+// whatever the runtime (docker would create it).
+func TestRunner_StepDir(t *testing.T) {
+	prepare := preparerFunc(func(_ context.Context, _ protocol.Job, dir string, _ job.HostRunner) error {
+		os.MkdirAll(filepath.Join(dir, "src", "pkg"), 0o755)
+		os.WriteFile(filepath.Join(dir, "file.txt"), nil, 0o644)
+		return os.Symlink("/etc", filepath.Join(dir, "etc-link"))
+	})
+	tests := []struct {
+		dir  string
+		want string // in the failure message; "" means the step ran
+	}{
+		{"", ""},
+		{".", ""},
+		{"src/pkg", ""},
+		{"src/", ""},
+		{"srcc", `step.docker.s: the step's dir "srcc" does not exist in the workspace`},
+		{"file.txt", `the step's dir "file.txt" is not a directory`},
+		{"etc-link", `the step's dir "etc-link" is not a directory within the workspace`},
+	}
+	for _, tt := range tests {
+		t.Run("dir_"+strings.ReplaceAll(tt.dir, "/", "_"), func(t *testing.T) {
+			c := startCoord(t)
+			client, j := c.dequeued(store.Spec{DockerSteps: []protocol.DockerStep{{Key: "s", Image: "img", Commands: []string{"true"}, Dir: tt.dir}}})
+			rt := &fakeRuntime{noPull: true}
+			r := &job.Runner{Client: client, Runtime: rt, Preparer: prepare, ExecutorName: "ex", WorkspaceRoot: t.TempDir(),
+				Network: runtime.NetworkNone, Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
+			err := r.Run(context.Background(), j, context.Background())
+			ran := slices.Contains(rt.calls, "run s")
+			if tt.want == "" {
+				if err != nil || !ran {
+					t.Errorf("dir %q: err %v, ran %v; want the step run", tt.dir, err, ran)
+				}
+				return
+			}
+			var jerr *job.Error
+			if !errors.As(err, &jerr) || jerr.Retryable || !strings.Contains(jerr.Msg, tt.want) {
+				t.Errorf("dir %q: err %#v, want a permanent failure containing %q", tt.dir, err, tt.want)
+			}
+			if ran {
+				t.Errorf("dir %q: the runtime ran the step", tt.dir)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -190,7 +191,7 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer
 		return err
 	}
 	for _, st := range steps(job) {
-		if err := r.runStep(ctx, exec, sandbox, logs, st); err != nil {
+		if err := r.runStep(ctx, exec, sandbox, logs, dir, st); err != nil {
 			return err
 		}
 	}
@@ -285,10 +286,17 @@ func steps(job protocol.Job) []namedStep {
 	return out
 }
 
-func (r *Runner) runStep(ctx, exec context.Context, sb runtime.Sandbox, logs *Streamer, st namedStep) error {
+func (r *Runner) runStep(ctx, exec context.Context, sb runtime.Sandbox, logs *Streamer, workspace string, st namedStep) error {
 	e := logs.Start(ctx, st.key, st.display)
 	if st.step.Image != "" && !usesImages(r.Runtime) {
 		e.Printf("execd: the %s runtime runs steps on the host's system files; image %q is not used\n", r.Runtime.Name(), st.step.Image)
+	}
+	// Checked here, the same for every runtime: docker would create a
+	// missing working directory, and a typo would pass unnoticed.
+	if err := checkStepDir(workspace, st.step.Dir); err != nil {
+		e.Printf("execd: %v\n", err)
+		e.Finish(-1)
+		return &Error{Msg: fmt.Sprintf("%s: %v", st.key, err)}
 	}
 	res, err := sb.Run(exec, st.step, runtime.Output{Stdout: e.Stdout(), Stderr: e.Stderr()})
 	switch {
@@ -308,6 +316,30 @@ func (r *Runner) runStep(ctx, exec context.Context, sb runtime.Sandbox, logs *St
 	e.Finish(res.ExitCode)
 	if res.ExitCode != 0 {
 		return &Error{Msg: fmt.Sprintf("%s failed with exit code %d", st.key, res.ExitCode), Retryable: true}
+	}
+	return nil
+}
+
+// checkStepDir reports why a step's dir, relative to the workspace, is
+// not a directory there. It resolves within the workspace only (a
+// symbolic link out of it is refused), so it tells nothing of the host.
+func checkStepDir(workspace, dir string) error {
+	if dir == "" || filepath.Clean(dir) == "." {
+		return nil
+	}
+	root, err := os.OpenRoot(workspace)
+	if err != nil {
+		return fmt.Errorf("open the workspace: %w", err)
+	}
+	defer root.Close()
+	fi, err := root.Stat(filepath.Clean(dir))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("the step's dir %q does not exist in the workspace (dir is relative to the workspace root, where the repository is checked out; an earlier step may create it)", dir)
+	case err != nil:
+		return fmt.Errorf("the step's dir %q is not a directory within the workspace", dir)
+	case !fi.IsDir():
+		return fmt.Errorf("the step's dir %q is not a directory", dir)
 	}
 	return nil
 }
