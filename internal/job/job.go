@@ -386,10 +386,12 @@ func (h *hostRunner) Run(ctx context.Context, key string, command []string, dir 
 		"GIT_CONFIG_KEY_1=advice.detachedHead", "GIT_CONFIG_VALUE_1=false",
 	}, env...)
 	tail := &tailWriter{max: 4 << 10}
-	cmd.Stdout, cmd.Stderr = e.Stdout(), io.MultiWriter(e.Stderr(), tail)
+	stderr := &progressWriter{w: io.MultiWriter(e.Stderr(), tail)}
+	cmd.Stdout, cmd.Stderr = e.Stdout(), stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	err := cmd.Run()
+	_ = stderr.Flush()
 	code := 0
 	if err != nil {
 		code = -1
