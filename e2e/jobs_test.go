@@ -3,7 +3,9 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -271,4 +273,23 @@ func TestE2E_Signals(t *testing.T) {
 	}
 	waitNoProcesses(t, "sleep 1000.55", 10*time.Second)
 	<-e.done
+}
+
+// TestE2E_BinaryFile: a job's inline file with every byte value reaches the
+// step unchanged (our executor gets version 2 payloads, whose contents are
+// bytes, though its version number is below Sourcegraph's 4.3.0).
+func TestE2E_BinaryFile(t *testing.T) {
+	s := newSystem(t, `{}`)
+	s.startExecutor()
+	content := make([]byte, 512)
+	for i := range content {
+		content[i] = byte(i)
+	}
+	sum := sha256.Sum256(content)
+	id := s.submit(fmt.Sprintf(`{"maxAttempts": 1, "files": {"bin/all-bytes": {"content": %q}},
+		"dockerSteps": [{"image": "alpine", "commands": ["sha256sum bin/all-bytes"]}]}`, base64.StdEncoding.EncodeToString(content)))
+	j := s.waitState(id, time.Minute, "completed", "failed", "errored")
+	if want := hex.EncodeToString(sum[:]); j.State != "completed" || !strings.Contains(formatLogs(j), "stdout: "+want) {
+		t.Errorf("job %s; want completed with the file's sha256 %s:\n%s", j.State, want, formatLogs(j))
+	}
 }

@@ -22,10 +22,18 @@ const (
 	ExtHeartbeatWait = "heartbeat-wait"
 	// ExtLogAppend: POST /queue/{queue}/appendExecutionLogEntry.
 	ExtLogAppend = "log-append"
+	// ExtJobV2: a dequeue carrying JobVersionHeader "2" gets a version 2
+	// payload (file contents as bytes), whatever the executor's version:
+	// ours are numbered apart from Sourcegraph's, whose rule (4.3.0 or
+	// later) would give them version 1, where binary files are corrupted.
+	ExtJobV2 = "job-v2"
 )
 
 // Extensions are all the extensions, in the order the header lists them.
-var Extensions = []string{ExtLongPoll, ExtHeartbeatWait, ExtLogAppend}
+var Extensions = []string{ExtLongPoll, ExtHeartbeatWait, ExtLogAppend, ExtJobV2}
+
+// JobVersionHeader asks a dequeue for a payload version (see ExtJobV2).
+const JobVersionHeader = "X-Execd-Job-Version"
 
 // WaitHeader asks a dequeue to wait for work and a heartbeat for a
 // cancellation (a duration such as "30s").

@@ -89,6 +89,9 @@ func (s *Server) serveDequeue(w http.ResponseWriter, r *http.Request, req protoc
 		// reference leaves it out of their payload.
 		job.Queue = ""
 	}
+	if r.Header.Get(protocol.JobVersionHeader) == "2" {
+		job.Version = 2
+	}
 	writeJSON(w, http.StatusOK, job)
 }
 

@@ -155,9 +155,20 @@ func (c *Client) Dequeue(ctx context.Context, queues []string, opts DequeueOptio
 	} else {
 		req.Queues = queues
 	}
-	var header http.Header
+	if c.extensions.Load() == nil {
+		// Nothing heard yet: learn what the coordinator offers first
+		// (with a route of the reference), so that this dequeue already
+		// asks ours for a version 2 payload.
+		if err := c.TestAuth(ctx); err != nil {
+			return job, false, err
+		}
+	}
+	header := http.Header{}
 	if opts.Wait > 0 && c.Supports(protocol.ExtLongPoll) {
-		header = http.Header{protocol.WaitHeader: {opts.Wait.String()}}
+		header.Set(protocol.WaitHeader, opts.Wait.String())
+	}
+	if c.Supports(protocol.ExtJobV2) {
+		header.Set(protocol.JobVersionHeader, "2")
 	}
 	code, body, err := c.request(ctx, path, header, 0, "", req)
 	if err != nil {
