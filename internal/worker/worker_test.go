@@ -352,9 +352,9 @@ func TestWorker_DropsJobsTheCoordinatorForgot(t *testing.T) {
 }
 
 // TestWorker_UsesOfferedExtensions: against our coordinator, which names
-// its extensions on every answer, the worker's first dequeue is the
-// reference's; the following ones long-poll, and heartbeats with a job
-// running wait for cancellations.
+// its extensions on every answer, the client first learns them through a
+// route of the reference; then dequeues long-poll and ask for version 2
+// payloads, and heartbeats with a job running wait for cancellations.
 func TestWorker_UsesOfferedExtensions(t *testing.T) {
 	e := newEnv(t)
 	var mu sync.Mutex
@@ -362,7 +362,7 @@ func TestWorker_UsesOfferedExtensions(t *testing.T) {
 	inner := e.c.Handler()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		seen = append(seen, r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]+" wait="+r.Header.Get(protocol.WaitHeader))
+		seen = append(seen, r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]+" wait="+r.Header.Get(protocol.WaitHeader)+" v="+r.Header.Get(protocol.JobVersionHeader))
 		mu.Unlock()
 		inner.ServeHTTP(w, r)
 	}))
@@ -386,12 +386,14 @@ func TestWorker_UsesOfferedExtensions(t *testing.T) {
 		got := slices.Clone(seen)
 		mu.Unlock()
 		dequeues := slices.DeleteFunc(slices.Clone(got), func(s string) bool { return !strings.HasPrefix(s, "dequeue ") })
-		if len(dequeues) >= 2 && slices.Contains(got, "heartbeat wait=50ms") {
-			if dequeues[0] != "dequeue wait=" {
-				t.Errorf("the first dequeue was %q, before the coordinator said it long-polls", dequeues[0])
+		if len(dequeues) >= 2 && slices.Contains(got, "heartbeat wait=50ms v=") {
+			if first := slices.IndexFunc(got, func(s string) bool { return strings.HasPrefix(s, "dequeue ") }); !slices.Contains(got[:first], "auth wait= v=") {
+				t.Errorf("requests %q: the first dequeue came before GET /test/auth told what the coordinator offers", got)
 			}
-			if dequeues[1] != "dequeue wait=1s" {
-				t.Errorf("the second dequeue was %q, want it to long-poll (wait=1s)", dequeues[1])
+			for _, d := range dequeues {
+				if d != "dequeue wait=1s v=2" {
+					t.Errorf("a dequeue was %q, want it to long-poll for 1s and ask for version 2", d)
+				}
 			}
 			break
 		}
