@@ -59,10 +59,19 @@ type proc struct {
 
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
+	return startWith(t, name, env, nil, args...)
+}
+
+// startWith is start with setup, if not nil, applied to the command first.
+func startWith(t *testing.T, name string, env []string, setup func(*exec.Cmd), args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, name: name, log: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(binDir, args[0]), args[1:]...)
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if setup != nil {
+		setup(p.cmd)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +144,12 @@ func (s *system) startCoordinator() {
 
 func (s *system) startExecutor(extra ...string) *proc {
 	s.t.Helper()
+	return s.startExecutorWith(nil, extra...)
+}
+
+// startExecutorWith is startExecutor with setup applied to the command.
+func (s *system) startExecutorWith(setup func(*exec.Cmd), extra ...string) *proc {
+	s.t.Helper()
 	s.execNum++
 	env := append([]string{
 		"EXECUTOR_FRONTEND_URL=" + s.url(),
@@ -149,7 +164,7 @@ func (s *system) startExecutor(extra ...string) *proc {
 		// overrides it.
 		"EXECUTOR_RUNTIME=shell",
 	}, extra...)
-	return start(s.t, fmt.Sprintf("executor-%d", s.execNum), env, "executor", "run")
+	return startWith(s.t, fmt.Sprintf("executor-%d", s.execNum), env, setup, "executor", "run")
 }
 
 func (s *system) submit(spec string) int {

@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -291,5 +293,42 @@ func TestE2E_BinaryFile(t *testing.T) {
 	j := s.waitState(id, time.Minute, "completed", "failed", "errored")
 	if want := hex.EncodeToString(sum[:]); j.State != "completed" || !strings.Contains(formatLogs(j), "stdout: "+want) {
 		t.Errorf("job %s; want completed with the file's sha256 %s:\n%s", j.State, want, formatLogs(j))
+	}
+}
+
+// TestE2E_InheritedDescriptors: an executor started holding a descriptor
+// of a root-only file passes it to no step.
+func TestE2E_InheritedDescriptors(t *testing.T) {
+	s := newSystem(t, `{}`)
+	canary := filepath.Join(s.dir, "root-only")
+	if err := os.WriteFile(canary, []byte("canary\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(canary, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s.startExecutorWith(func(cmd *exec.Cmd) {
+		// fds 3..7 in the executor, as the escape test had 7.
+		cmd.ExtraFiles = []*os.File{f, f, f, f, f}
+	})
+	id := s.submit(`{"maxAttempts": 1, "dockerSteps": [{"image": "alpine", "commands": [
+		"ls /proc/self/fd | tr '\\n' ' '; echo",
+		"for fd in 3 4 5 6 7 8 9; do (echo escaped >&$fd) 2>/dev/null && echo wrote to $fd; done; true"]}]}`)
+	j := s.waitState(id, time.Minute, "completed", "failed", "errored")
+	logs := formatLogs(j)
+	if j.State != "completed" {
+		t.Fatalf("job %s:\n%s", j.State, logs)
+	}
+	if strings.Contains(logs, "stdout: wrote to") {
+		t.Errorf("a step wrote to a descriptor it inherited:\n%s", logs)
+	}
+	// ls itself opens one descriptor (3) for the directory it lists.
+	if !strings.Contains(logs, "stdout: 0 1 2 3 \n") {
+		t.Errorf("the step holds descriptors beyond stdin, stdout, stderr:\n%s", logs)
+	}
+	if b, _ := os.ReadFile(canary); string(b) != "canary\n" {
+		t.Errorf("the root-only file was written to: %q", b)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/execd/execd/internal/executor"
+	"github.com/execd/execd/internal/runtime/shell"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -50,6 +51,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	switch args[0] {
 	case "run":
+		// Nothing this process inherited may reach a step or a host
+		// command (git) it starts.
+		if err := shell.CloseInheritedOnExec(); err != nil {
+			fmt.Fprintln(stderr, "executor: close inherited descriptors:", err)
+			return 1
+		}
 		return runExecutor(getenv, stderr)
 	case "validate":
 		if !executor.Validate(context.Background(), getenv, stdout) {

@@ -133,9 +133,14 @@ func runInit() int {
 		fmt.Fprintln(os.Stderr, "execd sandbox init: not the first process of a new PID namespace; only the shell runtime starts this")
 		return 2
 	}
-	// Neither pipe may leak into the step.
+	// Neither pipe, nor any descriptor the executor inherited, may leak
+	// into the step.
 	syscall.CloseOnExec(initConfigFD)
 	syscall.CloseOnExec(initStatusFD)
+	if err := CloseInheritedOnExec(); err != nil {
+		fmt.Fprintln(os.Stderr, "execd sandbox init: close inherited descriptors:", err)
+		return initSetupFailed
+	}
 	// Catch termination signals from now on: as PID 1 of its namespace
 	// the init would otherwise not even receive them. One that comes
 	// while the sandbox is built ends the init before the step starts;

@@ -11,6 +11,9 @@ import (
 
 var errNotLinux = errors.New("shell: the shell runtime needs Linux namespaces and cgroups")
 
+// CloseInheritedOnExec does nothing outside Linux.
+func CloseInheritedOnExec() error { return nil }
+
 // MaybeRunInit does nothing: there is no sandbox init outside Linux.
 func MaybeRunInit() {}
 
