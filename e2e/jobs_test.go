@@ -332,3 +332,55 @@ func TestE2E_InheritedDescriptors(t *testing.T) {
 		t.Errorf("the root-only file was written to: %q", b)
 	}
 }
+
+// cgroupsOf lists the cgroup directories of executor owner under the
+// shell runtime's default parent, in every hierarchy.
+func cgroupsOf(owner string) []string {
+	v1, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", "execd", owner))
+	v2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "execd", owner))
+	return append(v1, v2...)
+}
+
+func waitNoCgroups(t *testing.T, owner string, timeout time.Duration, why string) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); len(cgroupsOf(owner)) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the cgroups of executor %s remain: %v", why, owner, cgroupsOf(owner))
+		}
+	}
+}
+
+// TestE2E_ShellCgroupsCleaned: the cgroups of a killed executor's jobs
+// are removed by the next executor's janitor, and an executor that stops
+// leaves no cgroup of its own.
+func TestE2E_ShellCgroupsCleaned(t *testing.T) {
+	s := newSystem(t, `{"stalledAge": "6s"}`)
+	first := s.startExecutor()
+	id := s.submit(`{"dockerSteps": [{"image": "alpine:3", "commands": ["echo started", "sleep 2.718"]}]}`)
+	owner := s.waitState(id, 30*time.Second, "processing").WorkerHostname
+	waitProcesses(t, "sleep 2.718", 10*time.Second)
+	if len(cgroupsOf(owner)) == 0 {
+		testutil.Missing(t, "cgroups", "the running job's cgroups are not under /sys/fs/cgroup/.../execd/"+owner)
+	}
+	first.kill()
+	waitNoProcesses(t, "sleep 2.718", 3*time.Second)
+	if len(cgroupsOf(owner)) == 0 {
+		t.Fatal("the killed executor's cgroups vanished by themselves; the test shows nothing")
+	}
+	second := s.startExecutor()
+	waitNoCgroups(t, owner, 15*time.Second, "after the next executor started")
+
+	j := s.waitState(id, time.Minute, "completed", "failed", "errored")
+	if j.State != "completed" {
+		t.Fatalf("job %s:\n%s", j.State, formatLogs(j))
+	}
+	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-second.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the executor did not stop within 30s of SIGTERM")
+	}
+	waitNoCgroups(t, j.WorkerHostname, time.Second, "after a clean stop")
+}

@@ -63,7 +63,7 @@ func sandbox(ctx context.Context, b *bench) ([]*figure, error) {
 		}
 		shells = append(shells, sh)
 	}
-	defer shells[0].RemoveStale(context.WithoutCancel(ctx), owner)
+	defer shells[0].Clean(context.WithoutCancel(ctx), func(l runtime.Leftover) bool { return l.Owner == owner })
 	var containers []*docker.Runtime
 	bridge := fmt.Sprintf("execd-bench-%d", os.Getpid())
 	if dockerWhy == "" {

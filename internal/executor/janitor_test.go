@@ -67,6 +67,9 @@ func TestStaleSandboxes(t *testing.T) {
 		{"not in an executor's directory", sandbox.Leftover{JobID: "7-batches", Owner: "tool", Workspace: "/srv/jobs/job-dir"}, false},
 		{"relative workspace", sandbox.Leftover{JobID: "8-batches", Owner: "x", Workspace: "x/job-dir"}, false},
 		{"no owner", sandbox.Leftover{JobID: "9-batches"}, false},
+		{"my own, as an owner", sandbox.Leftover{Owner: "me", Workspace: filepath.Join(root, "me")}, false},
+		{"a live executor, as an owner", sandbox.Leftover{Owner: "other-live", Workspace: filepath.Join(root, "other-live")}, false},
+		{"a dead executor, as an owner", sandbox.Leftover{Owner: "other-dead", Workspace: filepath.Join(root, "other-dead")}, true},
 	}
 	for _, tt := range tests {
 		if got := stale(tt.l); got != tt.want {

@@ -134,7 +134,16 @@ func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 		},
 	})
 	logger.Info("executor started", "queues", strings.Join(cfg.Queues, ","), "coordinator", cfg.FrontendURL, "max_jobs", cfg.MaxJobs, "runtime", rt.Name(), "network", network)
-	return w.Run(drain, hard)
+	err = w.Run(drain, hard)
+	if j, ok := rt.(sandbox.Janitor); ok {
+		// Every job is over: a stop leaves nothing of this executor behind.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(hard), time.Minute)
+		defer cancel()
+		if cerr := j.Clean(ctx, func(l sandbox.Leftover) bool { return l.Owner == name }); cerr != nil {
+			logger.Warn("janitor: remove this executor's leftovers", "err", cerr)
+		}
+	}
+	return err
 }
 
 // startJanitor removes the leftovers of sandboxes that stale reports, once
@@ -175,9 +184,13 @@ func staleSandboxes(self string, running func(jobID string) bool) func(sandbox.L
 		case l.Owner == "":
 			return false
 		case l.Owner == self:
-			return !running(l.JobID)
+			// A Leftover without a job is the owner's own: ours, in use.
+			return l.JobID != "" && !running(l.JobID)
 		}
 		dir := filepath.Dir(l.Workspace)
+		if l.JobID == "" {
+			dir = l.Workspace
+		}
 		if !filepath.IsAbs(l.Workspace) || filepath.Base(dir) != l.Owner {
 			return false
 		}

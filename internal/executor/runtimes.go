@@ -37,7 +37,7 @@ func runtimes(ctx context.Context, cfg Config, logger *slog.Logger) []sandbox.Ru
 	return []sandbox.Runtime{
 		docker.New(gvisor),
 		docker.New(dc),
-		shell.New(shell.Config{Init: shellInit(ctx, cfg, logger), Logger: logger}),
+		shell.New(shell.Config{Init: shellInit(ctx, cfg, logger), WorkspaceRoot: cfg.WorkspaceRoot, Logger: logger}),
 	}
 }
 

@@ -138,7 +138,9 @@ type Janitor interface {
 }
 
 // Leftover describes what a runtime made for one sandbox, from the labels
-// it gave it: Prepare's Options.
+// it gave it: Prepare's Options. A Leftover without JobID is what a
+// runtime made for an owner as a whole (the shell runtime's cgroup of an
+// executor); its Workspace is then the owner's directory of workspaces.
 type Leftover struct {
 	JobID     string
 	Owner     string

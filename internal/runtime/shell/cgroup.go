@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -168,6 +167,29 @@ func (h *cgroupHost) job(rel string) *jobCgroup {
 		}
 	}
 	return cg
+}
+
+// children lists the cgroups directly under rel, in the first hierarchy
+// (every hierarchy holds the same ones); none when rel does not exist.
+func (h *cgroupHost) children(rel string) ([]string, error) {
+	roots := h.roots()
+	if len(roots) == 0 {
+		return nil, nil
+	}
+	entries, err := os.ReadDir(filepath.Join(roots[0], rel))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
 }
 
 // checkWritable reports whether cgroups can be created under rel.
@@ -408,30 +430,4 @@ func writeCgroupFile(name, value string) error {
 		return fmt.Errorf("write %q to %s: %w", value, name, err)
 	}
 	return nil
-}
-
-// removeOwner removes every job cgroup under parent/owner, then the owner
-// cgroup itself.
-func removeOwner(ctx context.Context, host *cgroupHost, parent, owner string) error {
-	var errs []error
-	for _, root := range host.roots() {
-		dir := filepath.Join(root, parent, owner)
-		entries, err := os.ReadDir(dir)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, e := range entries {
-			if e.IsDir() {
-				errs = append(errs, host.job(path.Join(parent, owner, e.Name())).remove(ctx))
-			}
-		}
-		if err := syscall.Rmdir(dir); err != nil && !errors.Is(err, syscall.ENOENT) {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dir, err))
-		}
-	}
-	return errors.Join(errs...)
 }

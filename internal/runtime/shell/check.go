@@ -8,9 +8,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
+	"path/filepath"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/execd/execd/internal/runtime"
 )
 
 // check implements [Runtime.Check] for a valid config.
@@ -59,14 +63,49 @@ func (r *Runtime) checkCgroups() error {
 	return nil
 }
 
-// removeStale implements [Runtime.RemoveStale].
-func (r *Runtime) removeStale(ctx context.Context, owner string) error {
+// clean implements [Runtime.Clean].
+func (r *Runtime) clean(ctx context.Context, stale func(runtime.Leftover) bool) error {
 	host, err := findCgroups()
 	if err != nil {
 		return fmt.Errorf("shell: %w", err)
 	}
-	if err := removeOwner(context.WithoutCancel(ctx), host, r.cfg.cgroupParent(), owner); err != nil {
-		return fmt.Errorf("shell: remove stale cgroups: %w", err)
+	parent := r.cfg.cgroupParent()
+	owners, err := host.children(parent)
+	if err != nil {
+		return fmt.Errorf("shell: janitor: %w", err)
+	}
+	var errs []error
+	for _, owner := range owners {
+		jobs, err := host.children(path.Join(parent, owner))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		left := len(jobs)
+		for _, jobID := range jobs {
+			l := runtime.Leftover{JobID: jobID, Owner: owner, Workspace: filepath.Join(r.cfg.WorkspaceRoot, owner, jobID)}
+			if !stale(l) {
+				continue
+			}
+			cg := host.job(path.Join(parent, owner, jobID))
+			if pids, err := cg.procs(); err == nil && len(pids) > 0 && !stale(runtime.Leftover{Owner: owner, Workspace: l.Workspace}) {
+				continue
+			}
+			if err := cg.remove(ctx); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			left--
+			r.cfg.Logger.Info("janitor: removed the cgroup of a job that is over", "job", jobID, "owner", owner)
+		}
+		if left == 0 && stale(runtime.Leftover{Owner: owner, Workspace: filepath.Join(r.cfg.WorkspaceRoot, owner)}) {
+			if err := host.job(path.Join(parent, owner)).rmdirs(); err != nil && !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.ENOTEMPTY) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("shell: janitor: %w", err)
 	}
 	return nil
 }

@@ -27,6 +27,11 @@ type Config struct {
 	// executor takes. Empty means this program itself, which must then
 	// call [MaybeRunInit] first in main.
 	Init string
+	// WorkspaceRoot is where executors keep their workspaces, each in
+	// <WorkspaceRoot>/<Owner>/ (EXECUTOR_WORKSPACE_ROOT): the janitor's
+	// [runtime.Leftover]s name workspaces there, so that a janitor can tell
+	// whether their owner still runs.
+	WorkspaceRoot string
 	// Logger receives the runtime's debug and warning messages; nil
 	// discards them.
 	Logger *slog.Logger

@@ -60,6 +60,8 @@
 // with the executor (the parent-death signal is SIGKILL), so even an
 // executor killed with SIGKILL leaves no step running. A cancelled step
 // gets SIGTERM, then SIGKILL two seconds later. Destroy kills whatever
-// is left in the cgroup and removes it; [Runtime.RemoveStale] does so for
-// the jobs of an executor that crashed.
+// is left in the cgroup and removes it. The runtime is a janitor
+// ([Runtime.Clean]): the executor's janitor removes the cgroups of the
+// jobs of an executor that crashed (whose workspace lock is free), and an
+// executor that stops removes its own.
 package shell

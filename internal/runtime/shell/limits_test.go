@@ -3,12 +3,14 @@ package shell_test
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -289,10 +291,14 @@ func TestRuntime_Check(t *testing.T) {
 	}
 }
 
-func TestRuntime_RemoveStale(t *testing.T) {
+// TestRuntime_Clean: the janitor removes the cgroups of the jobs stale
+// reports, then their owner's once stale reports it and it is empty; a
+// job cgroup of another owner that still has processes stays unless its
+// owner is stale too.
+func TestRuntime_Clean(t *testing.T) {
 	rt := needSandbox(t)
 	ctx := context.Background()
-	owner := testOwner + "-stale"
+	owner, live := testOwner+"-stale", testOwner+"-live"
 	var cgs []string
 	for _, job := range []string{"1-a", "2-b"} {
 		opts := runtime.Options{JobID: job, Owner: owner, Workspace: t.TempDir(), PIDs: 10}
@@ -301,18 +307,67 @@ func TestRuntime_RemoveStale(t *testing.T) {
 		}
 		cgs = append(cgs, jobCgroup(t, rt, opts).Dirs...)
 	}
-	if err := rt.RemoveStale(ctx, owner); err != nil {
+	// A job of a live owner, with a process in its cgroup.
+	liveOpts := runtime.Options{JobID: "3-c", Owner: live, Workspace: t.TempDir(), PIDs: 10}
+	sb, err := rt.Prepare(ctx, liveOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Destroy(ctx)
+	started := make(chan struct{})
+	stepCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go sb.Run(stepCtx, runtime.Step{Commands: []string{"echo up", "sleep 60"}}, runtime.Output{Stdout: signalWriter(started), Stderr: io.Discard})
+	<-started
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		procs, err := jobCgroup(t, rt, liveOpts).Procs()
+		if err == nil && len(procs) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live job's step has no process in its cgroup: %v %v", procs, err)
+		}
+	}
+
+	var seen []runtime.Leftover
+	stale := func(l runtime.Leftover) bool {
+		seen = append(seen, l)
+		// Every job is over, but only owner is gone.
+		return l.JobID != "" || l.Owner == owner
+	}
+	if err := rt.Clean(ctx, stale); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range append(cgs, filepath.Dir(cgs[0])) {
 		if _, err := os.Stat(d); !os.IsNotExist(err) {
-			t.Errorf("%s exists after RemoveStale (%v)", d, err)
+			t.Errorf("%s exists after Clean (%v)", d, err)
 		}
 	}
-	if err := rt.RemoveStale(ctx, owner); err != nil {
-		t.Errorf("RemoveStale with nothing to remove: %v", err)
+	if procs, err := jobCgroup(t, rt, liveOpts).Procs(); err != nil || len(procs) == 0 {
+		t.Errorf("the live owner's running job lost its cgroup or processes: %v %v", procs, err)
+	}
+	if !slices.ContainsFunc(seen, func(l runtime.Leftover) bool {
+		return l.JobID == "1-a" && l.Owner == owner && l.Workspace == filepath.Join(testWorkspaceRoot, owner, "1-a")
+	}) {
+		t.Errorf("Clean asked about %+v; want job 1-a of %s with its workspace under the workspace root", seen, owner)
+	}
+	if err := rt.Clean(ctx, stale); err != nil {
+		t.Errorf("Clean with nothing to remove: %v", err)
 	}
 }
+
+// signalWriter closes ch at its first write.
+func signalWriter(ch chan struct{}) io.Writer {
+	var once sync.Once
+	return writerFunc(func(p []byte) (int, error) {
+		once.Do(func() { close(ch) })
+		return len(p), nil
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func fileUID(fi os.FileInfo) int {
 	return int(fi.Sys().(*syscall.Stat_t).Uid)

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	rt := newRuntime()
-	if err := rt.RemoveStale(context.Background(), testOwner); err != nil {
+	if err := rt.Clean(context.Background(), func(l runtime.Leftover) bool { return strings.HasPrefix(l.Owner, testOwner) }); err != nil {
 		fmt.Fprintln(os.Stderr, "remove test cgroups:", err)
 	}
 	shell.RemoveCgroupParent(rt) // fails if another test binary still uses it
@@ -65,8 +65,11 @@ func runHelper(optsJSON string) int {
 	return 1
 }
 
+// testWorkspaceRoot is the runtime's Config.WorkspaceRoot in tests.
+const testWorkspaceRoot = "/execd-test-workspaces"
+
 func newRuntime() *shell.Runtime {
-	return shell.New(shell.Config{CgroupParent: testCgroupParent})
+	return shell.New(shell.Config{CgroupParent: testCgroupParent, WorkspaceRoot: testWorkspaceRoot})
 }
 
 // needSandbox returns a runtime, or ends the test when this host cannot

@@ -58,19 +58,18 @@ func (r *Runtime) Prepare(ctx context.Context, opts runtime.Options) (runtime.Sa
 	return r.prepare(ctx, opts)
 }
 
-// RemoveStale removes the cgroups of every job of owner, killing whatever
-// still runs in them. An executor calls it when it starts, before it runs
-// jobs, to clean up after a crash: it must not be called while owner has
-// sandboxes in use.
-func (r *Runtime) RemoveStale(ctx context.Context, owner string) error {
+// Clean removes the cgroups of the jobs for which stale reports true,
+// killing what still runs in them, and the owner's cgroup once stale
+// reports true for the owner itself (a Leftover without JobID) and it
+// holds no job. A job cgroup of another owner that still has processes is
+// left alone, whatever stale says: the processes of an executor that died
+// die with it (their init dies with the executor), so only a live
+// executor, perhaps one with another workspace root, has them.
+func (r *Runtime) Clean(ctx context.Context, stale func(runtime.Leftover) bool) error {
 	if err := r.cfg.validate(); err != nil {
 		return err
 	}
-	name, err := cgroupName(owner)
-	if err != nil {
-		return fmt.Errorf("shell: owner: %w", err)
-	}
-	return r.removeStale(ctx, name)
+	return r.clean(ctx, stale)
 }
 
 // validateOptions checks opts before anything is created.

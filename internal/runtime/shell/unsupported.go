@@ -37,4 +37,5 @@ func (r *Runtime) prepare(context.Context, runtime.Options) (runtime.Sandbox, er
 	return &Sandbox{}, errNotLinux
 }
 
-func (r *Runtime) removeStale(context.Context, string) error { return errNotLinux }
+// clean has nothing to remove: outside Linux no sandbox was made.
+func (r *Runtime) clean(context.Context, func(runtime.Leftover) bool) error { return nil }
