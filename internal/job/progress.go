@@ -1,14 +1,17 @@
 package job
 
-import "io"
+import (
+	"bytes"
+	"io"
+)
 
 // progressWriter keeps only the last state of lines that a command
 // rewrites with carriage returns (git's "Receiving objects: 45%\r"...),
 // so that a log holds one line per progress meter instead of every
 // update: git fetch --progress otherwise put 17 KiB of updates into the
-// log of a 540 KiB fetch. "\r\n" ends a line as "\n" does. A segment
-// longer than maxPending is written as it is. Call Flush when the command
-// is done.
+// log of a 540 KiB fetch. Trailing spaces of a line go too. "\r\n" ends
+// a line as "\n" does. A segment longer than maxPending is written as it
+// is. Call Flush when the command is done.
 type progressWriter struct {
 	w       io.Writer
 	pending []byte
@@ -29,7 +32,9 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 		case '\r':
 			p.cr = true
 		case '\n':
-			p.pending = append(p.pending, '\n')
+			// git pads progress lines with spaces to cover longer
+			// earlier states; nothing is left to cover.
+			p.pending = append(bytes.TrimRight(p.pending, " "), '\n')
 			if err := p.Flush(); err != nil {
 				return 0, err
 			}
