@@ -160,10 +160,13 @@ func (w *Worker) Run(drain, hard context.Context) error {
 		pollCtx, cancelPoll := w.pollContext(drain, started)
 		t0 := time.Now()
 		j, ok, err := w.client.Dequeue(pollCtx, w.opts.Queues, w.dequeueOptions())
+		// Read before cancelPoll, which ends pollCtx: a failure that is
+		// not the poll's own end backs off (else the loop spins).
+		pollEnded := pollCtx.Err() != nil
 		cancelPoll()
 		if err != nil || !ok {
 			<-slots
-			if err != nil && drain.Err() == nil && pollCtx.Err() == nil {
+			if err != nil && drain.Err() == nil && !pollEnded {
 				backoff = nextBackoff(backoff)
 				w.logger.Error("dequeue failed; retrying", "err", err, "retry_in", backoff)
 				sleep(drain, backoff)
