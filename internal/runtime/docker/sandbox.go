@@ -223,6 +223,7 @@ func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer, 
 		onStart()
 	}
 
+	var status int64
 	select {
 	case <-ctx.Done():
 		s.stop(ctx, id)
@@ -232,6 +233,7 @@ func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer, 
 		if w.Error != nil && w.Error.Message != "" {
 			return runtime.Result{}, fmt.Errorf("docker: wait for the container: %s", w.Error.Message)
 		}
+		status = w.StatusCode
 	case err := <-waitErr:
 		return s.failed(ctx, err, "waiting for the container")
 	}
@@ -248,6 +250,11 @@ func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer, 
 		return runtime.Result{}, errors.New("docker: the sandbox was destroyed while the step ran")
 	}
 	endWait()
+	if status == 0 {
+		// Succeeded: whatever else an inspection says (a process other
+		// than the step's shell killed for memory) is no failure.
+		return runtime.Result{}, nil
+	}
 	defer phase.Start(ctx, phase.ContainerInspect)()
 	inspect, err := cli.ContainerInspect(context.WithoutCancel(ctx), id)
 	if err != nil {
