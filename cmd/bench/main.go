@@ -1,7 +1,7 @@
 // Command bench measures execd against the goals of the performance issue,
 // on this machine, in one run:
 //
-//	bench [-runs N] [-benchstat FILE] pickup|throughput|logs|sandbox|scale|fault|cancel|all
+//	bench [-runs N] [-benchstat FILE] pickup|throughput|logs|sandbox|scale|fault|cancel|overhead|build|all
 //
 // Each scenario runs N times (3 by default) with fixed sizes and prints one
 // line per figure: the median over the runs, the spread (minimum–maximum)
@@ -50,6 +50,8 @@ func scenarios() []scenario {
 		{"scale", scale},
 		{"fault", fault},
 		{"cancel", cancel},
+		{"overhead", overhead},
+		{"build", build},
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/execd/execd/internal/job"
+	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/queueclient"
 	sandbox "github.com/execd/execd/internal/runtime"
@@ -61,7 +62,12 @@ func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	finished := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "execd_executor_jobs_finished_total", Help: "Jobs run, by outcome."}, []string{"outcome"})
 	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "execd_executor_job_duration_seconds", Help: "Job durations, by outcome.", Buckets: prometheus.ExponentialBuckets(0.1, 2, 16)}, []string{"outcome"})
-	reg.MustRegister(finished, durations)
+	// Where jobs spend their time: buckets from 1 ms (a mark) to about a
+	// minute (a step).
+	phases := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "execd_executor_job_phase_seconds",
+		Help:    "Time jobs spent in each phase (dequeue, workspace, prepare, network.create, pull, step, container.create|start|wait|remove, logs, mark, teardown...), per job.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14)}, []string{"phase"})
+	reg.MustRegister(finished, durations, phases)
 	// The chosen runtime and why, in the metrics the heartbeats carry.
 	runtimeInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "execd_executor_runtime", Help: "The sandbox runtime in use (1), and why it was chosen."}, []string{"runtime", "reason"})
 	runtimeInfo.WithLabelValues(rt.Name(), why).Set(1)
@@ -132,9 +138,17 @@ func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
 			finished.WithLabelValues(outcome).Inc()
 			durations.WithLabelValues(outcome).Observe(d.Seconds())
 		},
+		ObservePhases: func(spans []phase.Span) {
+			for _, s := range spans {
+				phases.WithLabelValues(s.Name).Observe(s.Duration.Seconds())
+			}
+		},
 	})
 	logger.Info("executor started", "queues", strings.Join(cfg.Queues, ","), "coordinator", cfg.FrontendURL, "max_jobs", cfg.MaxJobs, "runtime", rt.Name(), "network", network)
 	err = w.Run(drain, hard)
+	// Jobs' sandboxes and workspaces are removed after their mark: none
+	// is left behind by an executor that exits.
+	runner.Wait()
 	if j, ok := rt.(sandbox.Janitor); ok {
 		// Every job is over: a stop leaves nothing of this executor behind.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(hard), time.Minute)

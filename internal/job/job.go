@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/redact"
 	"github.com/execd/execd/internal/runtime"
@@ -78,7 +79,16 @@ type Runner struct {
 
 	mu      sync.Mutex
 	running map[string]int // job UID -> runs in progress
+	// teardowns counts the sandboxes and workspaces being removed after
+	// their job's result was known; see [Runner.Wait].
+	teardowns sync.WaitGroup
 }
+
+// Wait waits until the sandboxes and workspaces of the jobs Run returned
+// are removed: Run returns as soon as a job's outcome and logs are in,
+// and removes them in the background, as nothing of them changes the
+// job's result. Call it before the executor exits.
+func (r *Runner) Wait() { r.teardowns.Wait() }
 
 // Running reports whether a job with this UID (protocol.Job.UID) is being
 // run: from before its sandbox is prepared until after it is destroyed.
@@ -126,9 +136,11 @@ func (r *Runner) Run(ctx context.Context, job protocol.Job, exec context.Context
 	rep := redact.New(secrets)
 	logs := NewStreamer(r.Client, job, rep, r.Streamer)
 	err := r.run(ctx, exec, job, logs)
+	endLogs := phase.Start(ctx, phase.Logs)
 	if werr := logs.Wait(); werr != nil && err == nil {
 		err = werr
 	}
+	endLogs()
 	// A failure message quotes what commands wrote (git's last words):
 	// it is redacted as their log is.
 	var jerr *Error
@@ -139,17 +151,24 @@ func (r *Runner) Run(ctx context.Context, job protocol.Job, exec context.Context
 }
 
 func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer) error {
-	defer r.track(job.UID())()
+	// Removing the sandbox and the workspace does not change the job's
+	// result: it runs in the background, in reverse order of creation,
+	// while the job is marked. The job counts as running until it ends,
+	// so the janitor leaves its sandbox alone.
+	untrack := r.track(job.UID())
+	var teardown []func()
+	defer func() { r.teardown(ctx, untrack, teardown) }()
+	endWorkspace := phase.Start(ctx, phase.Workspace)
 	dir, err := r.makeWorkspace(job)
 	if err != nil {
 		return &Error{Msg: "create workspace: " + err.Error(), Retryable: true}
 	}
 	if !r.KeepWorkspaces {
-		defer func() {
+		teardown = append(teardown, func() {
 			if err := os.RemoveAll(dir); err != nil {
 				r.logger().Warn("remove workspace", "dir", dir, "err", err)
 			}
-		}()
+		})
 	}
 	if r.Preparer != nil {
 		host := &hostRunner{ctx: ctx, logs: logs}
@@ -165,11 +184,15 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer
 			return &Error{Msg: "prepare workspace: " + err.Error(), Retryable: retryable}
 		}
 	}
+	endWorkspace()
+	jobSteps := steps(job)
+	endPrepare := phase.Start(ctx, phase.Prepare)
 	sandbox, err := r.Runtime.Prepare(exec, runtime.Options{
 		JobID: job.UID(), Owner: r.ExecutorName, Workspace: dir,
 		CPUs: r.CPUs, MemoryBytes: r.MemoryBytes, PIDs: r.PIDs, Network: r.Network,
-		DockerAuth: dockerAuth(job.DockerAuthConfig),
+		DockerAuth: dockerAuth(job.DockerAuthConfig), Steps: len(jobSteps),
 	})
+	endPrepare()
 	if err != nil {
 		if exec.Err() != nil {
 			return exec.Err()
@@ -179,23 +202,45 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer
 		e.Finish(1)
 		return &Error{Msg: fmt.Sprintf("prepare %s sandbox: %v", r.Runtime.Name(), err), Retryable: true}
 	}
-	defer func() {
+	teardown = append(teardown, func() {
 		// Teardown outlives a cancelled job: it must not be skipped.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
 		if err := sandbox.Destroy(dctx); err != nil {
 			r.logger().Warn("destroy sandbox", "job", job.UID(), "err", err)
 		}
-	}()
-	if err := r.pullImages(ctx, exec, sandbox, logs, job); err != nil {
+	})
+	endPull := phase.Start(ctx, phase.Pull)
+	err = r.pullImages(ctx, exec, sandbox, logs, job)
+	endPull()
+	if err != nil {
 		return err
 	}
-	for _, st := range steps(job) {
-		if err := r.runStep(ctx, exec, sandbox, logs, dir, st); err != nil {
+	for _, st := range jobSteps {
+		end := phase.Start(ctx, phase.Step)
+		err := r.runStep(ctx, exec, sandbox, logs, dir, st)
+		end()
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// teardown runs fs in reverse order in the background, then untrack; the
+// job's phase trace stays open until it is done.
+func (r *Runner) teardown(ctx context.Context, untrack func(), fs []func()) {
+	release := phase.FromContext(ctx).Hold()
+	r.teardowns.Add(1)
+	go func() {
+		defer r.teardowns.Done()
+		defer release()
+		defer untrack()
+		defer phase.Start(ctx, phase.Teardown)()
+		for i := len(fs) - 1; i >= 0; i-- {
+			fs[i]()
+		}
+	}()
 }
 
 // pullImages makes the images of the job's docker steps available, each

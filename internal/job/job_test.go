@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/execd/execd/internal/job"
 	"github.com/execd/execd/internal/protocol"
@@ -24,6 +26,8 @@ type fakeRuntime struct {
 	// running, when set, is asked about the job during Prepare, Run and
 	// Destroy.
 	running func() bool
+	// destroying, when set, is called by Destroy before it returns.
+	destroying func()
 
 	mu      sync.Mutex
 	calls   []string // "prepare", "pull <image>", "run <key>", "destroy"
@@ -63,6 +67,9 @@ func (s plainSandbox) Run(_ context.Context, st runtime.Step, out runtime.Output
 
 func (s plainSandbox) Destroy(context.Context) error {
 	s.f.record("destroy")
+	if s.f.destroying != nil {
+		s.f.destroying()
+	}
 	return nil
 }
 
@@ -85,10 +92,58 @@ func runJob(t *testing.T, rt *fakeRuntime, spec store.Spec) (*coord, protocol.Jo
 		Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
 	rt.running = func() bool { return r.Running(j.UID()) }
 	err := r.Run(context.Background(), j, context.Background())
+	// The sandbox is destroyed after Run returns.
+	r.Wait()
 	if r.Running(j.UID()) {
-		t.Errorf("Running(%q) after Run returned", j.UID())
+		t.Errorf("Running(%q) after Run returned and its teardown ended", j.UID())
 	}
 	return c, j, err
+}
+
+// TestRunner_TeardownAfterRun: Run returns once the job's outcome and
+// logs are in; the sandbox and the workspace are removed after, while the
+// job still counts as running (the janitor leaves its sandbox alone), and
+// Wait waits for them.
+func TestRunner_TeardownAfterRun(t *testing.T) {
+	release := make(chan struct{})
+	destroying := make(chan struct{})
+	rt := &fakeRuntime{destroying: func() {
+		close(destroying)
+		<-release
+	}}
+	c := startCoord(t)
+	client, j := c.dequeued(store.Spec{DockerSteps: []protocol.DockerStep{{Key: "a", Image: "img-a", Commands: []string{"true"}}}})
+	root := t.TempDir()
+	r := &job.Runner{Client: client, Runtime: rt, ExecutorName: "ex", WorkspaceRoot: root, Network: runtime.NetworkNone,
+		Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
+	if err := r.Run(context.Background(), j, context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-destroying
+	if !r.Running(j.UID()) {
+		t.Errorf("Running(%q) = false while its sandbox is being destroyed", j.UID())
+	}
+	if rt.opts.Steps != 1 {
+		t.Errorf("Options.Steps = %d, want 1", rt.opts.Steps)
+	}
+	waited := make(chan struct{})
+	go func() {
+		r.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while a sandbox was being destroyed")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	<-waited
+	if r.Running(j.UID()) {
+		t.Errorf("Running(%q) after the teardown", j.UID())
+	}
+	if left, _ := os.ReadDir(root); len(left) != 0 {
+		t.Errorf("workspaces left after the teardown: %v", left)
+	}
 }
 
 func TestRunner_PullsEachImageOnce(t *testing.T) {

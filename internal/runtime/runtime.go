@@ -71,6 +71,11 @@ type Options struct {
 	// (EXECUTOR_DOCKER_AUTH_CONFIG), as the job's dockerAuthConfig does
 	// in the reference.
 	DockerAuth map[string]string
+	// Steps is how many steps the job will run, when known (0: unknown).
+	// A runtime may skip work that only later steps would use, such as
+	// a network namespace shared between steps. Run must still work for
+	// more steps than this.
+	Steps int
 }
 
 // Network is a sandbox's network policy.

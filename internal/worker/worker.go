@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/execd/execd/internal/job"
+	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/queueclient"
 )
@@ -65,6 +66,9 @@ type Options struct {
 	Logger    *slog.Logger
 	// Observe, if set, is told how each job ended (for metrics).
 	Observe func(outcome string, d time.Duration)
+	// ObservePhases, if set, is given each job's phases (for metrics)
+	// once the job is over, its teardown included.
+	ObservePhases func(spans []phase.Span)
 }
 
 // Why a job's execution context ended.
@@ -159,10 +163,13 @@ func (w *Worker) Run(drain, hard context.Context) error {
 		pollCtx, cancelPoll := w.pollContext(drain, started)
 		t0 := time.Now()
 		j, ok, err := w.client.Dequeue(pollCtx, w.opts.Queues, w.dequeueOptions())
+		// Read before cancelPoll, which ends pollCtx: a failure that is
+		// not the poll's own end backs off (else the loop spins).
+		pollEnded := pollCtx.Err() != nil
 		cancelPoll()
 		if err != nil || !ok {
 			<-slots
-			if err != nil && drain.Err() == nil && pollCtx.Err() == nil {
+			if err != nil && drain.Err() == nil && !pollEnded {
 				backoff = nextBackoff(backoff)
 				w.logger.Error("dequeue failed; retrying", "err", err, "retry_in", backoff)
 				sleep(drain, backoff)
@@ -178,11 +185,12 @@ func (w *Worker) Run(drain, hard context.Context) error {
 		}
 		backoff = 0
 		dequeued++
+		dequeueTime := time.Since(t0)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			w.runJob(final, hard, j)
+			w.runJob(final, hard, j, dequeueTime)
 		}()
 	}
 	w.logger.Info("not taking new jobs; waiting for running jobs", "running", w.numRunning())
@@ -240,12 +248,25 @@ func (w *Worker) jobsChanged() {
 	}
 }
 
-// runJob runs one job and marks it as its outcome says.
-func (w *Worker) runJob(final, hard context.Context, j protocol.Job) {
+// runJob runs one job and marks it as its outcome says; dequeueTime is
+// how long the dequeue that returned it took.
+func (w *Worker) runJob(final, hard context.Context, j protocol.Job, dequeueTime time.Duration) {
 	start := time.Now()
 	uid := j.UID()
 	logger := w.logger.With("job", uid)
 	logger.Info("running job", "repository", j.RepositoryName, "commit", j.Commit)
+
+	// Where the job's time went: one log line once it is over (its
+	// teardown may end after the mark), and the metrics.
+	trace, endTrace := phase.Begin(func(t *phase.Trace) {
+		logger.Info("job phases", "phases", t)
+		if w.opts.ObservePhases != nil {
+			w.opts.ObservePhases(t.Spans())
+		}
+	})
+	defer endTrace()
+	trace.Add(phase.Dequeue, dequeueTime)
+	final = phase.NewContext(final, trace)
 
 	exec, cancel := context.WithCancelCause(final)
 	defer cancel(nil)
@@ -276,7 +297,9 @@ func (w *Worker) runJob(final, hard context.Context, j protocol.Job) {
 	defer stopOnHard()
 
 	err := w.runner.Run(final, j, exec)
+	endMark := phase.Start(final, phase.Mark)
 	outcome, markErr := w.mark(final, j, err, context.Cause(exec))
+	endMark()
 	if markErr != nil {
 		logger.Error("could not mark the job; the coordinator will reset it", "outcome", outcome, "err", markErr)
 	} else {

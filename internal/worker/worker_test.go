@@ -410,3 +410,45 @@ func TestWorker_UsesOfferedExtensions(t *testing.T) {
 	stop()
 	<-done
 }
+
+// TestWorker_DequeueFailureBacksOff: a coordinator that fails dequeues is
+// asked again only after a backoff (at least 125 ms the first time), not
+// in a loop. (A client that has heard nothing yet asks GET /test/auth
+// before its dequeue: either is the loop's request.)
+func TestWorker_DequeueFailureBacksOff(t *testing.T) {
+	var mu sync.Mutex
+	var dequeues []time.Time
+	enough := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/dequeue") || strings.HasSuffix(r.URL.Path, "/test/auth") {
+			mu.Lock()
+			if dequeues = append(dequeues, time.Now()); len(dequeues) == 3 {
+				close(enough)
+			}
+			mu.Unlock()
+		}
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	client := &queueclient.Client{BaseURL: srv.URL, Secret: execSecret, ExecutorName: "w-test"}
+	drain, stop := context.WithCancel(context.Background())
+	defer stop()
+	w := worker.New(client, runnerFunc(func(context.Context, protocol.Job, context.Context) error { return nil }),
+		worker.Options{Queues: []string{"batches"}, LongPoll: time.Second})
+	done := make(chan error, 1)
+	go func() { done <- w.Run(drain, context.Background()) }()
+	select {
+	case <-enough:
+	case <-time.After(time.Minute):
+		t.Fatal("fewer than 3 dequeues in a minute")
+	}
+	stop()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < 3; i++ {
+		if gap := dequeues[i].Sub(dequeues[i-1]); gap < 125*time.Millisecond {
+			t.Errorf("dequeue %d came %v after a failed one, want a backoff of at least 125ms", i+1, gap)
+		}
+	}
+}

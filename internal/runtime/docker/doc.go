@@ -62,9 +62,11 @@
 // started, and removed by Destroy: dockerd is slow to make a namespace
 // for each container, and joining one costs nothing. The first step gets
 // a namespace of its own, as a bare `docker run` would, so that the time
-// to its first byte is not spent on the holder. gVisor moves a namespace's interfaces into its
-// sandbox's own network stack, so the steps of a gvisor job with a
-// network each join the bridge instead, at that cost.
+// to its first byte is not spent on the holder. A job of one step
+// (runtime.Options.Steps) gets no holder at all: it would only cost a
+// container, a whole sandbox under gVisor. gVisor moves a namespace's
+// interfaces into its sandbox's own network stack, so the steps of a
+// gvisor job with a network each join the bridge instead, at that cost.
 //
 // # Images
 //
@@ -76,6 +78,10 @@
 // the image is at fault, and what to do.
 //
 // # Leftovers
+//
+// A step's result does not wait for its container's removal: Run
+// removes it in the background (a cancelled step's at once), and
+// Destroy waits for those removals before it removes the rest.
 //
 // Containers and networks carry the labels execd.managed=true,
 // execd.owner, execd.job, execd.workspace and execd.sandbox (and

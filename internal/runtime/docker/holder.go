@@ -45,6 +45,15 @@ func (s *Sandbox) networkMode(ctx context.Context, image string) (mode container
 		return own, false, nil
 	}
 	if holder == "" && starting == nil && !s.holderTried {
+		if s.opts.Steps == 1 {
+			// No step after this one to share the namespace with: a
+			// holder would only cost a container (a whole sandbox under
+			// gVisor). Should another step come all the same, it starts
+			// the holder.
+			s.holderTried = true
+			s.mu.Unlock()
+			return own, false, nil
+		}
 		s.holderStarting, s.holderTried = make(chan struct{}), true
 		s.mu.Unlock()
 		return own, true, nil

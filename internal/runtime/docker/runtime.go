@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 
+	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/runtime"
 )
 
@@ -241,11 +242,13 @@ func (s *Sandbox) createNetwork(ctx context.Context) error {
 	// The interface name must fit IFNAMSIZ (15 bytes).
 	bridge := "execd" + s.id
 	name := "execd-" + safeName(s.opts.JobID) + "-" + s.id
+	end := phase.Start(ctx, phase.NetworkCreate)
 	resp, err := s.r.cli.NetworkCreate(ctx, name, network.CreateOptions{
 		Driver:  "bridge",
 		Labels:  s.labels,
 		Options: map[string]string{bridgeOption: bridge},
 	})
+	end()
 	if err != nil {
 		return fmt.Errorf("%w (creating the job's network)", s.r.daemonError(err))
 	}
@@ -255,6 +258,7 @@ func (s *Sandbox) createNetwork(ctx context.Context) error {
 	if s.r.cfg.Firewall == nil {
 		return nil
 	}
+	defer phase.Start(ctx, phase.NetworkFirewall)()
 	subnet, err := s.r.networkSubnet(ctx, resp.ID)
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/runtime"
 )
 
@@ -68,6 +69,9 @@ type Sandbox struct {
 	holderID       string
 	holderStarting chan struct{}
 	holderTried    bool
+	// removing counts the step containers being removed in the
+	// background; Destroy waits for them.
+	removing sync.WaitGroup
 }
 
 // Pull makes image available, pulling it when it is missing, with
@@ -100,7 +104,9 @@ func (s *Sandbox) Run(ctx context.Context, step runtime.Step, out runtime.Output
 	if err != nil {
 		return runtime.Result{}, fmt.Errorf("docker: step %q: %w", step.Key, err)
 	}
+	endCheck := phase.Start(ctx, phase.ImageCheck)
 	ref, err := s.r.ensureImage(ctx, step.Image, s.auths, stderr, false)
+	endCheck()
 	if err != nil {
 		return runtime.Result{}, err
 	}
@@ -142,14 +148,26 @@ func (s *Sandbox) runContainer(ctx context.Context, step runtime.Step, cfg *cont
 	name := "execd-" + safeName(s.opts.JobID) + "-" + safeName(step.Key) + "-" + randomHex(3)
 	// Not interrupted by ctx: a request abandoned midway may still make
 	// the container, out of the sandbox's sight.
+	end := phase.Start(ctx, phase.ContainerCreate)
 	created, err := s.r.cli.ContainerCreate(context.WithoutCancel(ctx), cfg, &hc, nil, nil, name)
+	end()
 	if err != nil {
 		return s.failed(ctx, err, "creating the container of step "+strconv.Quote(step.Key))
 	}
 	for _, w := range created.Warnings {
 		s.log.Debug("container created with a warning", "step", step.Key, "warning", w)
 	}
-	defer s.removeContainer(ctx, created.ID)
+	defer func() {
+		if ctx.Err() != nil {
+			// A stopped step's container goes at once: cancellation is
+			// rare, and what it stops should be gone when Run returns.
+			s.removeContainer(ctx, created.ID)
+			return
+		}
+		// In the background: the step's result does not wait for it
+		// (Destroy does).
+		s.removeLater(ctx, created.ID)
+	}()
 	if ctx.Err() != nil {
 		return runtime.Result{ExitCode: -1}, ctx.Err()
 	}
@@ -169,6 +187,7 @@ func (s *Sandbox) runContainer(ctx context.Context, step runtime.Step, cfg *cont
 // streams its output and waits for it to exit, or stops it when ctx ends.
 func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer, onStart func()) (runtime.Result, error) {
 	cli := s.r.cli
+	endStart := phase.Start(ctx, phase.ContainerStart)
 	// Attached before the start, so that no output is missed.
 	attach, err := cli.ContainerAttach(ctx, id, container.AttachOptions{Stream: true, Stdout: true, Stderr: true})
 	if err != nil {
@@ -198,10 +217,13 @@ func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer, 
 	if err := cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		return s.failed(ctx, err, "starting the container")
 	}
+	endStart()
+	endWait := phase.Start(ctx, phase.ContainerWait)
 	if onStart != nil {
 		onStart()
 	}
 
+	var status int64
 	select {
 	case <-ctx.Done():
 		s.stop(ctx, id)
@@ -211,6 +233,7 @@ func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer, 
 		if w.Error != nil && w.Error.Message != "" {
 			return runtime.Result{}, fmt.Errorf("docker: wait for the container: %s", w.Error.Message)
 		}
+		status = w.StatusCode
 	case err := <-waitErr:
 		return s.failed(ctx, err, "waiting for the container")
 	}
@@ -226,6 +249,13 @@ func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer, 
 	if s.usable() != nil {
 		return runtime.Result{}, errors.New("docker: the sandbox was destroyed while the step ran")
 	}
+	endWait()
+	if status == 0 {
+		// Succeeded: whatever else an inspection says (a process other
+		// than the step's shell killed for memory) is no failure.
+		return runtime.Result{}, nil
+	}
+	defer phase.Start(ctx, phase.ContainerInspect)()
 	inspect, err := cli.ContainerInspect(context.WithoutCancel(ctx), id)
 	if err != nil {
 		return runtime.Result{}, fmt.Errorf("%w (inspecting the exited container)", s.r.daemonError(err))
@@ -257,6 +287,31 @@ func (s *Sandbox) stop(ctx context.Context, id string) {
 	if err := s.r.cli.ContainerStop(ctx, id, container.StopOptions{Timeout: &timeout}); err != nil && !client.IsErrNotFound(err) {
 		s.log.Warn("stop container", "container", id, "err", err)
 	}
+}
+
+// removeLater removes a step's container in the background; Destroy
+// waits for it. Once the sandbox is destroyed, it removes it at once.
+func (s *Sandbox) removeLater(ctx context.Context, id string) {
+	s.mu.Lock()
+	destroyed := s.destroyed
+	if !destroyed {
+		// Under mu, ordered before Destroy's Wait, which sets destroyed
+		// first.
+		s.removing.Add(1)
+	}
+	s.mu.Unlock()
+	remove := func() {
+		defer phase.Start(ctx, phase.ContainerRemove)()
+		s.removeContainer(ctx, id)
+	}
+	if destroyed {
+		remove()
+		return
+	}
+	go func() {
+		defer s.removing.Done()
+		remove()
+	}()
 }
 
 // removeContainer removes a step's container, even when ctx has ended.
@@ -411,6 +466,8 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
+	// Step containers being removed; none is added once destroyed is set.
+	s.removing.Wait()
 	if starting != nil {
 		// A holder being made now would hold on to the network; seeing
 		// the sandbox destroyed, it removes itself.
@@ -421,7 +478,9 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	}
 	err := s.removeContainers(ctx)
 	if netID != "" {
+		end := phase.Start(ctx, phase.NetworkRemove)
 		err = errors.Join(err, s.r.removeNetwork(ctx, netID, bridge))
+		end()
 	}
 	if err != nil {
 		// Keep what is left for a second call, or the janitor.
