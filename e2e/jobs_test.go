@@ -104,6 +104,14 @@ func TestE2E_WorkspaceOptions(t *testing.T) {
 		})
 	}
 	// Each setup command is its own log entry.
+	for _, id := range ids {
+		if logs := formatLogs(s.job(id)); strings.Contains(logs, filepath.Join(s.dir, "workspaces")) {
+			t.Errorf("job %d's log names the workspace's host path:\n%s", id, logs)
+		}
+	}
+	if logs := formatLogs(s.job(ids[0])); !strings.Contains(logs, "Initialized empty Git repository in /workspace/src/repo/.git/") {
+		t.Errorf("git init's line does not name the workspace as steps see it:\n%s", logs)
+	}
 	keys := map[string]bool{}
 	for _, e := range s.job(ids[0]).ExecutionLogs {
 		keys[e.Key] = true

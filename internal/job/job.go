@@ -133,9 +133,13 @@ func (r *Runner) Run(ctx context.Context, job protocol.Job, exec context.Context
 	if job.Token != "" {
 		secrets[job.Token] = "[job token]"
 	}
+	// What commands on the host print (git init) names the workspace as
+	// steps see it, never where it lives on the host.
+	dir := r.workspacePath(job)
+	secrets[dir] = "/workspace"
 	rep := redact.New(secrets)
 	logs := NewStreamer(r.Client, job, rep, r.Streamer)
-	err := r.run(ctx, exec, job, logs)
+	err := r.run(ctx, exec, job, dir, logs)
 	endLogs := phase.Start(ctx, phase.Logs)
 	if werr := logs.Wait(); werr != nil && err == nil {
 		err = werr
@@ -150,7 +154,7 @@ func (r *Runner) Run(ctx context.Context, job protocol.Job, exec context.Context
 	return err
 }
 
-func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer) error {
+func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, logs *Streamer) error {
 	// Removing the sandbox and the workspace does not change the job's
 	// result: it runs in the background, in reverse order of creation,
 	// while the job is marked. The job counts as running until it ends,
@@ -159,8 +163,7 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, logs *Streamer
 	var teardown []func()
 	defer func() { r.teardown(ctx, untrack, teardown) }()
 	endWorkspace := phase.Start(ctx, phase.Workspace)
-	dir, err := r.makeWorkspace(job)
-	if err != nil {
+	if err := r.makeWorkspace(dir); err != nil {
 		return &Error{Msg: "create workspace: " + err.Error(), Retryable: true}
 	}
 	if !r.KeepWorkspaces {
@@ -393,14 +396,19 @@ func checkStepDir(workspace, dir string) error {
 // shell runtime does not.
 func usesImages(rt runtime.Runtime) bool { return rt.Name() != "shell" }
 
-func (r *Runner) makeWorkspace(job protocol.Job) (string, error) {
-	if err := os.MkdirAll(r.WorkspaceRoot, 0o711); err != nil {
-		return "", err
-	}
+// workspacePath is where a new workspace of job goes: a fresh name, as
+// the same job may run again.
+func (r *Runner) workspacePath(job protocol.Job) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	dir := filepath.Join(r.WorkspaceRoot, fmt.Sprintf("%s-%s", job.UID(), hex.EncodeToString(b)))
-	return dir, os.Mkdir(dir, 0o777)
+	return filepath.Join(r.WorkspaceRoot, fmt.Sprintf("%s-%s", job.UID(), hex.EncodeToString(b)))
+}
+
+func (r *Runner) makeWorkspace(dir string) error {
+	if err := os.MkdirAll(r.WorkspaceRoot, 0o711); err != nil {
+		return err
+	}
+	return os.Mkdir(dir, 0o777)
 }
 
 func (r *Runner) logger() *slog.Logger {
