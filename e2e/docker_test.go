@@ -1,18 +1,23 @@
 package e2e_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	goruntime "runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
+	"golang.org/x/sys/unix"
 
 	"github.com/execd/execd/internal/runtime"
 	"github.com/execd/execd/internal/runtime/docker"
@@ -249,4 +254,74 @@ func TestE2E_ContainerExecutorKilled(t *testing.T) {
 		s.waitState(id, 15*time.Second, "canceled")
 		waitContainers(t, s, cli, "execd.job", jobUID(id), 0, 10*time.Second)
 	})
+}
+
+// TestE2E_ContainerSetuidInert: a step that makes a binary setuid-root in
+// its workspace gains nothing on the host: no other user can reach the
+// workspace, and it lies on a nosuid mount. The binary prints its
+// effective uid (busybox would drop privileges by itself).
+func TestE2E_ContainerSetuidInert(t *testing.T) {
+	euid := buildEUIDProgram(t)
+	forEachContainerRuntime(t, func(t *testing.T, name string, cli *client.Client) {
+		s := newContainerSystem(t, name, `{}`)
+		if _, err := s.api.PutFile(context.Background(), "tools", "euid", bytes.NewReader(euid)); err != nil {
+			t.Fatal(err)
+		}
+		s.startExecutor("EXECUTOR_RUNTIME=" + name)
+		id := s.submit(fmt.Sprintf(`{"files": {"euid": {"bucket": "tools", "key": "euid"}}, "dockerSteps": [{"image": %q, "commands": [
+			"cp euid /workspace/esc-suid", "chmod 4755 /workspace/esc-suid", "echo planted", "sleep 1000"]}]}`, testImage))
+		ws := waitRunning(t, s, cli, id).Labels["execd.workspace"]
+		planted := filepath.Join(ws, "esc-suid")
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			fi, err := os.Stat(planted)
+			if err == nil && fi.Mode()&os.ModeSetuid != 0 && fi.Sys().(*syscall.Stat_t).Uid == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the step did not plant its setuid-root file: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		var st unix.Statfs_t
+		if err := unix.Statfs(planted, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Flags&unix.ST_NOSUID == 0 || st.Flags&unix.ST_NODEV == 0 {
+			t.Errorf("the workspace %s is mounted without nosuid,nodev (flags %#x)", ws, st.Flags)
+		}
+		cmd := exec.Command(planted)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		if out, err := cmd.CombinedOutput(); err == nil && strings.TrimSpace(string(out)) == "0" {
+			t.Errorf("uid 65534 ran the planted setuid file with euid 0")
+		} else {
+			t.Logf("uid 65534 running the planted file: %q, %v", out, err)
+		}
+		if _, err := s.api.Cancel(context.Background(), queue, id); err != nil {
+			t.Fatal(err)
+		}
+		s.waitState(id, 15*time.Second, "canceled")
+	})
+}
+
+// buildEUIDProgram builds a static program that prints its effective uid.
+func buildEUIDProgram(t *testing.T) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	src := "package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n)\n\nfunc main() { fmt.Println(os.Geteuid()) }\n"
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module euid\n\ngo 1.22\n"), 0o644)
+	build := exec.Command("go", "build", "-o", "euid", ".")
+	build.Dir = dir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the euid program: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "euid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -106,7 +106,7 @@ func newSystem(t *testing.T, queueSettings string) *system {
 	if _, err := exec.LookPath("git"); err != nil {
 		testutil.Missing(t, "git", err.Error())
 	}
-	dir := t.TempDir()
+	dir := tempDir(t)
 	cfg := fmt.Sprintf(`{"executors.accessToken": %q, "api.accessToken": %q, "executors.queueSettings": {"batches": %s}}`, execSecret, apiToken, queueSettings)
 	if err := os.WriteFile(filepath.Join(dir, "site-config.json"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -121,6 +121,25 @@ func newSystem(t *testing.T, queueSettings string) *system {
 	s.api = &jobsapi.Client{BaseURL: s.url(), Token: apiToken}
 	s.startCoordinator()
 	return s
+}
+
+// tempDir is t.TempDir whose mounts are undone before it is removed: an
+// executor run as root mounts its workspace directory nosuid, and one
+// that is killed leaves the mount for the next executor's janitor.
+func tempDir(t *testing.T) string {
+	dir := t.TempDir()
+	t.Cleanup(func() {
+		info, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			return
+		}
+		for line := range strings.Lines(string(info)) {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+				_ = syscall.Unmount(f[4], syscall.MNT_DETACH)
+			}
+		}
+	})
+	return dir
 }
 
 func (s *system) url() string { return "http://" + s.addr }

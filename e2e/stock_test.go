@@ -108,7 +108,7 @@ func TestStockInstance_OnlyReferenceRequests(t *testing.T) {
 	srv := httptest.NewServer(s)
 	defer srv.Close()
 
-	dir := t.TempDir()
+	dir := tempDir(t)
 	start(t, "executor", []string{
 		"EXECUTOR_FRONTEND_URL=" + srv.URL,
 		"EXECUTOR_FRONTEND_PASSWORD=" + execSecret,

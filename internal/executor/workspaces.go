@@ -13,13 +13,30 @@ import (
 // EXECUTOR_WORKSPACE_ROOT, holding an exclusive lock on <dir>/.lock while it
 // runs. A directory whose lock is free belongs to an executor that died:
 // cleanWorkspaces removes it, so crashes leave no workspaces behind.
+//
+// The directory is its owner's alone (0700): steps reach their workspace
+// through the mounts their sandbox makes as root, and no host user can
+// reach what a step leaves there. Run as root, the executor also mounts
+// it on itself nosuid,nodev, and every mount of a workspace made from it
+// (a container's bind mount) inherits those flags: a setuid-root binary
+// or a device node that a step plants is inert on the host.
 
 const lockName = ".lock"
 
 // lockWorkspaceRoot creates dir and locks it for this process.
 func lockWorkspaceRoot(dir string) (release func(), err error) {
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: create %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: %w", err)
+	}
+	unmount := func() {}
+	if os.Geteuid() == 0 {
+		if err := mountNosuid(dir); err != nil {
+			return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: mount %s nosuid,nodev: %w", dir, err)
+		}
+		unmount = func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) }
 	}
 	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -27,12 +44,26 @@ func lockWorkspaceRoot(dir string) (release func(), err error) {
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
+		unmount()
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	return func() {
 		f.Close()
+		unmount()
 		_ = os.RemoveAll(dir)
 	}, nil
+}
+
+// mountNosuid mounts dir on itself with nosuid and nodev.
+func mountNosuid(dir string) error {
+	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
+		return err
+	}
+	if err := syscall.Mount("", dir, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_NOSUID|syscall.MS_NODEV, ""); err != nil {
+		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		return err
+	}
+	return nil
 }
 
 // cleanWorkspaces removes the workspace directories under root whose
@@ -50,6 +81,10 @@ func cleanWorkspaces(root string, logger *slog.Logger) {
 			continue
 		}
 		dir := filepath.Join(root, e.Name())
+		// Its nosuid mount, if any, goes first (EINVAL: there is none).
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.EPERM) {
+			logger.Warn("workspace janitor: unmount", "dir", dir, "err", err)
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			logger.Warn("workspace janitor: remove", "dir", dir, "err", err)
 		} else {

@@ -405,7 +405,7 @@ func (r *Runner) workspacePath(job protocol.Job) string {
 }
 
 func (r *Runner) makeWorkspace(dir string) error {
-	if err := os.MkdirAll(r.WorkspaceRoot, 0o711); err != nil {
+	if err := os.MkdirAll(r.WorkspaceRoot, 0o700); err != nil {
 		return err
 	}
 	return os.Mkdir(dir, 0o777)
