@@ -123,3 +123,21 @@ func TestE2E_ContainerNothingLeft(t *testing.T) {
 		}
 	})
 }
+
+// TestE2E_ContainerFirewallOfDeadExecutor: the firewall rules of a killed
+// executor's job network are removed by the next executor's janitor, even
+// when that executor gives its own jobs no network.
+func TestE2E_ContainerFirewallOfDeadExecutor(t *testing.T) {
+	forEachContainerRuntime(t, func(t *testing.T, name string, cli *client.Client) {
+		s := newContainerSystem(t, name, `{"stalledAge": "60s"}`)
+		first := s.startExecutor("EXECUTOR_RUNTIME="+name, "EXECUTOR_JOB_NETWORK=internet")
+		id := s.submit(fmt.Sprintf(`{"dockerSteps": [{"image": %q, "commands": ["echo started", "sleep 1000"]}]}`, testImage))
+		waitRunning(t, s, cli, id)
+		if left := leftovers(t, s, cli); !slices.ContainsFunc(left, func(l string) bool { return strings.HasPrefix(l, "network ") }) {
+			t.Fatalf("the running job has no network of its own: %v", left)
+		}
+		first.kill()
+		s.startExecutor("EXECUTOR_RUNTIME="+name, "EXECUTOR_JOB_NETWORK=none")
+		waitNoLeftovers(t, s, cli, 30*time.Second)
+	})
+}

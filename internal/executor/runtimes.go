@@ -2,7 +2,9 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -31,6 +33,10 @@ func runtimes(ctx context.Context, cfg Config, logger *slog.Logger) []sandbox.Ru
 	}
 	if cfg.JobNetwork != string(sandbox.NetworkNone) {
 		dc.Firewall = firewall(cfg, logger)
+	} else {
+		// No job of ours gets a network, but the janitor still removes
+		// the firewall rules that dead executors' jobs left.
+		dc.Firewall = cleanupOnly{firewall(cfg, logger)}
 	}
 	gvisor := dc
 	gvisor.GVisor = true
@@ -84,6 +90,33 @@ func firewall(cfg Config, logger *slog.Logger) *netpolicy.Firewall {
 		logger.Warn("cannot list the host's DNS resolvers; jobs' networks may not resolve names through private ones", "err", err)
 	}
 	return &netpolicy.Firewall{AllowDNS: resolvers, AllowHost: cfg.DockerAddHostGateway, Logger: logger}
+}
+
+// cleanupOnly is the firewall of an executor whose jobs have no network:
+// it installs no rules, asks nothing of the host (no Check: a host
+// without iptables may run such jobs), and removes rules that are left.
+type cleanupOnly struct{ fw *netpolicy.Firewall }
+
+func (c cleanupOnly) Apply(context.Context, string, netip.Prefix) error {
+	return errors.New("EXECUTOR_JOB_NETWORK=none: jobs get no network")
+}
+
+// Remove removes bridge's rules; where the firewall cannot be used there
+// are none.
+func (c cleanupOnly) Remove(ctx context.Context, bridge string) error {
+	if c.fw.Check(ctx) != nil {
+		return nil
+	}
+	return c.fw.Remove(ctx, bridge)
+}
+
+// Bridges lists the bridges with rules; none where the firewall cannot
+// be used.
+func (c cleanupOnly) Bridges(ctx context.Context) ([]string, error) {
+	if c.fw.Check(ctx) != nil {
+		return nil, nil
+	}
+	return c.fw.Bridges(ctx)
 }
 
 // plannedRuntimes are runtimes not built yet, named so that choosing one
