@@ -19,9 +19,9 @@ import (
 	"github.com/docker/docker/client"
 	"golang.org/x/sys/unix"
 
-	"github.com/execd/execd/internal/runtime"
-	"github.com/execd/execd/internal/runtime/docker"
-	"github.com/execd/execd/internal/runtime/netpolicy"
+	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/docker"
+	"github.com/execd/execd/internal/sandbox/netpolicy"
 	"github.com/execd/execd/internal/testutil"
 )
 
@@ -100,7 +100,7 @@ func newContainerSystem(t *testing.T, name, queueSettings string) *system {
 	s := newSystem(t, queueSettings)
 	t.Cleanup(func() {
 		rt := docker.New(docker.Config{GVisor: name == "gvisor", Firewall: &netpolicy.Firewall{}})
-		err := rt.Clean(context.Background(), func(l runtime.Leftover) bool { return strings.HasPrefix(l.Workspace, s.dir+"/") })
+		err := rt.Clean(context.Background(), func(l sandbox.Leftover) bool { return strings.HasPrefix(l.Workspace, s.dir+"/") })
 		if err != nil {
 			t.Errorf("remove the test's containers: %v", err)
 		}

@@ -13,7 +13,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
-	"github.com/execd/execd/internal/runtime/netpolicy"
+	"github.com/execd/execd/internal/sandbox/netpolicy"
 )
 
 // leftovers lists what jobs of system s left in dockerd: containers

@@ -46,7 +46,7 @@ func scenarios() []scenario {
 		{"pickup", pickup},
 		{"throughput", throughput},
 		{"logs", logs},
-		{"sandbox", sandbox},
+		{"sandbox", sandboxStart},
 		{"scale", scale},
 		{"fault", fault},
 		{"cancel", cancel},

@@ -11,10 +11,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/execd/execd/internal/runtime"
-	"github.com/execd/execd/internal/runtime/docker"
-	"github.com/execd/execd/internal/runtime/netpolicy"
-	"github.com/execd/execd/internal/runtime/shell"
+	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/docker"
+	"github.com/execd/execd/internal/sandbox/netpolicy"
+	"github.com/execd/execd/internal/sandbox/shell"
 )
 
 // Sandbox sizes: sandboxes and steps per run for the shell runtime and the
@@ -43,7 +43,7 @@ const (
 // same with --runtime=runsc, and for a job with the internet (its own
 // bridge with the firewall) beside `docker run --rm --network=BRIDGE` on
 // a bridge made for the run. Ratios are ours over bare, per run.
-func sandbox(ctx context.Context, b *bench) ([]*figure, error) {
+func sandboxStart(ctx context.Context, b *bench) ([]*figure, error) {
 	dockerWhy := dockerMissing(ctx)
 	if dockerWhy != "" {
 		fmt.Fprintf(os.Stderr, "bench: sandbox: docker and gvisor skipped: %s\n", dockerWhy)
@@ -63,7 +63,7 @@ func sandbox(ctx context.Context, b *bench) ([]*figure, error) {
 		}
 		shells = append(shells, sh)
 	}
-	defer shells[0].Clean(context.WithoutCancel(ctx), func(l runtime.Leftover) bool { return l.Owner == owner })
+	defer shells[0].Clean(context.WithoutCancel(ctx), func(l sandbox.Leftover) bool { return l.Owner == owner })
 	var containers []*docker.Runtime
 	bridge := fmt.Sprintf("execd-bench-%d", os.Getpid())
 	if dockerWhy == "" {
@@ -72,7 +72,7 @@ func sandbox(ctx context.Context, b *bench) ([]*figure, error) {
 			if err := rt.Check(ctx); err != nil {
 				return nil, fmt.Errorf("%s runtime unavailable: %w", rt.Name(), err)
 			}
-			defer rt.Clean(context.WithoutCancel(ctx), func(l runtime.Leftover) bool { return l.Owner == owner })
+			defer rt.Clean(context.WithoutCancel(ctx), func(l sandbox.Leftover) bool { return l.Owner == owner })
 			containers = append(containers, rt)
 		}
 		if out, err := exec.CommandContext(ctx, "docker", "network", "create", bridge).CombinedOutput(); err != nil {
@@ -86,7 +86,7 @@ func sandbox(ctx context.Context, b *bench) ([]*figure, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts := runtime.Options{Owner: owner, Workspace: ws, MemoryBytes: 256 << 20, PIDs: 256, CPUs: 1, Network: runtime.NetworkNone}
+		opts := sandbox.Options{Owner: owner, Workspace: ws, MemoryBytes: 256 << 20, PIDs: 256, CPUs: 1, Network: sandbox.NetworkNone}
 		var out []sample
 		for i, sh := range shells {
 			opts.JobID = fmt.Sprintf("%d-shell%d-bench", run, i)
@@ -138,15 +138,15 @@ func sandbox(ctx context.Context, b *bench) ([]*figure, error) {
 
 // measureContainers measures a container runtime (docker or gvisor) and
 // the bare docker CLI doing the same, with no network and with a bridge.
-func measureContainers(ctx context.Context, rt *docker.Runtime, opts runtime.Options, bridge string) ([]sample, error) {
+func measureContainers(ctx context.Context, rt *docker.Runtime, opts sandbox.Options, bridge string) ([]sample, error) {
 	name := rt.Name()
 	out, err := measureRuntime(ctx, name, rt, opts, sandboxDockerSteps, true)
 	if err != nil {
 		return nil, err
 	}
-	opts.Network = runtime.NetworkInternet
+	opts.Network = sandbox.NetworkInternet
 	opts.JobID += "-net"
-	netStep, err := runtimeSteps(ctx, rt, opts, sandboxDockerSteps, runtime.Step{Commands: []string{"true"}, Image: sandboxImage})
+	netStep, err := runtimeSteps(ctx, rt, opts, sandboxDockerSteps, sandbox.Step{Commands: []string{"true"}, Image: sandboxImage})
 	if err != nil {
 		return nil, fmt.Errorf("%s with network: %w", name, err)
 	}
@@ -196,9 +196,9 @@ func measureContainers(ctx context.Context, rt *docker.Runtime, opts runtime.Opt
 // measureRuntime measures first-byte over n sandboxes and step over n
 // steps of one sandbox of rt, as figures of name; image says whether
 // steps name the image.
-func measureRuntime(ctx context.Context, name string, rt runtime.Runtime, opts runtime.Options, n int, image bool) ([]sample, error) {
-	step := func(cmd string) runtime.Step {
-		s := runtime.Step{Commands: []string{cmd}}
+func measureRuntime(ctx context.Context, name string, rt sandbox.Runtime, opts sandbox.Options, n int, image bool) ([]sample, error) {
+	step := func(cmd string) sandbox.Step {
+		s := sandbox.Step{Commands: []string{cmd}}
 		if image {
 			s.Image = sandboxImage
 		}
@@ -252,7 +252,7 @@ func (w *firstByteWriter) Write(p []byte) (int, error) {
 // firstByte prepares a sandbox, runs step (which prints), destroys the
 // sandbox, and returns the time from the start of Prepare to the output's
 // first byte.
-func firstByte(ctx context.Context, rt runtime.Runtime, opts runtime.Options, step runtime.Step) (time.Duration, error) {
+func firstByte(ctx context.Context, rt sandbox.Runtime, opts sandbox.Options, step sandbox.Step) (time.Duration, error) {
 	w := &firstByteWriter{}
 	start := time.Now()
 	sb, err := rt.Prepare(ctx, opts)
@@ -260,7 +260,7 @@ func firstByte(ctx context.Context, rt runtime.Runtime, opts runtime.Options, st
 		return 0, fmt.Errorf("prepare: %w", err)
 	}
 	defer sb.Destroy(context.WithoutCancel(ctx))
-	res, err := sb.Run(ctx, step, runtime.Output{Stdout: w, Stderr: io.Discard})
+	res, err := sb.Run(ctx, step, sandbox.Output{Stdout: w, Stderr: io.Discard})
 	if err != nil || res.ExitCode != 0 {
 		return 0, fmt.Errorf("%v: exit %d: %v", step.Commands, res.ExitCode, err)
 	}
@@ -272,13 +272,13 @@ func firstByte(ctx context.Context, rt runtime.Runtime, opts runtime.Options, st
 
 // runtimeSteps returns the mean time of n runs of step in one prepared
 // sandbox.
-func runtimeSteps(ctx context.Context, rt runtime.Runtime, opts runtime.Options, n int, s runtime.Step) (time.Duration, error) {
+func runtimeSteps(ctx context.Context, rt sandbox.Runtime, opts sandbox.Options, n int, s sandbox.Step) (time.Duration, error) {
 	sb, err := rt.Prepare(ctx, opts)
 	if err != nil {
 		return 0, fmt.Errorf("prepare: %w", err)
 	}
 	defer sb.Destroy(context.WithoutCancel(ctx))
-	out := runtime.Output{Stdout: io.Discard, Stderr: io.Discard}
+	out := sandbox.Output{Stdout: io.Discard, Stderr: io.Discard}
 	start := time.Now()
 	for range n {
 		if res, err := sb.Run(ctx, s, out); err != nil || res.ExitCode != 0 {

@@ -13,7 +13,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/execd/execd/internal/runtime/shell"
+	"github.com/execd/execd/internal/sandbox/shell"
 )
 
 func main() {

@@ -19,7 +19,7 @@ import (
 	"syscall"
 
 	"github.com/execd/execd/internal/executor"
-	"github.com/execd/execd/internal/runtime/shell"
+	"github.com/execd/execd/internal/sandbox/shell"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/execd/execd/internal/runtime/docker"
+	"github.com/execd/execd/internal/sandbox/docker"
 )
 
 // Config is the executor's configuration, read from the environment with

@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	sandbox "github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/sandbox"
 )
 
 func TestOwnerAlive(t *testing.T) {

@@ -25,7 +25,7 @@ import (
 	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/queueclient"
-	sandbox "github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/worker"
 )
 

@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	sandbox "github.com/execd/execd/internal/runtime"
-	"github.com/execd/execd/internal/runtime/docker"
-	"github.com/execd/execd/internal/runtime/netpolicy"
-	"github.com/execd/execd/internal/runtime/shell"
+	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/docker"
+	"github.com/execd/execd/internal/sandbox/netpolicy"
+	"github.com/execd/execd/internal/sandbox/shell"
 )
 
 // MaybeRunSandboxInit runs the shell sandbox's in-namespace set-up when this

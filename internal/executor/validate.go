@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/execd/execd/internal/queueclient"
-	"github.com/execd/execd/internal/runtime/netpolicy"
+	"github.com/execd/execd/internal/sandbox/netpolicy"
 )
 
 // Validate checks what the executor needs, with the configuration read

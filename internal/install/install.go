@@ -39,7 +39,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/execd/execd/internal/runtime/netpolicy"
+	"github.com/execd/execd/internal/sandbox/netpolicy"
 )
 
 // RunscVersion is the version of gvisor.dev/gvisor whose runsc is built

@@ -13,7 +13,7 @@ import (
 
 	"github.com/execd/execd/internal/job"
 	"github.com/execd/execd/internal/protocol"
-	"github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/store"
 )
 
@@ -30,7 +30,7 @@ func runPrepared(t *testing.T, spec store.Spec, p job.Preparer) error {
 	c := startCoord(t)
 	client, j := c.dequeued(spec)
 	r := &job.Runner{Client: client, Runtime: &fakeRuntime{}, Preparer: p, ExecutorName: "ex", WorkspaceRoot: t.TempDir(),
-		Network: runtime.NetworkNone, Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
+		Network: sandbox.NetworkNone, Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
 	return r.Run(context.Background(), j, context.Background())
 }
 
@@ -71,12 +71,12 @@ func TestRunner_Failures(t *testing.T) {
 		},
 		{
 			name: "image not found",
-			pull: fmt.Errorf("docker: image %q does not exist in registry r: %w", "img-a", runtime.ErrImageNotFound),
+			pull: fmt.Errorf("docker: image %q does not exist in registry r: %w", "img-a", sandbox.ErrImageNotFound),
 			want: `pull images: docker: image "img-a" does not exist in registry r`,
 		},
 		{
 			name: "credentials refused",
-			pull: fmt.Errorf("docker: registry r refused the credentials: %w", runtime.ErrRegistryDenied),
+			pull: fmt.Errorf("docker: registry r refused the credentials: %w", sandbox.ErrRegistryDenied),
 			want: "pull images: docker: registry r refused the credentials",
 		},
 		{
@@ -94,7 +94,7 @@ func TestRunner_Failures(t *testing.T) {
 			client, j := c.dequeued(spec)
 			rt := &fakeRuntime{pullErr: map[string]error{"img-a": tt.pull}}
 			r := &job.Runner{Client: client, Runtime: rt, ExecutorName: "ex", WorkspaceRoot: t.TempDir(),
-				Network: runtime.NetworkNone, Streamer: job.StreamerOptions{IsUnknownJob: isGone},
+				Network: sandbox.NetworkNone, Streamer: job.StreamerOptions{IsUnknownJob: isGone},
 				Preparer: preparerFunc(func(context.Context, protocol.Job, string, job.HostRunner) error { return tt.prepare })}
 			err := r.Run(context.Background(), j, context.Background())
 			var jerr *job.Error
@@ -158,7 +158,7 @@ func TestRunner_StepDir(t *testing.T) {
 			client, j := c.dequeued(store.Spec{DockerSteps: []protocol.DockerStep{{Key: "s", Image: "img", Commands: []string{"true"}, Dir: tt.dir}}})
 			rt := &fakeRuntime{noPull: true}
 			r := &job.Runner{Client: client, Runtime: rt, Preparer: prepare, ExecutorName: "ex", WorkspaceRoot: t.TempDir(),
-				Network: runtime.NetworkNone, Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
+				Network: sandbox.NetworkNone, Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
 			err := r.Run(context.Background(), j, context.Background())
 			ran := slices.Contains(rt.calls, "run s")
 			if tt.want == "" {

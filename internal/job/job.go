@@ -26,7 +26,7 @@ import (
 	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/redact"
-	"github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/sandbox"
 )
 
 // Error is a job failure with the message the coordinator records.
@@ -60,7 +60,7 @@ type HostRunner interface {
 // safe for concurrent use.
 type Runner struct {
 	Client       LogClient
-	Runtime      runtime.Runtime
+	Runtime      sandbox.Runtime
 	Preparer     Preparer
 	ExecutorName string
 	// Secret is the executors' shared secret: redacted from all output.
@@ -72,7 +72,7 @@ type Runner struct {
 	CPUs        int
 	MemoryBytes int64
 	PIDs        int
-	Network     runtime.Network
+	Network     sandbox.Network
 	// Streaming of log entries.
 	Streamer StreamerOptions
 	Logger   *slog.Logger
@@ -190,7 +190,7 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, lo
 	endWorkspace()
 	jobSteps := steps(job)
 	endPrepare := phase.Start(ctx, phase.Prepare)
-	sandbox, err := r.Runtime.Prepare(exec, runtime.Options{
+	sb, err := r.Runtime.Prepare(exec, sandbox.Options{
 		JobID: job.UID(), Owner: r.ExecutorName, Workspace: dir,
 		CPUs: r.CPUs, MemoryBytes: r.MemoryBytes, PIDs: r.PIDs, Network: r.Network,
 		DockerAuth: dockerAuth(job.DockerAuthConfig), Steps: len(jobSteps),
@@ -209,19 +209,19 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, lo
 		// Teardown outlives a cancelled job: it must not be skipped.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		if err := sandbox.Destroy(dctx); err != nil {
+		if err := sb.Destroy(dctx); err != nil {
 			r.logger().Warn("destroy sandbox", "job", job.UID(), "err", err)
 		}
 	})
 	endPull := phase.Start(ctx, phase.Pull)
-	err = r.pullImages(ctx, exec, sandbox, logs, job)
+	err = r.pullImages(ctx, exec, sb, logs, job)
 	endPull()
 	if err != nil {
 		return err
 	}
 	for _, st := range jobSteps {
 		end := phase.Start(ctx, phase.Step)
-		err := r.runStep(ctx, exec, sandbox, logs, dir, st)
+		err := r.runStep(ctx, exec, sb, logs, dir, st)
 		end()
 		if err != nil {
 			return err
@@ -248,9 +248,9 @@ func (r *Runner) teardown(ctx context.Context, untrack func(), fs []func()) {
 
 // pullImages makes the images of the job's docker steps available, each
 // once, before the first step, as the log entry setup.docker.pull, when
-// the sandbox runs steps in images (a [runtime.Puller]).
-func (r *Runner) pullImages(ctx, exec context.Context, sb runtime.Sandbox, logs *Streamer, job protocol.Job) error {
-	p, ok := sb.(runtime.Puller)
+// the sandbox runs steps in images (a [sandbox.Puller]).
+func (r *Runner) pullImages(ctx, exec context.Context, sb sandbox.Sandbox, logs *Streamer, job protocol.Job) error {
+	p, ok := sb.(sandbox.Puller)
 	if !ok {
 		return nil
 	}
@@ -284,10 +284,10 @@ func (r *Runner) pullImages(ctx, exec context.Context, sb runtime.Sandbox, logs 
 // permanentPull reports whether err is a pull failure no retry can fix:
 // the image does not exist, or the registry refused the credentials.
 func permanentPull(err error) bool {
-	return errors.Is(err, runtime.ErrImageNotFound) || errors.Is(err, runtime.ErrRegistryDenied)
+	return errors.Is(err, sandbox.ErrImageNotFound) || errors.Is(err, sandbox.ErrRegistryDenied)
 }
 
-// dockerAuth turns a job's registry credentials into runtime.Options'.
+// dockerAuth turns a job's registry credentials into sandbox.Options'.
 func dockerAuth(c protocol.DockerAuthConfig) map[string]string {
 	if len(c.Auths) == 0 {
 		return nil
@@ -302,7 +302,7 @@ func dockerAuth(c protocol.DockerAuthConfig) map[string]string {
 type namedStep struct {
 	key     string
 	display []string
-	step    runtime.Step
+	step    sandbox.Step
 }
 
 // steps lists the job's docker steps, then its cli steps, with the log keys
@@ -317,7 +317,7 @@ func steps(job protocol.Job) []namedStep {
 		out = append(out, namedStep{
 			key:     "step.docker." + key,
 			display: s.Commands,
-			step:    runtime.Step{Key: key, Image: s.Image, Commands: s.Commands, Dir: s.Dir, Env: s.Env},
+			step:    sandbox.Step{Key: key, Image: s.Image, Commands: s.Commands, Dir: s.Dir, Env: s.Env},
 		})
 	}
 	for i, s := range job.CliSteps {
@@ -328,13 +328,13 @@ func steps(job protocol.Job) []namedStep {
 		out = append(out, namedStep{
 			key:     "step.src." + key,
 			display: s.Commands,
-			step:    runtime.Step{Key: key, Commands: []string{shellJoin(s.Commands)}, Dir: s.Dir, Env: s.Env},
+			step:    sandbox.Step{Key: key, Commands: []string{shellJoin(s.Commands)}, Dir: s.Dir, Env: s.Env},
 		})
 	}
 	return out
 }
 
-func (r *Runner) runStep(ctx, exec context.Context, sb runtime.Sandbox, logs *Streamer, workspace string, st namedStep) error {
+func (r *Runner) runStep(ctx, exec context.Context, sb sandbox.Sandbox, logs *Streamer, workspace string, st namedStep) error {
 	e := logs.Start(ctx, st.key, st.display)
 	if st.step.Image != "" && !usesImages(r.Runtime) {
 		e.Printf("execd: the %s runtime runs steps on the host's system files; image %q is not used\n", r.Runtime.Name(), st.step.Image)
@@ -346,7 +346,7 @@ func (r *Runner) runStep(ctx, exec context.Context, sb runtime.Sandbox, logs *St
 		e.Finish(-1)
 		return &Error{Msg: fmt.Sprintf("%s: %v", st.key, err)}
 	}
-	res, err := sb.Run(exec, st.step, runtime.Output{Stdout: e.Stdout(), Stderr: e.Stderr()})
+	res, err := sb.Run(exec, st.step, sandbox.Output{Stdout: e.Stdout(), Stderr: e.Stderr()})
 	switch {
 	case exec.Err() != nil:
 		e.Printf("execd: step stopped: %v\n", context.Cause(exec))
@@ -394,7 +394,7 @@ func checkStepDir(workspace, dir string) error {
 
 // usesImages reports whether a runtime runs steps in their images; the
 // shell runtime does not.
-func usesImages(rt runtime.Runtime) bool { return rt.Name() != "shell" }
+func usesImages(rt sandbox.Runtime) bool { return rt.Name() != "shell" }
 
 // workspacePath is where a new workspace of job goes: a fresh name, as
 // the same job may run again.

@@ -14,12 +14,12 @@ import (
 
 	"github.com/execd/execd/internal/job"
 	"github.com/execd/execd/internal/protocol"
-	"github.com/execd/execd/internal/runtime"
+	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/store"
 )
 
 // fakeRuntime records what the runner asks of it; its sandboxes pull
-// images (runtime.Puller) unless noPull is set.
+// images (sandbox.Puller) unless noPull is set.
 type fakeRuntime struct {
 	noPull  bool
 	pullErr map[string]error // image -> error of its pull
@@ -31,7 +31,7 @@ type fakeRuntime struct {
 
 	mu      sync.Mutex
 	calls   []string // "prepare", "pull <image>", "run <key>", "destroy"
-	opts    runtime.Options
+	opts    sandbox.Options
 	notRuns []string // calls during which running reported false
 }
 
@@ -46,7 +46,7 @@ func (f *fakeRuntime) record(call string) {
 
 func (f *fakeRuntime) Name() string                { return "fake" }
 func (f *fakeRuntime) Check(context.Context) error { return nil }
-func (f *fakeRuntime) Prepare(_ context.Context, opts runtime.Options) (runtime.Sandbox, error) {
+func (f *fakeRuntime) Prepare(_ context.Context, opts sandbox.Options) (sandbox.Sandbox, error) {
 	f.record("prepare")
 	f.mu.Lock()
 	f.opts = opts
@@ -59,10 +59,10 @@ func (f *fakeRuntime) Prepare(_ context.Context, opts runtime.Options) (runtime.
 
 type plainSandbox struct{ f *fakeRuntime }
 
-func (s plainSandbox) Run(_ context.Context, st runtime.Step, out runtime.Output) (runtime.Result, error) {
+func (s plainSandbox) Run(_ context.Context, st sandbox.Step, out sandbox.Output) (sandbox.Result, error) {
 	s.f.record("run " + st.Key)
 	fmt.Fprintf(out.Stdout, "ran %s in %s\n", st.Key, st.Image)
-	return runtime.Result{}, nil
+	return sandbox.Result{}, nil
 }
 
 func (s plainSandbox) Destroy(context.Context) error {
@@ -88,7 +88,7 @@ func runJob(t *testing.T, rt *fakeRuntime, spec store.Spec) (*coord, protocol.Jo
 	t.Helper()
 	c := startCoord(t)
 	client, j := c.dequeued(spec)
-	r := &job.Runner{Client: client, Runtime: rt, ExecutorName: "ex", WorkspaceRoot: t.TempDir(), Network: runtime.NetworkNone,
+	r := &job.Runner{Client: client, Runtime: rt, ExecutorName: "ex", WorkspaceRoot: t.TempDir(), Network: sandbox.NetworkNone,
 		Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
 	rt.running = func() bool { return r.Running(j.UID()) }
 	err := r.Run(context.Background(), j, context.Background())
@@ -114,7 +114,7 @@ func TestRunner_TeardownAfterRun(t *testing.T) {
 	c := startCoord(t)
 	client, j := c.dequeued(store.Spec{DockerSteps: []protocol.DockerStep{{Key: "a", Image: "img-a", Commands: []string{"true"}}}})
 	root := t.TempDir()
-	r := &job.Runner{Client: client, Runtime: rt, ExecutorName: "ex", WorkspaceRoot: root, Network: runtime.NetworkNone,
+	r := &job.Runner{Client: client, Runtime: rt, ExecutorName: "ex", WorkspaceRoot: root, Network: sandbox.NetworkNone,
 		Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
 	if err := r.Run(context.Background(), j, context.Background()); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,682 @@
+package docker_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/docker"
+)
+
+func TestRuntime_Name(t *testing.T) {
+	for _, r := range runtimes {
+		if got := docker.New(docker.Config{GVisor: r.gvisor}).Name(); got != r.name {
+			t.Errorf("Name with GVisor %v = %q, want %q", r.gvisor, got, r.name)
+		}
+	}
+}
+
+func TestRun_Steps(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		sb, _ := prepare(t, rt, sandbox.Options{})
+		tests := []struct {
+			name       string
+			commands   []string
+			wantOut    string
+			wantErr    string
+			wantCode   int
+			wantOOMErr bool
+		}{
+			{"multi-step", []string{"echo one", "echo two >&2", "echo three"}, "one\nthree\n", "two\n", 0, false},
+			{"stops at the first failure", []string{"echo before", "exit 3", "echo after"}, "before\n", "", 3, false},
+			{"false", []string{"false"}, "", "", 1, false},
+			{"no commands", nil, "", "", 0, false},
+			{"killed", []string{"kill -9 $$"}, "", "", 137, false},
+			{"shell syntax", []string{"for i in 1 2 3; do", "  echo $i", "done | tr '\\n' ,"}, "1,2,3,", "", 0, false},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				out, errs, res := run(t, sb, step(tt.commands...))
+				if out != tt.wantOut || errs != tt.wantErr || res.ExitCode != tt.wantCode || res.OOMKilled {
+					t.Errorf("Run(%q) = stdout %q, stderr %q, %+v; want %q, %q, exit %d", tt.commands, out, errs, res, tt.wantOut, tt.wantErr, tt.wantCode)
+				}
+			})
+		}
+	})
+}
+
+// startedWriter closes started when it has been written s.
+type startedWriter struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	s       string
+	once    sync.Once
+	started chan struct{}
+}
+
+func newStartedWriter(s string) *startedWriter {
+	return &startedWriter{s: s, started: make(chan struct{})}
+}
+
+func (w *startedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.s) {
+		w.once.Do(func() { close(w.started) })
+	}
+	return len(p), nil
+}
+
+func TestRun_StreamsOutput(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		sb, opts := prepare(t, rt, sandbox.Options{})
+		w := newStartedWriter("first\n")
+		done := make(chan error, 1)
+		go func() {
+			// The step waits for the test to see its first line.
+			_, err := sb.Run(context.Background(), step("echo first", "while [ ! -e seen ]; do sleep 0.05; done", "echo second"),
+				sandbox.Output{Stdout: w, Stderr: w})
+			done <- err
+		}()
+		select {
+		case <-w.started:
+		case err := <-done:
+			t.Fatalf("Run returned before its output was seen: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("no output 30s after the step started")
+		}
+		if err := os.WriteFile(filepath.Join(opts.Workspace, "seen"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if got := w.buf.String(); got != "first\nsecond\n" {
+			t.Errorf("output = %q, want first and second", got)
+		}
+	})
+}
+
+func TestRun_LongScript(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		sb, _ := prepare(t, rt, sandbox.Options{})
+		// Longer than one argument may be: the script is copied in.
+		var commands []string
+		for i := range 5000 {
+			commands = append(commands, fmt.Sprintf("x=%d # %s", i, strings.Repeat("padding ", 5)))
+		}
+		commands = append(commands, `echo "$x"`)
+		if got := runOK(t, sb, commands...); got != "4999\n" {
+			t.Errorf("output = %q, want 4999", got)
+		}
+	})
+}
+
+func TestRun_Dir(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		sb, opts := prepare(t, rt, sandbox.Options{})
+		if err := os.MkdirAll(filepath.Join(opts.Workspace, "sub", "deeper"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for dir, want := range map[string]string{"": "/workspace\n", ".": "/workspace\n", "sub": "/workspace/sub\n", "sub/../sub/deeper": "/workspace/sub/deeper\n"} {
+			st := step("pwd")
+			st.Dir = dir
+			if got, _, _ := run(t, sb, st); got != want {
+				t.Errorf("Dir %q: pwd = %q, want %q", dir, got, want)
+			}
+		}
+		for _, dir := range []string{"../outside", "/etc", "sub/../../x"} {
+			st := step("true")
+			st.Dir = dir
+			if _, err := sb.Run(context.Background(), st, sandbox.Output{}); err == nil {
+				t.Errorf("Run with Dir %q: no error", dir)
+			}
+		}
+	})
+}
+
+func TestRun_Workspace(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		ws := t.TempDir()
+		if err := os.WriteFile(filepath.Join(ws, "from-host"), []byte("hello from the host\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sb, _ := prepare(t, rt, sandbox.Options{Workspace: ws})
+		out := runOK(t, sb, "cat from-host", "mkdir -p made/here", "echo written > made/here/file", "echo changed >> from-host")
+		if out != "hello from the host\n" {
+			t.Errorf("the step read %q, want the host's file", out)
+		}
+		for name, want := range map[string]string{"made/here/file": "written\n", "from-host": "hello from the host\nchanged\n"} {
+			if b, err := os.ReadFile(filepath.Join(ws, name)); err != nil || string(b) != want {
+				t.Errorf("host file %s = %q, %v; want %q", name, b, err, want)
+			}
+		}
+		// A later step sees what an earlier one wrote.
+		if got := runOK(t, sb, "cat made/here/file"); got != "written\n" {
+			t.Errorf("second step read %q", got)
+		}
+	})
+}
+
+func TestRun_HostHidden(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		outside := t.TempDir()
+		marker := filepath.Join(outside, "host-secret")
+		if err := os.WriteFile(marker, []byte("top secret\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sb, _ := prepare(t, rt, sandbox.Options{})
+
+		// The container's /etc is the image's, not the host's.
+		if got := runOK(t, sb, "cat /etc/execd-test-image"); got != "execd-test-image\n" {
+			t.Errorf("/etc/execd-test-image = %q: not the image's /etc", got)
+		}
+		hostEtc, err := os.ReadDir("/etc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var host []string
+		for _, e := range hostEtc {
+			host = append(host, e.Name())
+		}
+		inside := strings.Fields(runOK(t, sb, "ls -A /etc"))
+		if slices.Equal(inside, host) {
+			t.Errorf("the container's /etc lists the host's: %q", inside)
+		}
+		for _, cmd := range []string{
+			"cat /etc/shadow", "cat " + marker, "ls " + outside,
+			fmt.Sprintf("cat /proc/%d/environ", os.Getpid()),
+		} {
+			if out, _, res := run(t, sb, step(cmd)); res.ExitCode == 0 {
+				t.Errorf("%q succeeded:\n%s", cmd, out)
+			}
+		}
+		if out := runOK(t, sb, "find / \\( -path /proc -o -path /sys -o -path /dev \\) -prune -o -name host-secret -print"); out != "" {
+			t.Errorf("the host's file is visible in the container at %s", out)
+		}
+
+		// Writes outside the workspace stay in the container.
+		for _, cmd := range []string{"mkdir -p " + outside, "echo changed > " + marker, "touch " + filepath.Join(outside, "new")} {
+			run(t, sb, step(cmd))
+		}
+		if b, _ := os.ReadFile(marker); string(b) != "top secret\n" {
+			t.Errorf("the host's file outside the workspace was changed: %q", b)
+		}
+		if _, err := os.Stat(filepath.Join(outside, "new")); err == nil {
+			t.Error("the step created a file on the host outside the workspace")
+		}
+		// Nor does one step's container leak into the next.
+		runOK(t, sb, "echo x > /leftover")
+		if _, _, res := run(t, sb, step("test -e /leftover")); res.ExitCode == 0 {
+			t.Error("a file a step wrote outside the workspace is there in the next step")
+		}
+	})
+}
+
+func TestRun_Env(t *testing.T) {
+	t.Setenv("EXECD_DOCKER_TEST_SECRET", "hunter2")
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		sb, _ := prepare(t, rt, sandbox.Options{})
+		st := step("env")
+		st.Env = []string{"FOO=bar", "WITH_EQUALS=a=b", "EMPTY="}
+		out, _, _ := run(t, sb, st)
+		if strings.Contains(out, "hunter2") {
+			t.Fatalf("the executor's environment leaked into the step:\n%s", out)
+		}
+		got := map[string]string{}
+		for _, kv := range strings.Split(strings.TrimSpace(out), "\n") {
+			k, v, _ := strings.Cut(kv, "=")
+			got[k] = v
+		}
+		for k, v := range map[string]string{"FOO": "bar", "WITH_EQUALS": "a=b", "EMPTY": "", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"} {
+			if g, ok := got[k]; !ok || g != v {
+				t.Errorf("%s = %q (set: %v), want %q", k, g, ok, v)
+			}
+		}
+		bad := step("true")
+		bad.Env = []string{"NOEQUALS"}
+		if _, err := sb.Run(context.Background(), bad, sandbox.Output{}); err == nil {
+			t.Error("Run with env entry without '=': no error")
+		}
+	})
+}
+
+func TestRun_Privileges(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		sb, _ := prepare(t, rt, sandbox.Options{})
+		out := runOK(t, sb, "grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status")
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			name, v, _ := strings.Cut(l, ":")
+			v = strings.TrimSpace(v)
+			if name == "NoNewPrivs" && v != "1" || name != "NoNewPrivs" && strings.Trim(v, "0") != "" {
+				t.Errorf("%s = %s, want no capabilities and no_new_privs", name, v)
+			}
+		}
+		for _, cmd := range []string{"mount -t tmpfs none /mnt", "chown 1:1 /etc/passwd", "mknod /x c 1 3", "hostname other"} {
+			if _, _, res := run(t, sb, step(cmd)); res.ExitCode == 0 {
+				t.Errorf("%q succeeded without capabilities", cmd)
+			}
+		}
+	})
+}
+
+func TestRun_Network(t *testing.T) {
+	fw := &fakeFirewall{}
+	for _, r := range runtimes {
+		t.Run(r.name, func(t *testing.T) {
+			rt := needRuntime(t, docker.Config{GVisor: r.gvisor, Firewall: fw, AddHostGateway: true})
+			t.Run("none", func(t *testing.T) {
+				sb, _ := prepare(t, rt, sandbox.Options{Network: sandbox.NetworkNone})
+				if _, netID, _ := docker.SandboxInfo(sb); netID != "" {
+					t.Errorf("a sandbox without network has network %s", netID)
+				}
+				out := runOK(t, sb, "cat /proc/net/dev | tail -n +3 | cut -d: -f1")
+				if ifaces := strings.Fields(out); !slices.Equal(ifaces, []string{"lo"}) {
+					t.Errorf("network interfaces = %q, want only lo", ifaces)
+				}
+				if out := runOK(t, sb, "cat /etc/hosts"); strings.Contains(out, "host.docker.internal") {
+					t.Errorf("host.docker.internal in /etc/hosts without a network:\n%s", out)
+				}
+			})
+			t.Run("internet", func(t *testing.T) {
+				sb, opts := prepare(t, rt, sandbox.Options{Network: sandbox.NetworkInternet})
+				id, netID, bridge := docker.SandboxInfo(sb)
+				if netID == "" || bridge != "execd"+id {
+					t.Fatalf("network %q, bridge %q; want a network with bridge execd%s", netID, bridge, id)
+				}
+				if got := networksLabelled(t, rt, docker.LabelJob+"="+opts.JobID); !slices.Equal(got, []string{netID}) {
+					t.Errorf("networks labelled with the job = %v, want [%s]", got, netID)
+				}
+				applied := fw.applied(bridge)
+				if !applied.IsValid() || !applied.Addr().Is4() {
+					t.Errorf("firewall applied to %s with subnet %v, want the network's", bridge, applied)
+				}
+				out := runOK(t, sb, "cat /proc/net/dev | tail -n +3 | cut -d: -f1", "cat /etc/hosts")
+				if !strings.Contains(out, "eth0") {
+					t.Errorf("no eth0 in a sandbox with a network:\n%s", out)
+				}
+				if !strings.Contains(out, "host.docker.internal") {
+					t.Errorf("EXECUTOR_DOCKER_ADD_HOST_GATEWAY: no host.docker.internal in /etc/hosts:\n%s", out)
+				}
+				if err := sb.Destroy(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if !fw.removed(bridge) {
+					t.Errorf("Destroy did not remove the firewall rules of %s", bridge)
+				}
+			})
+		})
+	}
+}
+
+func TestRun_AdditionalMounts(t *testing.T) {
+	extra := t.TempDir()
+	if err := os.WriteFile(filepath.Join(extra, "data"), []byte("shared data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw := t.TempDir()
+	for _, r := range runtimes {
+		t.Run(r.name, func(t *testing.T) {
+			rt := needRuntime(t, docker.Config{GVisor: r.gvisor, AdditionalMounts: []string{
+				extra + ":/extra:ro", "type=bind,source=" + rw + ",target=/rw",
+			}})
+			sb, _ := prepare(t, rt, sandbox.Options{})
+			if got := runOK(t, sb, "cat /extra/data", "echo "+r.name+" > /rw/out"); got != "shared data\n" {
+				t.Errorf("/extra/data = %q", got)
+			}
+			if _, _, res := run(t, sb, step("touch /extra/x")); res.ExitCode == 0 {
+				t.Error("wrote to a read-only additional mount")
+			}
+			if b, _ := os.ReadFile(filepath.Join(rw, "out")); string(b) != r.name+"\n" {
+				t.Errorf("read-write mount: host file = %q", b)
+			}
+		})
+	}
+}
+
+// ctxResult is what Run returned.
+type ctxResult struct {
+	res sandbox.Result
+	err error
+}
+
+func TestRun_Cancel(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		sb, _ := prepare(t, rt, sandbox.Options{})
+		id, _, _ := docker.SandboxInfo(sb)
+		tests := []struct {
+			name     string
+			commands []string
+		}{
+			{"sleep", []string{"echo started", "sleep 1000"}},
+			{"background", []string{"sleep 1000 &", "echo started", "wait"}},
+			// SIGTERM ignored: SIGKILL after the grace.
+			{"ignores SIGTERM", []string{"trap '' TERM", "echo started", "while :; do sleep 1; done"}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				w := newStartedWriter("started")
+				done := make(chan ctxResult, 1)
+				go func() {
+					res, err := sb.Run(ctx, step(tt.commands...), sandbox.Output{Stdout: w, Stderr: w})
+					done <- ctxResult{res, err}
+				}()
+				select {
+				case <-w.started:
+				case r := <-done:
+					t.Fatalf("step ended before it was cancelled: %+v", r)
+				case <-time.After(30 * time.Second):
+					t.Fatal("step did not start")
+				}
+				cancel()
+				var r ctxResult
+				select {
+				case r = <-done:
+				case <-time.After(30 * time.Second):
+					t.Fatal("Run did not return 30s after its context was cancelled")
+				}
+				if !errors.Is(r.err, context.Canceled) {
+					t.Errorf("Run error = %v, want context.Canceled", r.err)
+				}
+				if left := stepsOf(t, rt, id); len(left) > 0 {
+					t.Errorf("containers %v left after a cancelled step", left)
+				}
+			})
+		}
+		runOK(t, sb, "true")
+	})
+}
+
+func TestRun_CancelEarly(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		sb, _ := prepare(t, rt, sandbox.Options{})
+		id, _, _ := docker.SandboxInfo(sb)
+		for _, delay := range []time.Duration{0, 5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond} {
+			ctx, cancel := context.WithTimeout(context.Background(), delay)
+			_, err := sb.Run(ctx, step("sleep 1000"), sandbox.Output{})
+			cancel()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("cancelled after %v: Run error = %v, want context.DeadlineExceeded", delay, err)
+			}
+			if left := stepsOf(t, rt, id); len(left) > 0 {
+				t.Errorf("cancelled after %v: containers %v left", delay, left)
+			}
+		}
+		runOK(t, sb, "true")
+	})
+}
+
+func TestRun_MemoryLimit(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		sb, _ := prepare(t, rt, sandbox.Options{MemoryBytes: 64 << 20})
+		tests := []struct {
+			name     string
+			commands []string
+			oom      bool
+		}{
+			{"within", []string{"head -c $((16<<20)) /dev/zero | tail > /dev/null"}, false},
+			{"pipe", []string{"head -c $((300<<20)) /dev/zero | tail > /dev/null"}, true},
+			{"shell string", []string{`s=xxxxxxxxxxxxxxxx; while :; do s="$s$s"; done`}, true},
+			{"failure without OOM", []string{"exit 9"}, false},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, errs, res := run(t, sb, step(tt.commands...))
+				if res.OOMKilled != tt.oom {
+					t.Errorf("OOMKilled = %v, want %v (exit code %d, stderr %q)", res.OOMKilled, tt.oom, res.ExitCode, errs)
+				}
+				if tt.oom && res.ExitCode == 0 {
+					t.Errorf("exit code = 0, want a failure")
+				}
+			})
+		}
+	})
+}
+
+// TestRun_ForkBomb: a fork bomb is stopped by the process limit. With
+// docker the step's forks fail at the limit and the step goes on; with
+// gVisor, whose own threads count toward the limit, the sandbox ends.
+// Either way the step ends by itself and the host is unaffected.
+func TestRun_ForkBomb(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		const limit = 64
+		sb, _ := prepare(t, rt, sandbox.Options{PIDs: limit})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		start := time.Now()
+		var out bytes.Buffer
+		res, err := sb.Run(ctx, step("bomb() { bomb | bomb & }", "bomb", "sleep 3",
+			// How often the limit was hit (cgroup v1, or v2).
+			"cat /sys/fs/cgroup/pids/pids.events 2>/dev/null || cat /sys/fs/cgroup/pids.events"),
+			sandbox.Output{Stdout: &out, Stderr: io.Discard})
+		if err != nil {
+			t.Fatalf("Run: %v (a fork bomb must not stop the step from ending)", err)
+		}
+		t.Logf("fork bomb ended after %v: %+v, %q", time.Since(start), res, out.String())
+		switch rt.Name() {
+		case "docker":
+			// The limit held: forks failed at the limit, and the step
+			// went on.
+			hits, ok := strings.CutPrefix(strings.TrimSpace(out.String()), "max ")
+			if n, err := strconv.Atoi(hits); res.ExitCode != 0 || !ok || err != nil || n == 0 {
+				t.Errorf("exit code %d, pids.events %q: want the step to go on after hitting the limit", res.ExitCode, out.String())
+			}
+		case "gvisor":
+			if res.ExitCode == 0 {
+				t.Errorf("exit code 0, output %q: want the sandbox ended", out.String())
+			}
+		}
+		// The host is fine, and so is the sandbox, for the next step.
+		if err := exec.Command("true").Run(); err != nil {
+			t.Errorf("host cannot start a process: %v", err)
+		}
+		runOK(t, sb, "true")
+	})
+}
+
+func TestRun_Concurrent(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		var wg sync.WaitGroup
+		for i := range 3 {
+			sb, opts := prepare(t, rt, sandbox.Options{})
+			wg.Go(func() {
+				var out strings.Builder
+				res, err := sb.Run(context.Background(), step(fmt.Sprintf("echo %d > f", i), "cat f", "ls /workspace"), sandbox.Output{Stdout: &out})
+				if err != nil || res.ExitCode != 0 || out.String() != fmt.Sprintf("%d\nf\n", i) {
+					t.Errorf("sandbox %d: %+v, %v, output %q", i, res, err, out.String())
+				}
+				if b, _ := os.ReadFile(filepath.Join(opts.Workspace, "f")); string(b) != fmt.Sprintf("%d\n", i) {
+					t.Errorf("sandbox %d wrote %q", i, b)
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
+
+func TestSandbox_Destroy(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		ctx := context.Background()
+		opts := sandbox.Options{JobID: "destroy-test", Owner: testOwner, Workspace: t.TempDir(), Network: sandbox.NetworkInternet, MemoryBytes: 64 << 20}
+		sb, err := rt.Prepare(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, netID, _ := docker.SandboxInfo(sb)
+		// A step still running when the job is torn down.
+		w := newStartedWriter("started")
+		done := make(chan error, 1)
+		go func() {
+			_, err := sb.Run(ctx, step("echo started", "sleep 1000"), sandbox.Output{Stdout: w})
+			done <- err
+		}()
+		select {
+		case <-w.started:
+		case err := <-done:
+			t.Fatalf("step ended early: %v", err)
+		}
+		for i := range 3 {
+			if err := sb.Destroy(ctx); err != nil {
+				t.Fatalf("Destroy #%d: %v", i+1, err)
+			}
+		}
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Error("Run of a destroyed sandbox's step returned no error")
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("Run did not return after Destroy")
+		}
+		if left := containersOf(t, rt, id); len(left) > 0 {
+			t.Errorf("containers %v left after Destroy", left)
+		}
+		if networkExists(t, rt, netID) {
+			t.Errorf("network %s left after Destroy", netID)
+		}
+		if _, err := sb.Run(ctx, step("true"), sandbox.Output{}); err == nil {
+			t.Error("Run after Destroy: no error")
+		}
+	})
+}
+
+func TestPrepare_Errors(t *testing.T) {
+	rt := docker.New(docker.Config{})
+	base := sandbox.Options{JobID: "1-q", Owner: testOwner, Workspace: t.TempDir(), Network: sandbox.NetworkNone}
+	tests := []struct {
+		name   string
+		modify func(*sandbox.Options)
+		want   string
+	}{
+		{"unknown network", func(o *sandbox.Options) { o.Network = "bridge" }, "network"},
+		{"no network", func(o *sandbox.Options) { o.Network = "" }, "network"},
+		{"no job ID", func(o *sandbox.Options) { o.JobID = "" }, "job ID"},
+		{"no owner", func(o *sandbox.Options) { o.Owner = "" }, "owner"},
+		{"relative workspace", func(o *sandbox.Options) { o.Workspace = "ws" }, "absolute"},
+		{"missing workspace", func(o *sandbox.Options) { o.Workspace = "/nonexistent/ws" }, "workspace"},
+		{"negative memory", func(o *sandbox.Options) { o.MemoryBytes = -1 }, "negative"},
+		{"tiny memory", func(o *sandbox.Options) { o.MemoryBytes = 1 << 20 }, "minimum"},
+		{"bad job credentials", func(o *sandbox.Options) { o.DockerAuth = map[string]string{"r.example.com": "!!"} }, "r.example.com"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := base
+			tt.modify(&opts)
+			sb, err := rt.Prepare(context.Background(), opts)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Prepare error = %v, want one mentioning %q", err, tt.want)
+			}
+			if err := sb.Destroy(context.Background()); err != nil {
+				t.Errorf("Destroy after failed Prepare: %v", err)
+			}
+		})
+	}
+	t.Run("bad config", func(t *testing.T) {
+		rt := docker.New(docker.Config{AdditionalMounts: []string{"relative:/x"}})
+		if _, err := rt.Prepare(context.Background(), base); err == nil || !strings.Contains(err.Error(), "relative") {
+			t.Errorf("Prepare with a bad additional mount: %v, want an error naming it", err)
+		}
+		if err := rt.Check(context.Background()); err == nil || !errors.Is(err, sandbox.ErrUnavailable) {
+			t.Errorf("Check with a bad additional mount: %v, want ErrUnavailable", err)
+		}
+	})
+}
+
+func TestRun_NoImage(t *testing.T) {
+	rt := needRuntime(t, docker.Config{})
+	sb, _ := prepare(t, rt, sandbox.Options{})
+	_, err := sb.Run(context.Background(), sandbox.Step{Key: "cli", Commands: []string{"true"}}, sandbox.Output{})
+	if err == nil || !strings.Contains(err.Error(), "image") {
+		t.Errorf("Run without an image: %v, want an error saying a step needs one", err)
+	}
+}
+
+// firstStepOwnNetwork runs a sandbox's first step, and checks while it
+// runs that its container has a network of its own, not the holder's,
+// and (when the steps share one) that the holder starts meanwhile.
+func firstStepOwnNetwork(t *testing.T, rt *docker.Runtime, sb sandbox.Sandbox, id string, shared bool) {
+	t.Helper()
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		res, err := sb.Run(ctx, step("sleep 3"), sandbox.Output{})
+		if err == nil && res.ExitCode != 0 {
+			err = fmt.Errorf("exit %d", res.ExitCode)
+		}
+		done <- err
+	}()
+	var mode container.NetworkMode
+	holderSeen := false
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && (mode == "" || shared && !holderSeen); time.Sleep(50 * time.Millisecond) {
+		if ids := containersLabelled(t, rt, true, docker.LabelSandbox+"="+id); len(ids) == 1 && mode == "" {
+			if c, err := docker.Client(rt).ContainerInspect(ctx, ids[0]); err == nil && c.State != nil && c.State.Running {
+				mode = c.HostConfig.NetworkMode
+			}
+		}
+		holderSeen = len(containersLabelled(t, rt, false, docker.LabelSandbox+"="+id, docker.LabelRole+"="+docker.RoleHolder)) > 0
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("first step: %v", err)
+	}
+	if mode == "" || mode.IsContainer() {
+		t.Errorf("the first step's container had network mode %q: want a network of its own, so that it does not wait for the holder", mode)
+	}
+	if shared && !holderSeen {
+		t.Errorf("no holder started while the first step ran")
+	}
+}
+
+// TestRun_NetworkHolder: the steps of a job after the first share one
+// network namespace, held by a container that starts beside the first
+// step (except for gvisor jobs with a network); when it dies, the next
+// step starts another.
+func TestRun_NetworkHolder(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
+		for _, network := range []sandbox.Network{sandbox.NetworkNone, sandbox.NetworkInternet} {
+			t.Run(string(network), func(t *testing.T) {
+				shared := !(rt.Name() == "gvisor" && network == sandbox.NetworkInternet)
+				sb, _ := prepare(t, rt, sandbox.Options{Network: network})
+				id, _, _ := docker.SandboxInfo(sb)
+				netns := func() string { return runOK(t, sb, "readlink /proc/self/ns/net") }
+				firstStepOwnNetwork(t, rt, sb, id, shared)
+				first, second := netns(), netns()
+				holders := containersLabelled(t, rt, false, docker.LabelSandbox+"="+id, docker.LabelRole+"="+docker.RoleHolder)
+				if !shared {
+					if len(holders) != 0 {
+						t.Errorf("holders %v, want none", holders)
+					}
+					return
+				}
+				if len(holders) != 1 || first != second {
+					t.Fatalf("holders %v, network namespaces %q and %q; want one holder whose namespace the second and third steps share", holders, first, second)
+				}
+				if err := docker.Client(rt).ContainerRemove(context.Background(), holders[0], container.RemoveOptions{Force: true}); err != nil {
+					t.Fatal(err)
+				}
+				if got := runOK(t, sb, "echo after"); got != "after\n" {
+					t.Errorf("step after the holder died: %q", got)
+				}
+				if n := containersLabelled(t, rt, false, docker.LabelSandbox+"="+id, docker.LabelRole+"="+docker.RoleHolder); len(n) != 1 || n[0] == holders[0] {
+					t.Errorf("holders after one died: %v, want a new one", n)
+				}
+			})
+		}
+	})
+}

@@ -1,0 +1,169 @@
+// Package sandbox defines the sandbox runtimes that executors run job steps
+// in. One package per runtime implements [Runtime] (shell: Linux namespaces
+// and cgroups; docker and gvisor in later work); cmd/executor lists them.
+//
+// Call order for one job:
+//
+//	rt.Check(ctx)                       // may the runtime be used here?
+//	sb, err := rt.Prepare(ctx, opts)    // once per job
+//	res, err := sb.Run(ctx, step, out)  // once per step, in order, never concurrently
+//	sb.Destroy(ctx)                     // always, even if Prepare or Run failed
+//
+// Different jobs' sandboxes are independent and used concurrently.
+//
+// Optional abilities are small interfaces, found by type assertion:
+// a [Sandbox] that runs steps in container images is a [Puller], and a
+// [Runtime] whose sandboxes can outlive a crashed executor (containers,
+// networks) is a [Janitor].
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// Runtime creates sandboxes.
+type Runtime interface {
+	// Name is the runtime's EXECUTOR_RUNTIME value ("shell", "docker"...).
+	Name() string
+	// Check reports whether the runtime can run on this host; the error
+	// says what is missing and how to fix it.
+	Check(ctx context.Context) error
+	// Prepare creates the sandbox of one job around an existing workspace
+	// directory. Everything it creates is labelled with opts.JobID and
+	// opts.Owner so a janitor can find it after a crash.
+	Prepare(ctx context.Context, opts Options) (Sandbox, error)
+}
+
+// Sandbox runs the steps of one job.
+type Sandbox interface {
+	// Run runs step to completion and returns its exit code. Output goes to
+	// out.Stdout and out.Stderr as it is produced. When ctx ends, every
+	// process of the step is killed (SIGTERM, a short grace, SIGKILL)
+	// before Run returns ctx's error. Processes a step leaves in the
+	// background are killed when the step ends.
+	Run(ctx context.Context, step Step, out Output) (Result, error)
+	// Destroy removes everything Prepare made, except the workspace. It is
+	// idempotent and safe to call after a failed Prepare or Run.
+	Destroy(ctx context.Context) error
+}
+
+// Options describe a job's sandbox.
+type Options struct {
+	// JobID identifies the job ("<id>-<queue>"), for names and labels.
+	JobID string
+	// Owner identifies the executor, for names and labels.
+	Owner string
+	// Workspace is the host directory the job's steps read and write.
+	Workspace string
+	// CPUs limits the job's CPU (cores); 0 means no limit.
+	CPUs int
+	// MemoryBytes limits the job's memory; 0 means no limit.
+	MemoryBytes int64
+	// PIDs limits the number of processes and threads; 0 means no limit.
+	PIDs int
+	// Network is the job's network policy.
+	Network Network
+	// DockerAuth holds the job's registry credentials, registry host ->
+	// base64 of "user:password" (a docker config's "auths"), for
+	// runtimes that pull images. When set it replaces the executor's own
+	// (EXECUTOR_DOCKER_AUTH_CONFIG), as the job's dockerAuthConfig does
+	// in the reference.
+	DockerAuth map[string]string
+	// Steps is how many steps the job will run, when known (0: unknown).
+	// A runtime may skip work that only later steps would use, such as
+	// a network namespace shared between steps. Run must still work for
+	// more steps than this.
+	Steps int
+}
+
+// Network is a sandbox's network policy.
+type Network string
+
+const (
+	// NetworkNone: no network at all, only loopback.
+	NetworkNone Network = "none"
+	// NetworkInternet: the internet, but no private ranges, link-local
+	// addresses, host services or other sandboxes.
+	NetworkInternet Network = "internet"
+)
+
+// Step is one command script to run in a sandbox.
+type Step struct {
+	// Key names the step in logs.
+	Key string
+	// Image is the container image (container runtimes only).
+	Image string
+	// Commands are run as one script by /bin/sh, in order, stopping at the
+	// first failure (set -e).
+	Commands []string
+	// Dir is the working directory, relative to the workspace.
+	Dir string
+	// Env is the step's entire environment besides PATH and HOME, as
+	// NAME=value. Nothing of the executor's own environment leaks in.
+	Env []string
+}
+
+// Output receives a step's output streams.
+type Output struct {
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Result is how a step ended.
+type Result struct {
+	ExitCode int
+	// OOMKilled is true when the step was killed for exceeding its memory
+	// limit.
+	OOMKilled bool
+}
+
+// Puller is implemented by sandboxes that run steps in container images.
+// The job runner calls Pull once for each distinct image of the job's
+// steps, before the first step, and shows out as the job's
+// setup.docker.pull log entry. Pull makes image available to Run,
+// pulling it when it is missing; its error says whether the image, the
+// registry or the container engine is at fault, and what to do. Run must
+// still work for an image that was not pulled first.
+type Puller interface {
+	Pull(ctx context.Context, image string, out io.Writer) error
+}
+
+// Janitor is implemented by runtimes whose sandboxes leave things behind
+// when an executor dies without calling Destroy (containers, networks,
+// firewall rules).
+type Janitor interface {
+	// Clean removes the leftovers of every sandbox for which stale
+	// reports true. It must not remove anything of a sandbox whose Prepare
+	// or Destroy is running when stale reports false for it. It is safe to
+	// call concurrently with the runtime's other methods, and does
+	// nothing when there is nothing to remove.
+	Clean(ctx context.Context, stale func(Leftover) bool) error
+}
+
+// Leftover describes what a runtime made for one sandbox, from the labels
+// it gave it: Prepare's Options. A Leftover without JobID is what a
+// runtime made for an owner as a whole (the shell runtime's cgroup of an
+// executor); its Workspace is then the owner's directory of workspaces.
+type Leftover struct {
+	JobID     string
+	Owner     string
+	Workspace string
+}
+
+// ErrUnavailable wraps Check errors: the runtime cannot run on this host.
+var ErrUnavailable = errors.New("runtime unavailable")
+
+// Errors of [Puller.Pull] (and of Run, which pulls a missing image) that
+// no retry can fix; the job fails at once. A registry that cannot be
+// reached, or a container engine that fails, is neither: trying again
+// later may succeed.
+var (
+	// ErrImageNotFound: the image's registry answered that it has no
+	// such image (repository, tag or digest).
+	ErrImageNotFound = errors.New("image not found")
+	// ErrRegistryDenied: the registry refused the credentials given, or
+	// asked for credentials and none were given.
+	ErrRegistryDenied = errors.New("registry denied access")
+)

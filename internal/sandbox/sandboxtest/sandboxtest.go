@@ -1,0 +1,48 @@
+// Package sandboxtest holds helpers shared by the tests of the sandbox
+// runtimes.
+package sandboxtest
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/execd/execd/internal/sandbox"
+)
+
+// jobSeq numbers the jobs of a test binary; atomic because tests run in
+// parallel.
+var jobSeq atomic.Int64
+
+// Seq returns the next number of the test binary's sequence, for unique
+// job ids and owners.
+func Seq() int64 { return jobSeq.Add(1) }
+
+// Options returns opts with its unset fields filled in for a test: a new
+// job of owner, a temporary workspace, generous limits (1 CPU, 256 MiB,
+// 256 processes) and no network.
+func Options(t testing.TB, opts sandbox.Options, owner string) sandbox.Options {
+	t.Helper()
+	if opts.JobID == "" {
+		opts.JobID = fmt.Sprintf("%d-test", Seq())
+	}
+	if opts.Owner == "" {
+		opts.Owner = owner
+	}
+	if opts.Workspace == "" {
+		opts.Workspace = t.TempDir()
+	}
+	if opts.MemoryBytes == 0 {
+		opts.MemoryBytes = 256 << 20
+	}
+	if opts.PIDs == 0 {
+		opts.PIDs = 256
+	}
+	if opts.CPUs == 0 {
+		opts.CPUs = 1
+	}
+	if opts.Network == "" {
+		opts.Network = sandbox.NetworkNone
+	}
+	return opts
+}
