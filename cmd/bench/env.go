@@ -20,6 +20,8 @@ import (
 	"github.com/execd/execd/internal/coordinator"
 	"github.com/execd/execd/internal/executor"
 	"github.com/execd/execd/internal/jobsapi"
+	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/shell"
 	"github.com/execd/execd/internal/store/postgres/pgtest"
 )
 
@@ -230,7 +232,10 @@ func (b *bench) startExecutor(ctx context.Context, env map[string]string) (stop 
 	drain, stopDrain := context.WithCancel(context.Background())
 	hard, stopHard := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- executor.Run(drain, hard, cfg, b.logger) }()
+	shellOnly := func(_ context.Context, cfg executor.Config, logger *slog.Logger) []sandbox.Runtime {
+		return []sandbox.Runtime{shell.New(shell.Config{Init: cfg.ShellInit, WorkspaceRoot: cfg.WorkspaceRoot, Logger: logger})}
+	}
+	go func() { done <- executor.Run(drain, hard, cfg, shellOnly, b.logger) }()
 	return func() error {
 		stopDrain()
 		stopHard()

@@ -31,7 +31,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/execd/execd/internal/executor"
+	"github.com/execd/execd/internal/sandbox/shell"
 )
 
 // A scenario measures its figures over b.runs runs.
@@ -57,7 +57,7 @@ func scenarios() []scenario {
 
 func main() {
 	// The in-process executor's shell sandboxes re-execute this binary.
-	executor.MaybeRunSandboxInit()
+	shell.MaybeRunInit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/execd/execd/internal/executor"
+	"github.com/execd/execd/internal/sandbox/shell"
 	"io"
 	"log/slog"
 	"os"
@@ -35,7 +35,9 @@ var version = "0.1.0-dev"
 func main() {
 	// The quickstart's in-process executor re-executes this binary as the
 	// init of its sandboxes.
-	executor.MaybeRunSandboxInit()
+	// The quickstart's executor runs in this process, whose program is
+	// its shell sandboxes' init.
+	shell.MaybeRunInit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {

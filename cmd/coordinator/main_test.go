@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/execd/execd/internal/executor"
+	"github.com/execd/execd/internal/sandbox/shell"
 
 	"github.com/execd/execd/internal/jobsapi"
 	"github.com/execd/execd/internal/protocol"
@@ -27,7 +27,7 @@ import (
 // TestMain re-runs this test binary as the coordinator when asked, so the
 // integration tests drive real coordinator processes without a build step.
 func TestMain(m *testing.M) {
-	executor.MaybeRunSandboxInit()
+	shell.MaybeRunInit()
 	if os.Getenv("EXECD_TEST_RUN_COORDINATOR") == "1" {
 		main()
 		return
@@ -465,6 +465,23 @@ func TestExternalURL(t *testing.T) {
 	for _, tt := range tests {
 		if got := externalURL(tt.addr); got != tt.want {
 			t.Errorf("externalURL(%v) = %q, want %q", tt.addr, got, tt.want)
+		}
+	}
+}
+
+// TestNoContainerRuntimeLinked: the coordinator (and its quickstart's
+// executor) links no container runtime: no docker client.
+func TestNoContainerRuntimeLinked(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skipf("skipping: no go command: %v", err)
+	}
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if pkg == "github.com/docker/docker/client" || pkg == "github.com/execd/execd/internal/sandbox/docker" {
+			t.Errorf("cmd/coordinator links %s", pkg)
 		}
 	}
 }

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +18,8 @@ import (
 	"github.com/execd/execd/internal/executor"
 	"github.com/execd/execd/internal/jobsapi"
 	"github.com/execd/execd/internal/protocol"
+	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/shell"
 )
 
 const demoRepo = "github.com/execd/demo"
@@ -74,12 +76,13 @@ func quickstart(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	go func() { served <- c.Serve(serveCtx, l) }()
 	cfg := c.Config().Current()
 
-	// The executor runs in this process, with the embedded defaults. The
-	// demo job uses the host's git in its step, which only the shell
-	// runtime offers (container runtimes run the step's image, and no
-	// image is pulled offline): EXECUTOR_RUNTIME chooses another.
+	// The executor runs in this process, with the embedded defaults, on
+	// the shell runtime: the demo job uses the host's git in its step,
+	// which only the shell runtime offers (container runtimes run the
+	// step's image, and no image is pulled offline), and the coordinator
+	// links no other.
 	execCfg, err := executor.LoadConfig(mapEnv(map[string]string{
-		"EXECUTOR_RUNTIME":           cmp.Or(os.Getenv("EXECUTOR_RUNTIME"), "shell"),
+		"EXECUTOR_RUNTIME":           "shell",
 		"EXECUTOR_FRONTEND_URL":      url,
 		"EXECUTOR_FRONTEND_PASSWORD": cfg.ExecutorsAccessToken,
 		"EXECUTOR_QUEUE_NAMES":       strings.Join(cfg.Queues, ","),
@@ -95,7 +98,7 @@ func quickstart(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	drain, stopDrain := context.WithCancel(context.Background())
 	hard, stopHard := context.WithCancel(context.Background())
 	executorDone := make(chan error, 1)
-	go func() { executorDone <- executor.Run(drain, hard, execCfg, logger) }()
+	go func() { executorDone <- executor.Run(drain, hard, execCfg, shellOnly, logger) }()
 	defer func() {
 		stopDrain()
 		stopHard()
@@ -139,6 +142,12 @@ Run more executors on other machines with:
 		executorDone <- err
 		return fmt.Errorf("the executor stopped: %v (see %s)", err, logPath)
 	}
+}
+
+// shellOnly is the quickstart executor's runtime: the shell sandbox, whose
+// init is this program. The coordinator links no container runtime.
+func shellOnly(_ context.Context, cfg executor.Config, logger *slog.Logger) []sandbox.Runtime {
+	return []sandbox.Runtime{shell.New(shell.Config{WorkspaceRoot: cfg.WorkspaceRoot, Logger: logger})}
 }
 
 func mapEnv(m map[string]string) func(string) string {

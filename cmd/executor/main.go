@@ -40,7 +40,7 @@ README for the others.
 `
 
 func main() {
-	executor.MaybeRunSandboxInit()
+	shell.MaybeRunInit()
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
@@ -59,7 +59,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 		return runExecutor(getenv, stderr)
 	case "validate":
-		if !executor.Validate(context.Background(), getenv, stdout) {
+		if !executor.Validate(context.Background(), getenv, runtimes, stdout) {
 			return 1
 		}
 		return 0
@@ -100,7 +100,7 @@ func runExecutor(getenv func(string) string, stderr io.Writer) int {
 		logger.Warn("stopping now: running jobs are stopped and marked failed")
 		stopHard()
 	}()
-	if err := executor.Run(drain, hard, cfg, logger); err != nil {
+	if err := executor.Run(drain, hard, cfg, runtimes, logger); err != nil {
 		logger.Error("executor failed", "err", err)
 		return 1
 	}

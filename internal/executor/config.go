@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/execd/execd/internal/sandbox/docker"
+	"github.com/execd/execd/internal/sandbox/dockerconfig"
 )
 
 // Config is the executor's configuration, read from the environment with
@@ -222,7 +222,7 @@ func (p *envParser) json(name string) string {
 		p.fail(name, v, want)
 		return v
 	}
-	if _, err := docker.ParseAuthConfig(v); err != nil {
+	if _, err := dockerconfig.ParseAuthConfig(v); err != nil {
 		// Not quoted: the value holds credentials.
 		p.errs = append(p.errs, fmt.Errorf("%s: %v; %s", name, err, want))
 	}
@@ -248,7 +248,7 @@ func (p *envParser) mounts(name string) []string {
 			entries = append(entries, e)
 		}
 	}
-	if _, err := docker.ParseMounts(entries); err != nil {
+	if _, err := dockerconfig.ParseMounts(entries); err != nil {
 		p.fail(name, v, err.Error())
 	}
 	return entries

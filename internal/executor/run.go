@@ -32,20 +32,20 @@ import (
 // Run wires the executor and runs it until drain ends or a job limit is
 // reached (after its running jobs finish), or hard ends (running jobs are
 // stopped and marked failed).
-func Run(drain, hard context.Context, cfg Config, logger *slog.Logger) error {
+func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slog.Logger) error {
 	name := Name()
 	logger = logger.With("executor", name)
 	for _, warning := range cfg.FitHost(ThisHost()) {
 		logger.Warn("job limits lowered to fit this machine: " + warning)
 	}
-	rt, why, err := selectRuntime(drain, cfg, logger)
+	rt, why, err := selectRuntime(drain, cfg, runtimes(drain, cfg, logger))
 	if err != nil {
 		return err
 	}
 	logger.Info("sandbox runtime chosen", "runtime", rt.Name(), "why", why)
 	network := sandbox.Network(cfg.JobNetwork)
 	if network == "" {
-		network = defaultNetwork(rt.Name())
+		network = rt.Capabilities().DefaultNetwork()
 	}
 
 	httpClient := &http.Client{Timeout: cfg.LongPoll + time.Minute}

@@ -2,122 +2,18 @@ package executor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/execd/execd/internal/sandbox"
-	"github.com/execd/execd/internal/sandbox/docker"
-	"github.com/execd/execd/internal/sandbox/netpolicy"
-	"github.com/execd/execd/internal/sandbox/shell"
 )
 
-// MaybeRunSandboxInit runs the shell sandbox's in-namespace set-up when this
-// process was re-executed as a sandbox's init; otherwise it returns.
-func MaybeRunSandboxInit() { shell.MaybeRunInit() }
-
-// runtimes lists the sandbox runtimes, most isolating first: the order in
-// which EXECUTOR_RUNTIME=auto tries them (firecracker, not in this build,
-// would come first).
-func runtimes(ctx context.Context, cfg Config, logger *slog.Logger) []sandbox.Runtime {
-	dc := docker.Config{
-		RegistryMirrors:  cfg.DockerRegistryMirrors,
-		AdditionalMounts: cfg.DockerAdditionalMount,
-		AddHostGateway:   cfg.DockerAddHostGateway,
-		AuthConfig:       cfg.DockerAuthConfig,
-		Logger:           logger,
-	}
-	if cfg.JobNetwork != string(sandbox.NetworkNone) {
-		dc.Firewall = firewall(cfg, logger)
-	} else {
-		// No job of ours gets a network, but the janitor still removes
-		// the firewall rules that dead executors' jobs left.
-		dc.Firewall = cleanupOnly{firewall(cfg, logger)}
-	}
-	gvisor := dc
-	gvisor.GVisor = true
-	return []sandbox.Runtime{
-		docker.New(gvisor),
-		docker.New(dc),
-		shell.New(shell.Config{Init: shellInit(ctx, cfg, logger), WorkspaceRoot: cfg.WorkspaceRoot, Logger: logger}),
-	}
-}
-
-// sandboxInitName is the shell runtime's init program, installed next to
-// the executor.
-const sandboxInitName = "execd-sandbox-init"
-
-// shellInit resolves EXECUTOR_SHELL_INIT into the shell runtime's
-// Config.Init: with auto, execd-sandbox-init next to the executor's own
-// program if it is there and of this release, else the executor itself
-// (""), which is several milliseconds slower to start each step.
-func shellInit(ctx context.Context, cfg Config, logger *slog.Logger) string {
-	switch cfg.ShellInit {
-	case "self":
-		return ""
-	case "auto":
-	default:
-		return cfg.ShellInit // checked by the runtime's Check
-	}
-	exe, err := os.Executable()
-	if err == nil {
-		exe, err = filepath.EvalSymlinks(exe)
-	}
-	if err != nil {
-		return ""
-	}
-	candidate := filepath.Join(filepath.Dir(exe), sandboxInitName)
-	if _, err := os.Stat(candidate); err != nil {
-		return ""
-	}
-	if err := shell.CheckInit(ctx, candidate); err != nil {
-		logger.Warn("the executor is its own sandbox init, slower to start each step: "+sandboxInitName+" next to it is not usable", "err", err)
-		return ""
-	}
-	return candidate
-}
-
-// firewall is the network policy of the jobs' networks: docker's
-// resolvers may be reached on port 53 even when private, and the host
-// when EXECUTOR_DOCKER_ADD_HOST_GATEWAY asks for it.
-func firewall(cfg Config, logger *slog.Logger) *netpolicy.Firewall {
-	resolvers, err := netpolicy.Resolvers()
-	if err != nil {
-		logger.Warn("cannot list the host's DNS resolvers; jobs' networks may not resolve names through private ones", "err", err)
-	}
-	return &netpolicy.Firewall{AllowDNS: resolvers, AllowHost: cfg.DockerAddHostGateway, Logger: logger}
-}
-
-// cleanupOnly is the firewall of an executor whose jobs have no network:
-// it installs no rules, asks nothing of the host (no Check: a host
-// without iptables may run such jobs), and removes rules that are left.
-type cleanupOnly struct{ fw *netpolicy.Firewall }
-
-func (c cleanupOnly) Apply(context.Context, string, netip.Prefix) error {
-	return errors.New("EXECUTOR_JOB_NETWORK=none: jobs get no network")
-}
-
-// Remove removes bridge's rules; where the firewall cannot be used there
-// are none.
-func (c cleanupOnly) Remove(ctx context.Context, bridge string) error {
-	if c.fw.Check(ctx) != nil {
-		return nil
-	}
-	return c.fw.Remove(ctx, bridge)
-}
-
-// Bridges lists the bridges with rules; none where the firewall cannot
-// be used.
-func (c cleanupOnly) Bridges(ctx context.Context) ([]string, error) {
-	if c.fw.Check(ctx) != nil {
-		return nil, nil
-	}
-	return c.fw.Bridges(ctx)
-}
+// Runtimes makes the sandbox runtimes an executor may use, most
+// isolating first: the order in which EXECUTOR_RUNTIME=auto tries them.
+// The program registers them (cmd/executor: gvisor, docker, shell; the
+// quickstart: shell), so that this package links none.
+type Runtimes func(ctx context.Context, cfg Config, logger *slog.Logger) []sandbox.Runtime
 
 // plannedRuntimes are runtimes not built yet, named so that choosing one
 // gets a clear answer.
@@ -127,24 +23,34 @@ var plannedRuntimes = map[string]string{
 
 // selectRuntime returns the configured runtime, or with auto the first one
 // whose Check passes, and why it was chosen.
-func selectRuntime(ctx context.Context, cfg Config, logger *slog.Logger) (sandbox.Runtime, string, error) {
-	all := runtimes(ctx, cfg, logger)
+func selectRuntime(ctx context.Context, cfg Config, all []sandbox.Runtime) (sandbox.Runtime, string, error) {
 	if cfg.Runtime != "auto" {
 		for _, rt := range all {
 			if rt.Name() == cfg.Runtime {
 				if err := rt.Check(ctx); err != nil {
 					return nil, "", fmt.Errorf("EXECUTOR_RUNTIME=%s cannot run here: %w", cfg.Runtime, err)
 				}
+				if n := sandbox.Network(cfg.JobNetwork); n != "" && !rt.Capabilities().Supports(n) {
+					return nil, "", fmt.Errorf("EXECUTOR_JOB_NETWORK=%s: the %s runtime cannot give a job that network; choose another runtime or network", n, rt.Name())
+				}
 				return rt, "EXECUTOR_RUNTIME=" + cfg.Runtime, nil
 			}
 		}
-		return nil, "", fmt.Errorf("EXECUTOR_RUNTIME=%s: %s", cfg.Runtime, plannedRuntimes[cfg.Runtime])
+		why := plannedRuntimes[cfg.Runtime]
+		if why == "" {
+			var names []string
+			for _, rt := range all {
+				names = append(names, rt.Name())
+			}
+			why = "this program runs only " + strings.Join(names, ", ")
+		}
+		return nil, "", fmt.Errorf("EXECUTOR_RUNTIME=%s: %s", cfg.Runtime, why)
 	}
 	skipped := []string{"firecracker: not in this build"}
 	for _, rt := range all {
 		err := rt.Check(ctx)
-		if err == nil && cfg.JobNetwork == string(sandbox.NetworkInternet) && rt.Name() == "shell" {
-			err = fmt.Errorf("EXECUTOR_JOB_NETWORK=internet: the shell runtime has no network")
+		if n := sandbox.Network(cfg.JobNetwork); err == nil && n != "" && !rt.Capabilities().Supports(n) {
+			err = fmt.Errorf("EXECUTOR_JOB_NETWORK=%s: the %s runtime cannot give a job that network", n, rt.Name())
 		}
 		if err == nil {
 			why := "EXECUTOR_RUNTIME=auto: the most isolating runtime available"
@@ -156,13 +62,4 @@ func selectRuntime(ctx context.Context, cfg Config, logger *slog.Logger) (sandbo
 		skipped = append(skipped, rt.Name()+": "+err.Error())
 	}
 	return nil, "", fmt.Errorf("no sandbox runtime can run on this host: %s", strings.Join(skipped, "; "))
-}
-
-// defaultNetwork is a runtime's network policy when EXECUTOR_JOB_NETWORK
-// is unset: the shell sandbox has no network.
-func defaultNetwork(runtime string) sandbox.Network {
-	if runtime == "shell" {
-		return sandbox.NetworkNone
-	}
-	return sandbox.NetworkInternet
 }

@@ -16,7 +16,7 @@ import (
 // Validate checks what the executor needs, with the configuration read
 // through getenv, and prints a line per check with the fix for what fails.
 // It reports whether the executor can run.
-func Validate(ctx context.Context, getenv func(string) string, out io.Writer) bool {
+func Validate(ctx context.Context, getenv func(string) string, runtimes Runtimes, out io.Writer) bool {
 	ok := true
 	report := func(check string, err error, detail string) {
 		if err != nil {
@@ -58,17 +58,21 @@ func Validate(ctx context.Context, getenv func(string) string, out io.Writer) bo
 	report("git", err, git)
 
 	logger := slog.New(slog.DiscardHandler)
-	for _, rt := range runtimes(ctx, cfg, logger) {
+	all := runtimes(ctx, cfg, logger)
+	for _, rt := range all {
 		if err := rt.Check(ctx); err != nil {
 			fmt.Fprintf(out, "-     runtime %-6s unavailable: %v\n", rt.Name(), err)
 		} else {
 			fmt.Fprintf(out, "ok    runtime %-6s available\n", rt.Name())
 		}
-	}
-	if init := shellInit(ctx, cfg, logger); init != "" {
-		fmt.Fprintf(out, "ok    shell init     %s\n", init)
-	} else {
-		fmt.Fprintf(out, "-     shell init     the executor itself, slower to start each step: install %s next to the executor, or set EXECUTOR_SHELL_INIT\n", sandboxInitName)
+		// The shell runtime's init program.
+		if s, ok := rt.(interface{ InitProgram() string }); ok {
+			if init := s.InitProgram(); init != "" {
+				fmt.Fprintf(out, "ok    shell init     %s\n", init)
+			} else {
+				fmt.Fprintf(out, "-     shell init     the executor itself, slower to start each step: install execd-sandbox-init next to the executor, or set EXECUTOR_SHELL_INIT\n")
+			}
+		}
 	}
 	// The reference's guide checks KVM before installing firecracker.
 	if err := checkKVM("/dev/kvm"); err != nil {
@@ -84,7 +88,7 @@ func Validate(ctx context.Context, getenv func(string) string, out io.Writer) bo
 	} else {
 		fmt.Fprintf(out, "ok    firewall       iptables can install the job network policy\n")
 	}
-	rt, why, err := selectRuntime(ctx, cfg, logger)
+	rt, why, err := selectRuntime(ctx, cfg, all)
 	detail := ""
 	if err == nil {
 		detail = rt.Name() + " (" + why + ")"

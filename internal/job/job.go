@@ -193,7 +193,7 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, lo
 	sb, err := r.Runtime.Prepare(exec, sandbox.Options{
 		JobID: job.UID(), Owner: r.ExecutorName, Workspace: dir,
 		CPUs: r.CPUs, MemoryBytes: r.MemoryBytes, PIDs: r.PIDs, Network: r.Network,
-		DockerAuth: dockerAuth(job.DockerAuthConfig), Steps: len(jobSteps),
+		RegistryAuth: dockerAuth(job.DockerAuthConfig), Steps: len(jobSteps),
 	})
 	endPrepare()
 	if err != nil {
@@ -336,7 +336,7 @@ func steps(job protocol.Job) []namedStep {
 
 func (r *Runner) runStep(ctx, exec context.Context, sb sandbox.Sandbox, logs *Streamer, workspace string, st namedStep) error {
 	e := logs.Start(ctx, st.key, st.display)
-	if st.step.Image != "" && !usesImages(r.Runtime) {
+	if st.step.Image != "" && !r.Runtime.Capabilities().Images {
 		e.Printf("execd: the %s runtime runs steps on the host's system files; image %q is not used\n", r.Runtime.Name(), st.step.Image)
 	}
 	// Checked here, the same for every runtime: docker would create a
@@ -391,10 +391,6 @@ func checkStepDir(workspace, dir string) error {
 	}
 	return nil
 }
-
-// usesImages reports whether a runtime runs steps in their images; the
-// shell runtime does not.
-func usesImages(rt sandbox.Runtime) bool { return rt.Name() != "shell" }
 
 // workspacePath is where a new workspace of job goes: a fresh name, as
 // the same job may run again.

@@ -44,7 +44,10 @@ func (f *fakeRuntime) record(call string) {
 	}
 }
 
-func (f *fakeRuntime) Name() string                { return "fake" }
+func (f *fakeRuntime) Name() string { return "fake" }
+func (f *fakeRuntime) Capabilities() sandbox.Capabilities {
+	return sandbox.Capabilities{Images: !f.noPull, Networks: []sandbox.Network{sandbox.NetworkNone}}
+}
 func (f *fakeRuntime) Check(context.Context) error { return nil }
 func (f *fakeRuntime) Prepare(_ context.Context, opts sandbox.Options) (sandbox.Sandbox, error) {
 	f.record("prepare")
@@ -170,8 +173,8 @@ func TestRunner_PullsEachImageOnce(t *testing.T) {
 	if len(rt.notRuns) > 0 {
 		t.Errorf("Running reported false during %q", rt.notRuns)
 	}
-	if got, want := rt.opts.DockerAuth["registry.example.com"], "YWxpY2U6czNjcmV0"; got != want {
-		t.Errorf("Options.DockerAuth = %v, want the job's credentials, base64 %q", rt.opts.DockerAuth, want)
+	if got, want := rt.opts.RegistryAuth["registry.example.com"], "YWxpY2U6czNjcmV0"; got != want {
+		t.Errorf("Options.RegistryAuth = %v, want the job's credentials, base64 %q", rt.opts.RegistryAuth, want)
 	}
 	var keys []string
 	for _, e := range c.entries(j.ID) {

@@ -21,12 +21,17 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 )
 
 // Runtime creates sandboxes.
 type Runtime interface {
 	// Name is the runtime's EXECUTOR_RUNTIME value ("shell", "docker"...).
 	Name() string
+	// Capabilities says what the runtime's sandboxes offer; the job
+	// runner, `executor validate` and EXECUTOR_RUNTIME=auto decide from
+	// it, never from the name.
+	Capabilities() Capabilities
 	// Check reports whether the runtime can run on this host; the error
 	// says what is missing and how to fix it.
 	Check(ctx context.Context) error
@@ -49,6 +54,34 @@ type Sandbox interface {
 	Destroy(ctx context.Context) error
 }
 
+// Capabilities are what a runtime's sandboxes offer.
+type Capabilities struct {
+	// Images: a step runs in its container image. Otherwise steps run on
+	// the host's system files and Step.Image is not used.
+	Images bool
+	// Networks are the network policies the runtime can give a job, the
+	// default (for a job that names none) first.
+	Networks []Network
+	// Limits are the limits of Options the runtime enforces.
+	Limits Limits
+}
+
+// Limits tells which of a job's limits a runtime enforces.
+type Limits struct {
+	CPU, Memory, Processes bool
+}
+
+// Supports reports whether the runtime can give a job network n.
+func (c Capabilities) Supports(n Network) bool { return slices.Contains(c.Networks, n) }
+
+// DefaultNetwork is the network of a job when the executor names none.
+func (c Capabilities) DefaultNetwork() Network {
+	if len(c.Networks) == 0 {
+		return NetworkNone
+	}
+	return c.Networks[0]
+}
+
 // Options describe a job's sandbox.
 type Options struct {
 	// JobID identifies the job ("<id>-<queue>"), for names and labels.
@@ -65,12 +98,12 @@ type Options struct {
 	PIDs int
 	// Network is the job's network policy.
 	Network Network
-	// DockerAuth holds the job's registry credentials, registry host ->
-	// base64 of "user:password" (a docker config's "auths"), for
+	// RegistryAuth holds the job's registry credentials, registry host
+	// -> base64 of "user:password" (a docker config's "auths"), for
 	// runtimes that pull images. When set it replaces the executor's own
 	// (EXECUTOR_DOCKER_AUTH_CONFIG), as the job's dockerAuthConfig does
 	// in the reference.
-	DockerAuth map[string]string
+	RegistryAuth map[string]string
 	// Steps is how many steps the job will run, when known (0: unknown).
 	// A runtime may skip work that only later steps would use, such as
 	// a network namespace shared between steps. Run must still work for

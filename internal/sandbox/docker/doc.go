@@ -72,7 +72,7 @@
 //
 // A step's image is used when present; otherwise it is pulled, Docker Hub
 // images through each of [Config.RegistryMirrors] in order before Docker
-// Hub itself, with the credentials of the job (Options.DockerAuth) or
+// Hub itself, with the credentials of the job (Options.RegistryAuth) or
 // else of [Config.AuthConfig]. [Sandbox.Pull] is the job runner's
 // setup.docker.pull step. Errors say whether the daemon, the registry or
 // the image is at fault, and what to do.

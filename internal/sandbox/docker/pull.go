@@ -15,6 +15,7 @@ import (
 	"github.com/docker/docker/pkg/jsonmessage"
 
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/dockerconfig"
 )
 
 // ensureImage makes ref available to containers, pulling it when it is
@@ -112,7 +113,7 @@ func (r *Runtime) pull(ctx context.Context, ref string, auths map[string]string,
 func (r *Runtime) pullOne(ctx context.Context, src pullSource, auths map[string]string, out io.Writer) error {
 	var opts image.PullOptions
 	if a, ok := auths[src.registry]; ok {
-		user, password, err := decodeAuth(a)
+		user, password, err := dockerconfig.DecodeAuth(a)
 		if err != nil {
 			return fmt.Errorf("credentials: %w", err)
 		}

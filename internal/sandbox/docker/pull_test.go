@@ -104,7 +104,7 @@ func TestPull_Auth(t *testing.T) {
 			rt := needRuntime(t, docker.Config{AuthConfig: tt.config})
 			ref := fmt.Sprintf("%s/private/busybox:%d", reg.host(), sandboxtest.Seq())
 			removeImage(t, rt, ref)
-			sb, _ := prepare(t, rt, sandbox.Options{DockerAuth: tt.job})
+			sb, _ := prepare(t, rt, sandbox.Options{RegistryAuth: tt.job})
 			out, err := pull(t, sb, ref)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("Pull = %v, want error %v\n%s", err, tt.wantErr, out)

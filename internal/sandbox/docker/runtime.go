@@ -19,6 +19,7 @@ import (
 
 	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/dockerconfig"
 )
 
 // Labels on everything the runtime creates, for Destroy and the janitor.
@@ -33,9 +34,6 @@ const (
 
 // bridgeOption names a bridge network's interface on the host.
 const bridgeOption = "com.docker.network.bridge.name"
-
-// containerWorkspace is where the workspace is mounted in containers.
-const containerWorkspace = "/workspace"
 
 // Runtime is the docker runtime, or the gvisor runtime when
 // [Config.GVisor] is set. It is safe for concurrent use by multiple
@@ -78,6 +76,16 @@ func (r *Runtime) Name() string {
 		return "gvisor"
 	}
 	return "docker"
+}
+
+// Capabilities: steps run in their images, with the internet (fenced by
+// [Config.Firewall]) or no network, and CPU, memory and process limits.
+func (r *Runtime) Capabilities() sandbox.Capabilities {
+	return sandbox.Capabilities{
+		Images:   true,
+		Networks: []sandbox.Network{sandbox.NetworkInternet, sandbox.NetworkNone},
+		Limits:   sandbox.Limits{CPU: true, Memory: true, Processes: true},
+	}
 }
 
 // ociRuntime is the dockerd runtime containers run with; empty for the
@@ -206,10 +214,10 @@ func (r *Runtime) Prepare(ctx context.Context, opts sandbox.Options) (sandbox.Sa
 	}
 	opts.Workspace = ws
 	auths := r.set.auths
-	if len(opts.DockerAuth) > 0 {
-		auths = make(map[string]string, len(opts.DockerAuth))
-		for reg, a := range opts.DockerAuth {
-			auths[registryKey(reg)] = a
+	if len(opts.RegistryAuth) > 0 {
+		auths = make(map[string]string, len(opts.RegistryAuth))
+		for reg, a := range opts.RegistryAuth {
+			auths[dockerconfig.RegistryKey(reg)] = a
 		}
 	}
 	sb.opts = opts
@@ -307,8 +315,8 @@ func validateOptions(opts sandbox.Options) error {
 	if opts.MemoryBytes > 0 && opts.MemoryBytes < 6<<20 {
 		return fmt.Errorf("docker: memory limit %d is below docker's minimum of 6M", opts.MemoryBytes)
 	}
-	for reg, a := range opts.DockerAuth {
-		if _, _, err := decodeAuth(a); err != nil {
+	for reg, a := range opts.RegistryAuth {
+		if _, _, err := dockerconfig.DecodeAuth(a); err != nil {
 			return fmt.Errorf("docker: the job's credentials for registry %q: %w", reg, err)
 		}
 	}

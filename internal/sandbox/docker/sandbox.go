@@ -23,6 +23,7 @@ import (
 
 	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/dockerconfig"
 )
 
 const (
@@ -384,7 +385,7 @@ func (s *Sandbox) containerSpec(step sandbox.Step) (*container.Config, *containe
 		Entrypoint:   []string{"/bin/sh", "-c", b.String()},
 		Cmd:          []string{},
 		Env:          step.Env,
-		WorkingDir:   path.Join(containerWorkspace, filepath.ToSlash(filepath.Clean(dir))),
+		WorkingDir:   path.Join(dockerconfig.Workspace, filepath.ToSlash(filepath.Clean(dir))),
 		Labels:       labels,
 		AttachStdout: true,
 		AttachStderr: true,
@@ -402,7 +403,7 @@ func (s *Sandbox) hostConfig() *container.HostConfig {
 	opts := s.opts
 	init := true
 	hc := &container.HostConfig{
-		Mounts: append([]mount.Mount{{Type: mount.TypeBind, Source: opts.Workspace, Target: containerWorkspace}},
+		Mounts: append([]mount.Mount{{Type: mount.TypeBind, Source: opts.Workspace, Target: dockerconfig.Workspace}},
 			s.r.set.mounts...),
 		CapDrop:     []string{"ALL"},
 		SecurityOpt: []string{"no-new-privileges"},

@@ -573,7 +573,7 @@ func TestPrepare_Errors(t *testing.T) {
 		{"missing workspace", func(o *sandbox.Options) { o.Workspace = "/nonexistent/ws" }, "workspace"},
 		{"negative memory", func(o *sandbox.Options) { o.MemoryBytes = -1 }, "negative"},
 		{"tiny memory", func(o *sandbox.Options) { o.MemoryBytes = 1 << 20 }, "minimum"},
-		{"bad job credentials", func(o *sandbox.Options) { o.DockerAuth = map[string]string{"r.example.com": "!!"} }, "r.example.com"},
+		{"bad job credentials", func(o *sandbox.Options) { o.RegistryAuth = map[string]string{"r.example.com": "!!"} }, "r.example.com"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

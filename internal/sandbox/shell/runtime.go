@@ -27,6 +27,19 @@ func New(cfg Config) *Runtime {
 // Name returns "shell".
 func (r *Runtime) Name() string { return "shell" }
 
+// InitProgram is the program that starts each step ([Config.Init]);
+// empty when it is this program itself.
+func (r *Runtime) InitProgram() string { return r.cfg.Init }
+
+// Capabilities: steps run on the host's system files, without network,
+// with CPU, memory and process limits.
+func (r *Runtime) Capabilities() sandbox.Capabilities {
+	return sandbox.Capabilities{
+		Networks: []sandbox.Network{sandbox.NetworkNone},
+		Limits:   sandbox.Limits{CPU: true, Memory: true, Processes: true},
+	}
+}
+
 // Check reports whether this host can run shell sandboxes: Linux
 // namespaces, /bin/sh, and writable cgroups with the memory, pids and cpu
 // controllers. Its error wraps [sandbox.ErrUnavailable] and says how to
