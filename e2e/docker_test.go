@@ -100,7 +100,15 @@ func newContainerSystem(t *testing.T, name, queueSettings string) *system {
 	s := newSystem(t, queueSettings)
 	t.Cleanup(func() {
 		rt := docker.New(docker.Config{GVisor: name == "gvisor", Firewall: &netpolicy.Firewall{}})
-		err := rt.Clean(context.Background(), func(l sandbox.Leftover) bool { return strings.HasPrefix(l.Workspace, s.dir+"/") })
+		// A killed executor's last removals may still be under way in
+		// dockerd: try again for a while, as the janitor would.
+		var err error
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			err = rt.Clean(context.Background(), func(l sandbox.Leftover) bool { return strings.HasPrefix(l.Workspace, s.dir+"/") })
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil {
 			t.Errorf("remove the test's containers: %v", err)
 		}
