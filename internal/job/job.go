@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -341,7 +340,7 @@ func (r *Runner) runStep(ctx, exec context.Context, sb sandbox.Sandbox, logs *St
 	}
 	// Checked here, the same for every runtime: docker would create a
 	// missing working directory, and a typo would pass unnoticed.
-	if err := checkStepDir(workspace, st.step.Dir); err != nil {
+	if err := sandbox.CheckDir(workspace, st.step.Dir); err != nil {
 		e.Printf("execd: %v\n", err)
 		e.Finish(-1)
 		return &Error{Msg: fmt.Sprintf("%s: %v", st.key, err)}
@@ -364,30 +363,6 @@ func (r *Runner) runStep(ctx, exec context.Context, sb sandbox.Sandbox, logs *St
 	e.Finish(res.ExitCode)
 	if res.ExitCode != 0 {
 		return &Error{Msg: fmt.Sprintf("%s failed with exit code %d", st.key, res.ExitCode), Retryable: true}
-	}
-	return nil
-}
-
-// checkStepDir reports why a step's dir, relative to the workspace, is
-// not a directory there. It resolves within the workspace only (a
-// symbolic link out of it is refused), so it tells nothing of the host.
-func checkStepDir(workspace, dir string) error {
-	if dir == "" || filepath.Clean(dir) == "." {
-		return nil
-	}
-	root, err := os.OpenRoot(workspace)
-	if err != nil {
-		return fmt.Errorf("open the workspace: %w", err)
-	}
-	defer root.Close()
-	fi, err := root.Stat(filepath.Clean(dir))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("the step's dir %q does not exist in the workspace (dir is relative to the workspace root, where the repository is checked out; an earlier step may create it)", dir)
-	case err != nil:
-		return fmt.Errorf("the step's dir %q is not a directory within the workspace", dir)
-	case !fi.IsDir():
-		return fmt.Errorf("the step's dir %q is not a directory", dir)
 	}
 	return nil
 }

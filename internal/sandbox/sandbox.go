@@ -20,7 +20,11 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 )
 
@@ -183,6 +187,32 @@ type Leftover struct {
 	JobID     string
 	Owner     string
 	Workspace string
+}
+
+// CheckDir reports why a step's dir, relative to the workspace, is not a
+// directory there. It resolves within the workspace only (a symbolic link
+// out of it is refused), so it tells nothing of the host. Every runtime's
+// Run fails with it rather than make a missing dir (as docker would), so
+// that a typo fails the same everywhere.
+func CheckDir(workspace, dir string) error {
+	if dir == "" || filepath.Clean(dir) == "." {
+		return nil
+	}
+	root, err := os.OpenRoot(workspace)
+	if err != nil {
+		return fmt.Errorf("open the workspace: %w", err)
+	}
+	defer root.Close()
+	fi, err := root.Stat(filepath.Clean(dir))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("the step's dir %q does not exist in the workspace (dir is relative to the workspace root, where the repository is checked out; an earlier step may create it)", dir)
+	case err != nil:
+		return fmt.Errorf("the step's dir %q is not a directory within the workspace", dir)
+	case !fi.IsDir():
+		return fmt.Errorf("the step's dir %q is not a directory", dir)
+	}
+	return nil
 }
 
 // ErrUnavailable wraps Check errors: the runtime cannot run on this host.

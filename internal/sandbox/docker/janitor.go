@@ -46,8 +46,7 @@ func (r *Runtime) Clean(ctx context.Context, stale func(sandbox.Leftover) bool) 
 		if !stale(l) {
 			continue
 		}
-		err := r.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-		if !removed(err) {
+		if err := r.removeContainer(ctx, c.ID); err != nil {
 			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID, err))
 			continue
 		}

@@ -131,6 +131,10 @@ func TestClean_ExecutorKilled(t *testing.T) {
 		}
 		t.Logf("Clean took %v", time.Since(start))
 		if n := containersLabelled(t, rt, false, byOwner); len(n) > 0 {
+			for _, id := range n {
+				c, _ := docker.Client(rt).ContainerInspect(context.Background(), id)
+				t.Logf("left: %s %v %+v created %s", id[:12], c.Config.Labels, c.State, c.Created)
+			}
 			t.Errorf("containers %v of the dead executor left after Clean", n)
 		}
 		if n := networksLabelled(t, rt, byOwner); len(n) > 0 {

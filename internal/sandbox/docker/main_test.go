@@ -222,3 +222,25 @@ func runOK(t testing.TB, sb sandbox.Sandbox, commands ...string) string {
 	}
 	return out
 }
+
+// TestConformance runs the sandbox conformance suite against the docker
+// and gvisor runtimes.
+func TestConformance(t *testing.T) {
+	for _, r := range runtimes {
+		t.Run(r.name, func(t *testing.T) {
+			var rt *docker.Runtime
+			sandboxtest.Run(t, sandboxtest.Harness{
+				Runtime: func(t *testing.T) sandbox.Runtime {
+					rt = needRuntime(t, docker.Config{GVisor: r.gvisor})
+					return rt
+				},
+				Image: testImage,
+				Owner: testOwner,
+				Running: func(t *testing.T, sb sandbox.Sandbox, _ sandbox.Options) []string {
+					id, _, _ := docker.SandboxInfo(sb)
+					return stepsOf(t, rt, id)
+				},
+			})
+		})
+	}
+}

@@ -101,6 +101,9 @@ func (s *Sandbox) Run(ctx context.Context, step sandbox.Step, out sandbox.Output
 		return sandbox.Result{}, err
 	}
 	stdout, stderr := orDiscard(out.Stdout), orDiscard(out.Stderr)
+	if err := sandbox.CheckDir(s.opts.Workspace, step.Dir); err != nil {
+		return sandbox.Result{}, fmt.Errorf("docker: step %q: %w", step.Key, err)
+	}
 	cfg, hostCfg, script, err := s.containerSpec(step)
 	if err != nil {
 		return sandbox.Result{}, fmt.Errorf("docker: step %q: %w", step.Key, err)
@@ -319,17 +322,32 @@ func (s *Sandbox) removeLater(ctx context.Context, id string) {
 func (s *Sandbox) removeContainer(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	err := s.r.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if !removed(err) {
+	if err := s.r.removeContainer(ctx, id); err != nil {
 		s.log.Warn("remove container; Destroy or the janitor will retry", "container", id, "err", err)
 	}
 }
 
-// removed reports whether a container removal's error means the
-// container is gone or going: not found, or removed by someone else at
-// the same time (the janitor and a job's teardown).
-func removed(err error) bool {
-	return err == nil || client.IsErrNotFound(err) || strings.Contains(err.Error(), "is already in progress")
+// removeContainer removes a container, killing it, and waits for a
+// removal already under way (dockerd's own auto-removal, or the janitor
+// and a job's teardown at once) to end.
+func (r *Runtime) removeContainer(ctx context.Context, id string) error {
+	err := r.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err == nil || client.IsErrNotFound(err) {
+		return nil
+	}
+	if !strings.Contains(err.Error(), "is already in progress") {
+		return err
+	}
+	for {
+		if _, err := r.cli.ContainerInspect(ctx, id); client.IsErrNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("container %s: its removal under way did not end: %w", id, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // removeContainers removes every container of the sandbox.
@@ -345,8 +363,7 @@ func (s *Sandbox) removeContainers(ctx context.Context) error {
 	}
 	var errs []error
 	for _, c := range list {
-		err := s.r.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-		if !removed(err) {
+		if err := s.r.removeContainer(ctx, c.ID); err != nil {
 			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID, err))
 		}
 	}

@@ -127,29 +127,6 @@ func TestRun_LongScript(t *testing.T) {
 	})
 }
 
-func TestRun_Dir(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
-		sb, opts := prepare(t, rt, sandbox.Options{})
-		if err := os.MkdirAll(filepath.Join(opts.Workspace, "sub", "deeper"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for dir, want := range map[string]string{"": "/workspace\n", ".": "/workspace\n", "sub": "/workspace/sub\n", "sub/../sub/deeper": "/workspace/sub/deeper\n"} {
-			st := step("pwd")
-			st.Dir = dir
-			if got, _, _ := run(t, sb, st); got != want {
-				t.Errorf("Dir %q: pwd = %q, want %q", dir, got, want)
-			}
-		}
-		for _, dir := range []string{"../outside", "/etc", "sub/../../x"} {
-			st := step("true")
-			st.Dir = dir
-			if _, err := sb.Run(context.Background(), st, sandbox.Output{}); err == nil {
-				t.Errorf("Run with Dir %q: no error", dir)
-			}
-		}
-	})
-}
-
 func TestRun_Workspace(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
 		ws := t.TempDir()
@@ -355,101 +332,6 @@ type ctxResult struct {
 	err error
 }
 
-func TestRun_Cancel(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
-		sb, _ := prepare(t, rt, sandbox.Options{})
-		id, _, _ := docker.SandboxInfo(sb)
-		tests := []struct {
-			name     string
-			commands []string
-		}{
-			{"sleep", []string{"echo started", "sleep 1000"}},
-			{"background", []string{"sleep 1000 &", "echo started", "wait"}},
-			// SIGTERM ignored: SIGKILL after the grace.
-			{"ignores SIGTERM", []string{"trap '' TERM", "echo started", "while :; do sleep 1; done"}},
-		}
-		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) {
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				w := newStartedWriter("started")
-				done := make(chan ctxResult, 1)
-				go func() {
-					res, err := sb.Run(ctx, step(tt.commands...), sandbox.Output{Stdout: w, Stderr: w})
-					done <- ctxResult{res, err}
-				}()
-				select {
-				case <-w.started:
-				case r := <-done:
-					t.Fatalf("step ended before it was cancelled: %+v", r)
-				case <-time.After(30 * time.Second):
-					t.Fatal("step did not start")
-				}
-				cancel()
-				var r ctxResult
-				select {
-				case r = <-done:
-				case <-time.After(30 * time.Second):
-					t.Fatal("Run did not return 30s after its context was cancelled")
-				}
-				if !errors.Is(r.err, context.Canceled) {
-					t.Errorf("Run error = %v, want context.Canceled", r.err)
-				}
-				if left := stepsOf(t, rt, id); len(left) > 0 {
-					t.Errorf("containers %v left after a cancelled step", left)
-				}
-			})
-		}
-		runOK(t, sb, "true")
-	})
-}
-
-func TestRun_CancelEarly(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
-		sb, _ := prepare(t, rt, sandbox.Options{})
-		id, _, _ := docker.SandboxInfo(sb)
-		for _, delay := range []time.Duration{0, 5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond} {
-			ctx, cancel := context.WithTimeout(context.Background(), delay)
-			_, err := sb.Run(ctx, step("sleep 1000"), sandbox.Output{})
-			cancel()
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("cancelled after %v: Run error = %v, want context.DeadlineExceeded", delay, err)
-			}
-			if left := stepsOf(t, rt, id); len(left) > 0 {
-				t.Errorf("cancelled after %v: containers %v left", delay, left)
-			}
-		}
-		runOK(t, sb, "true")
-	})
-}
-
-func TestRun_MemoryLimit(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
-		sb, _ := prepare(t, rt, sandbox.Options{MemoryBytes: 64 << 20})
-		tests := []struct {
-			name     string
-			commands []string
-			oom      bool
-		}{
-			{"within", []string{"head -c $((16<<20)) /dev/zero | tail > /dev/null"}, false},
-			{"pipe", []string{"head -c $((300<<20)) /dev/zero | tail > /dev/null"}, true},
-			{"shell string", []string{`s=xxxxxxxxxxxxxxxx; while :; do s="$s$s"; done`}, true},
-			{"failure without OOM", []string{"exit 9"}, false},
-		}
-		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) {
-				_, errs, res := run(t, sb, step(tt.commands...))
-				if res.OOMKilled != tt.oom {
-					t.Errorf("OOMKilled = %v, want %v (exit code %d, stderr %q)", res.OOMKilled, tt.oom, res.ExitCode, errs)
-				}
-				if tt.oom && res.ExitCode == 0 {
-					t.Errorf("exit code = 0, want a failure")
-				}
-			})
-		}
-	})
-}
-
 // TestRun_ForkBomb: a fork bomb is stopped by the process limit. With
 // docker the step's forks fail at the limit and the step goes on; with
 // gVisor, whose own threads count toward the limit, the sandbox ends.
@@ -488,26 +370,6 @@ func TestRun_ForkBomb(t *testing.T) {
 			t.Errorf("host cannot start a process: %v", err)
 		}
 		runOK(t, sb, "true")
-	})
-}
-
-func TestRun_Concurrent(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, rt *docker.Runtime) {
-		var wg sync.WaitGroup
-		for i := range 3 {
-			sb, opts := prepare(t, rt, sandbox.Options{})
-			wg.Go(func() {
-				var out strings.Builder
-				res, err := sb.Run(context.Background(), step(fmt.Sprintf("echo %d > f", i), "cat f", "ls /workspace"), sandbox.Output{Stdout: &out})
-				if err != nil || res.ExitCode != 0 || out.String() != fmt.Sprintf("%d\nf\n", i) {
-					t.Errorf("sandbox %d: %+v, %v, output %q", i, res, err, out.String())
-				}
-				if b, _ := os.ReadFile(filepath.Join(opts.Workspace, "f")); string(b) != fmt.Sprintf("%d\n", i) {
-					t.Errorf("sandbox %d wrote %q", i, b)
-				}
-			})
-		}
-		wg.Wait()
 	})
 }
 

@@ -187,3 +187,23 @@ func psOf(pids []int) string {
 	}
 	return b.String()
 }
+
+// TestConformance runs the sandbox conformance suite against the shell
+// runtime.
+func TestConformance(t *testing.T) {
+	sandboxtest.Run(t, sandboxtest.Harness{
+		Runtime: func(t *testing.T) sandbox.Runtime { return needSandbox(t) },
+		Owner:   testOwner,
+		Running: func(t *testing.T, _ sandbox.Sandbox, opts sandbox.Options) []string {
+			pids, err := jobCgroup(t, newRuntime(), opts).Procs()
+			if err != nil {
+				return nil // the cgroup is gone
+			}
+			var left []string
+			for _, pid := range pids {
+				left = append(left, fmt.Sprintf("process %d", pid))
+			}
+			return left
+		},
+	})
+}

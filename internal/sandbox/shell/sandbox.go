@@ -121,6 +121,9 @@ func (s *Sandbox) Run(ctx context.Context, step sandbox.Step, out sandbox.Output
 	if cg == nil || destroyed {
 		return sandbox.Result{}, errors.New("shell: Run on a sandbox that failed to prepare or was destroyed")
 	}
+	if err := sandbox.CheckDir(s.opts.Workspace, step.Dir); err != nil {
+		return sandbox.Result{}, fmt.Errorf("shell: step %q: %w", step.Key, err)
+	}
 	cfg, err := s.initConfig(step)
 	if err != nil {
 		return sandbox.Result{}, fmt.Errorf("shell: step %q: %w", step.Key, err)

@@ -3,7 +3,6 @@ package shell_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -64,49 +63,6 @@ func TestRun_ExitCode(t *testing.T) {
 			}
 			if res.OOMKilled {
 				t.Error("OOMKilled = true, want false")
-			}
-		})
-	}
-}
-
-func TestRun_WorkingDir(t *testing.T) {
-	ws := t.TempDir()
-	// Made before Prepare, as the executor makes the workspace: Prepare
-	// gives it to the sandbox user.
-	if err := os.MkdirAll(filepath.Join(ws, "sub", "dir"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	sb, _ := prepare(t, needSandbox(t), sandbox.Options{Workspace: ws})
-
-	out, _, _ := run(t, sb, sandbox.Step{Dir: "sub/dir", Commands: []string{"pwd", "echo hello > made-in-sandbox", "mkdir new"}})
-	if want := "/workspace/sub/dir\n"; out != want {
-		t.Errorf("pwd = %q, want %q", out, want)
-	}
-	b, err := os.ReadFile(filepath.Join(ws, "sub", "dir", "made-in-sandbox"))
-	if err != nil || string(b) != "hello\n" {
-		t.Errorf("file written in the sandbox: %q, %v; want %q", b, err, "hello\n")
-	}
-	if fi, err := os.Stat(filepath.Join(ws, "sub", "dir", "new")); err != nil || !fi.IsDir() {
-		t.Errorf("directory made in the sandbox: %v", err)
-	}
-
-	for dir, want := range map[string]string{"": "/workspace\n", ".": "/workspace\n", "sub/../sub": "/workspace/sub\n"} {
-		if got, _, _ := run(t, sb, sandbox.Step{Dir: dir, Commands: []string{"pwd"}}); got != want {
-			t.Errorf("Dir %q: pwd = %q, want %q", dir, got, want)
-		}
-	}
-
-	t.Run("missing", func(t *testing.T) {
-		_, errs, res := run(t, sb, sandbox.Step{Dir: "nope", Commands: []string{"echo should not run"}})
-		if res.ExitCode == 0 || !strings.Contains(errs, "/workspace/nope") {
-			t.Errorf("missing Dir: exit %d, stderr %q; want a failure naming the directory", res.ExitCode, errs)
-		}
-	})
-	for _, dir := range []string{"../outside", "/etc", "sub/../../x"} {
-		t.Run("outside "+dir, func(t *testing.T) {
-			_, err := sb.Run(context.Background(), sandbox.Step{Dir: dir, Commands: []string{"true"}}, sandbox.Output{})
-			if err == nil {
-				t.Errorf("Run with Dir %q: no error", dir)
 			}
 		})
 	}
@@ -339,55 +295,6 @@ func (w *startedWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func TestRun_Cancel(t *testing.T) {
-	rt := needSandbox(t)
-	sb, opts := prepare(t, rt, sandbox.Options{})
-	tests := []struct {
-		name     string
-		commands []string
-	}{
-		{"sleep", []string{"echo started", "sleep 1000"}},
-		{"background", []string{"sleep 1000 &", "echo started", "wait"}},
-		// SIGTERM ignored by every process: SIGKILL after the grace.
-		{"ignores SIGTERM", []string{"trap '' TERM", "sleep 1000 &", "echo started", "sleep 1000"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			w := &startedWriter{started: make(chan struct{})}
-			type result struct {
-				res sandbox.Result
-				err error
-			}
-			done := make(chan result, 1)
-			go func() {
-				res, err := sb.Run(ctx, sandbox.Step{Commands: tt.commands}, sandbox.Output{Stdout: w, Stderr: w})
-				done <- result{res, err}
-			}()
-			select {
-			case <-w.started:
-			case r := <-done:
-				t.Fatalf("step ended before it was cancelled: %+v", r)
-			case <-time.After(10 * time.Second):
-				t.Fatal("step did not start")
-			}
-			pids, _ := jobCgroup(t, rt, opts).Procs()
-			cancel()
-			var r result
-			select {
-			case r = <-done:
-			case <-time.After(30 * time.Second):
-				t.Fatal("Run did not return 30s after its context was cancelled")
-			}
-			if !errors.Is(r.err, context.Canceled) {
-				t.Errorf("Run error = %v, want context.Canceled", r.err)
-			}
-			waitGone(t, jobCgroup(t, rt, opts), pids, 0)
-		})
-	}
-}
-
 func TestRun_ExecutorKilled(t *testing.T) {
 	rt := needSandbox(t)
 	opts := sandbox.Options{
@@ -436,40 +343,4 @@ func TestRun_ExecutorKilled(t *testing.T) {
 	if err := sb.Destroy(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func TestRun_Concurrent(t *testing.T) {
-	rt := needSandbox(t)
-	var wg sync.WaitGroup
-	for i := range 4 {
-		sb, opts := prepare(t, rt, sandbox.Options{})
-		wg.Go(func() {
-			var out strings.Builder
-			res, err := sb.Run(context.Background(), sandbox.Step{Commands: []string{fmt.Sprintf("echo %d > f", i), "cat f", "ls /workspace"}}, sandbox.Output{Stdout: &out})
-			if err != nil || res.ExitCode != 0 || out.String() != fmt.Sprintf("%d\nf\n", i) {
-				t.Errorf("sandbox %d: %+v, %v, output %q", i, res, err, out.String())
-			}
-			if b, _ := os.ReadFile(filepath.Join(opts.Workspace, "f")); string(b) != fmt.Sprintf("%d\n", i) {
-				t.Errorf("sandbox %d wrote %q", i, b)
-			}
-		})
-	}
-	wg.Wait()
-}
-
-// TestRun_CancelEarly cancels steps at any point of the sandbox's set-up.
-func TestRun_CancelEarly(t *testing.T) {
-	rt := needSandbox(t)
-	sb, opts := prepare(t, rt, sandbox.Options{})
-	for i := range 12 {
-		delay := time.Duration(i) * time.Millisecond
-		ctx, cancel := context.WithTimeout(context.Background(), delay)
-		_, err := sb.Run(ctx, sandbox.Step{Commands: []string{"sleep 1000"}}, sandbox.Output{})
-		cancel()
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("cancelled after %v: Run error = %v, want context.DeadlineExceeded", delay, err)
-		}
-		waitGone(t, jobCgroup(t, rt, opts), nil, 0)
-	}
-	runOK(t, sb, "true")
 }

@@ -1,0 +1,395 @@
+package sandboxtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/execd/execd/internal/sandbox"
+)
+
+// Harness tells the conformance suite how to use the runtime under test.
+type Harness struct {
+	// Runtime returns the runtime, ending the test (a skip, or a failure
+	// in CI) when it cannot run on this host.
+	Runtime func(t *testing.T) sandbox.Runtime
+	// Image is the image of the suite's steps, for runtimes whose
+	// Capabilities say Images: one with a POSIX shell, cat, ls, head,
+	// tail, sleep and sh's usual builtins (busybox).
+	Image string
+	// Owner labels the sandboxes the suite prepares.
+	Owner string
+	// Running lists what of the sandbox's steps still runs on the host
+	// (processes, containers); empty once no step runs. The suite checks
+	// it after steps end, are cancelled, or leave processes behind.
+	Running func(t *testing.T, sb sandbox.Sandbox, opts sandbox.Options) []string
+}
+
+// Run runs the conformance suite: what every runtime must do, whatever
+// it runs steps in. Each runtime's package calls it from a test, next to
+// tests of what is its own.
+func Run(t *testing.T, h Harness) {
+	s := &suite{h: h}
+	t.Run("Output", s.output)
+	t.Run("ExitCode", s.exitCode)
+	t.Run("Env", s.env)
+	t.Run("Dir", s.dir)
+	t.Run("Workspace", s.workspace)
+	t.Run("HostHidden", s.hostHidden)
+	t.Run("InheritedDescriptors", s.descriptors)
+	t.Run("Background", s.background)
+	t.Run("Cancel", s.cancel)
+	t.Run("CancelEarly", s.cancelEarly)
+	t.Run("MemoryLimit", s.memoryLimit)
+	t.Run("Concurrent", s.concurrent)
+	t.Run("DestroyIdempotent", s.destroyIdempotent)
+}
+
+type suite struct{ h Harness }
+
+// prepare prepares a sandbox with opts, defaults filled in, destroyed
+// when the test ends.
+func (s *suite) prepare(t *testing.T, opts sandbox.Options) (sandbox.Sandbox, sandbox.Options) {
+	t.Helper()
+	rt := s.h.Runtime(t)
+	opts = Options(t, opts, s.h.Owner)
+	sb, err := rt.Prepare(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := sb.Destroy(context.Background()); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+	})
+	return sb, opts
+}
+
+func (s *suite) step(commands ...string) sandbox.Step {
+	return sandbox.Step{Image: s.h.Image, Commands: commands}
+}
+
+// run runs st to its end and returns its output and result.
+func (s *suite) run(t *testing.T, sb sandbox.Sandbox, st sandbox.Step) (stdout, stderr string, res sandbox.Result) {
+	t.Helper()
+	if st.Image == "" {
+		st.Image = s.h.Image
+	}
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := sb.Run(ctx, st, sandbox.Output{Stdout: &out, Stderr: &errb})
+	if err != nil {
+		t.Fatalf("Run(%q): %v\nstderr:\n%s", st.Commands, err, errb.String())
+	}
+	return out.String(), errb.String(), res
+}
+
+func (s *suite) runOK(t *testing.T, sb sandbox.Sandbox, commands ...string) string {
+	t.Helper()
+	out, errs, res := s.run(t, sb, s.step(commands...))
+	if res.ExitCode != 0 {
+		t.Fatalf("Run(%q) = exit %d, want 0\nstdout:\n%s\nstderr:\n%s", commands, res.ExitCode, out, errs)
+	}
+	return out
+}
+
+// waitNothingRuns waits until nothing of the sandbox's steps runs.
+func (s *suite) waitNothingRuns(t *testing.T, sb sandbox.Sandbox, opts sandbox.Options) {
+	t.Helper()
+	if s.h.Running == nil {
+		return
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		left := s.h.Running(t, sb, opts)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still running 15s after the step ended: %v", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *suite) output(t *testing.T) {
+	sb, _ := s.prepare(t, sandbox.Options{})
+	out, errs, res := s.run(t, sb, s.step("echo to-stdout", "echo to-stderr >&2", "printf 'a\\nb\\n'"))
+	if res.ExitCode != 0 || out != "to-stdout\na\nb\n" || errs != "to-stderr\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 0, %q, %q", res.ExitCode, out, errs, "to-stdout\na\nb\n", "to-stderr\n")
+	}
+}
+
+func (s *suite) exitCode(t *testing.T) {
+	sb, _ := s.prepare(t, sandbox.Options{})
+	tests := []struct {
+		commands []string
+		want     int
+		stdout   string
+	}{
+		{[]string{"true"}, 0, ""},
+		{[]string{"false"}, 1, ""},
+		{[]string{"exit 3"}, 3, ""},
+		{[]string{"echo one", "exit 7", "echo two"}, 7, "one\n"},
+		{[]string{"for i in 1 2; do\n  echo $i\ndone"}, 0, "1\n2\n"},
+		{[]string{"no-such-command-anywhere"}, 127, ""},
+	}
+	for _, tt := range tests {
+		out, errs, res := s.run(t, sb, s.step(tt.commands...))
+		if res.ExitCode != tt.want || out != tt.stdout || res.OOMKilled {
+			t.Errorf("%q: exit %d, stdout %q, OOMKilled %v (stderr %q); want exit %d, stdout %q", tt.commands, res.ExitCode, out, res.OOMKilled, errs, tt.want, tt.stdout)
+		}
+	}
+}
+
+// env: the step's env is set; nothing of the executor's reaches it.
+func (s *suite) env(t *testing.T) {
+	t.Setenv("EXECD_SUITE_EXECUTOR_SECRET", "executor-only")
+	sb, _ := s.prepare(t, sandbox.Options{})
+	st := s.step("echo \"$GREETING $WHO\"", "env")
+	st.Env = []string{"GREETING=hello", "WHO=a b=c"}
+	out, _, res := s.run(t, sb, st)
+	if res.ExitCode != 0 || !strings.HasPrefix(out, "hello a b=c\n") {
+		t.Errorf("exit %d, output %q: want the step's env", res.ExitCode, out)
+	}
+	if strings.Contains(out, "executor-only") {
+		t.Errorf("the executor's environment reached the step:\n%s", out)
+	}
+}
+
+// dir: a step runs in its dir, relative to the workspace; a dir that does
+// not exist is an error (never made silently), the same everywhere.
+func (s *suite) dir(t *testing.T) {
+	ws := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(ws, "sub", "dir"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := s.prepare(t, sandbox.Options{Workspace: ws})
+	for dir, want := range map[string]string{"": "/workspace\n", ".": "/workspace\n", "sub/dir": "/workspace/sub/dir\n", "sub/../sub": "/workspace/sub\n"} {
+		st := s.step("pwd")
+		st.Dir = dir
+		if out, _, res := s.run(t, sb, st); res.ExitCode != 0 || out != want {
+			t.Errorf("Dir %q: exit %d, pwd %q; want %q", dir, res.ExitCode, out, want)
+		}
+	}
+	for _, dir := range []string{"no/such/dir", "../outside", "/etc", "sub/../../x"} {
+		st := s.step("echo should not run")
+		st.Dir = dir
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		var out bytes.Buffer
+		res, err := sb.Run(ctx, st, sandbox.Output{Stdout: &out, Stderr: &out})
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), dir) || strings.Contains(out.String(), "should not run") {
+			t.Errorf("Run in dir %q = %+v, %v, output %q; want an error naming it, and nothing run", dir, res, err, out.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(ws, "no")); err == nil {
+		t.Error("the missing dir was created")
+	}
+}
+
+// workspace: the host's files are the step's at /workspace, and what the
+// step writes there is on the host.
+func (s *suite) workspace(t *testing.T) {
+	ws := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ws, "from-host"), []byte("host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := s.prepare(t, sandbox.Options{Workspace: ws})
+	if out := s.runOK(t, sb, "cat /workspace/from-host", "echo step > from-step", "mkdir -p d/e && echo deep > d/e/f"); out != "host\n" {
+		t.Errorf("the step read %q from the workspace, want host", out)
+	}
+	for name, want := range map[string]string{"from-step": "step\n", "d/e/f": "deep\n"} {
+		if b, err := os.ReadFile(filepath.Join(ws, name)); err != nil || string(b) != want {
+			t.Errorf("%s on the host = %q, %v; want %q", name, b, err, want)
+		}
+	}
+}
+
+// hostHidden: a host file outside the workspace cannot be read.
+func (s *suite) hostHidden(t *testing.T) {
+	dir := t.TempDir()
+	canary := filepath.Join(dir, "canary")
+	if err := os.WriteFile(canary, []byte("host secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := s.prepare(t, sandbox.Options{})
+	out, _, _ := s.run(t, sb, s.step("cat "+canary+" 2>/dev/null; ls "+dir+" 2>/dev/null; true"))
+	if strings.Contains(out, "host secret") || strings.Contains(out, "canary") {
+		t.Errorf("the step saw the host's %s: %q", canary, out)
+	}
+}
+
+// descriptors: a step holds no descriptor but its standard streams,
+// whatever this process holds (one of them open on a file it writes).
+func (s *suite) descriptors(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// As a descriptor inherited from the executor's parent would be.
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := s.prepare(t, sandbox.Options{})
+	// ls opens one descriptor (3) for the directory it lists.
+	if out := s.runOK(t, sb, "ls /proc/self/fd | tr '\\n' ' '"); out != "0 1 2 3 " {
+		t.Errorf("the step's descriptors are %q, want 0 1 2 (and ls's 3)", out)
+	}
+}
+
+// background: processes a step leaves behind are killed when it ends.
+func (s *suite) background(t *testing.T) {
+	sb, opts := s.prepare(t, sandbox.Options{})
+	s.runOK(t, sb, "sleep 1000 > /dev/null 2>&1 &", "echo started")
+	s.waitNothingRuns(t, sb, opts)
+}
+
+type result struct {
+	res sandbox.Result
+	err error
+}
+
+// startedWriter closes started once "started" was written.
+type startedWriter struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	started chan struct{}
+	once    sync.Once
+}
+
+func (w *startedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), "started") {
+		w.once.Do(func() { close(w.started) })
+	}
+	return len(p), nil
+}
+
+// cancel: a cancelled step stops at once, its processes with it, even
+// those ignoring SIGTERM; the sandbox still runs the next step.
+func (s *suite) cancel(t *testing.T) {
+	sb, opts := s.prepare(t, sandbox.Options{})
+	tests := []struct {
+		name     string
+		commands []string
+	}{
+		{"sleep", []string{"echo started", "sleep 1000"}},
+		{"background", []string{"sleep 1000 &", "echo started", "wait"}},
+		{"ignores SIGTERM", []string{"trap '' TERM", "echo started", "while :; do sleep 1; done"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			w := &startedWriter{started: make(chan struct{})}
+			done := make(chan result, 1)
+			go func() {
+				res, err := sb.Run(ctx, s.step(tt.commands...), sandbox.Output{Stdout: w, Stderr: w})
+				done <- result{res, err}
+			}()
+			select {
+			case <-w.started:
+			case r := <-done:
+				t.Fatalf("the step ended before it was cancelled: %+v", r)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the step did not start")
+			}
+			cancel()
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run did not return 30s after its context was cancelled")
+			}
+			if !errors.Is(r.err, context.Canceled) {
+				t.Errorf("Run error = %v, want context.Canceled", r.err)
+			}
+			s.waitNothingRuns(t, sb, opts)
+		})
+	}
+	s.runOK(t, sb, "true")
+}
+
+// cancelEarly: a context that ends as a step starts stops it, whenever.
+func (s *suite) cancelEarly(t *testing.T) {
+	sb, opts := s.prepare(t, sandbox.Options{})
+	for _, delay := range []time.Duration{0, 2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, 200 * time.Millisecond} {
+		ctx, cancel := context.WithTimeout(context.Background(), delay)
+		_, err := sb.Run(ctx, s.step("sleep 1000"), sandbox.Output{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("cancelled after %v: Run error = %v, want context.DeadlineExceeded", delay, err)
+		}
+		s.waitNothingRuns(t, sb, opts)
+	}
+	s.runOK(t, sb, "true")
+}
+
+// memoryLimit: a step over the memory limit is killed and says so; one
+// that fails otherwise does not.
+func (s *suite) memoryLimit(t *testing.T) {
+	sb, _ := s.prepare(t, sandbox.Options{MemoryBytes: 64 << 20})
+	tests := []struct {
+		name     string
+		commands []string
+		oom      bool
+	}{
+		{"within", []string{"head -c $((16<<20)) /dev/zero | tail > /dev/null"}, false},
+		{"pipe", []string{"head -c $((300<<20)) /dev/zero | tail > /dev/null"}, true},
+		{"shell string", []string{`s=xxxxxxxxxxxxxxxx; while :; do s="$s$s"; done`}, true},
+		{"failure without OOM", []string{"exit 9"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errs, res := s.run(t, sb, s.step(tt.commands...))
+			if res.OOMKilled != tt.oom || tt.oom && res.ExitCode == 0 {
+				t.Errorf("OOMKilled %v, exit %d (stderr %q); want OOMKilled %v and a failure if so", res.OOMKilled, res.ExitCode, errs, tt.oom)
+			}
+		})
+	}
+}
+
+// concurrent: sandboxes of different jobs run at once, each in its own
+// workspace.
+func (s *suite) concurrent(t *testing.T) {
+	var wg sync.WaitGroup
+	for i := range 3 {
+		sb, opts := s.prepare(t, sandbox.Options{})
+		wg.Go(func() {
+			var out strings.Builder
+			res, err := sb.Run(context.Background(), s.step(fmt.Sprintf("echo %d > f", i), "cat f", "ls /workspace"), sandbox.Output{Stdout: &out, Stderr: &out})
+			if err != nil || res.ExitCode != 0 || out.String() != fmt.Sprintf("%d\nf\n", i) {
+				t.Errorf("sandbox %d: %+v, %v, output %q", i, res, err, out.String())
+			}
+			if b, _ := os.ReadFile(filepath.Join(opts.Workspace, "f")); string(b) != fmt.Sprintf("%d\n", i) {
+				t.Errorf("sandbox %d wrote %q", i, b)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// destroyIdempotent: Destroy may be called again, and after a step.
+func (s *suite) destroyIdempotent(t *testing.T) {
+	sb, _ := s.prepare(t, sandbox.Options{})
+	s.runOK(t, sb, "true")
+	for i := range 2 {
+		if err := sb.Destroy(context.Background()); err != nil {
+			t.Errorf("Destroy %d: %v", i+1, err)
+		}
+	}
+}
