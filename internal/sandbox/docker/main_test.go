@@ -236,6 +236,11 @@ func TestConformance(t *testing.T) {
 				},
 				Image: testImage,
 				Owner: testOwner,
+				PrepareErrors: []sandboxtest.PrepareError{
+					{Name: "no network", Modify: func(o *sandbox.Options) { o.Network = "" }, Want: "network"},
+					{Name: "tiny memory", Modify: func(o *sandbox.Options) { o.MemoryBytes = 1 << 20 }, Want: "minimum"},
+					{Name: "bad job credentials", Modify: func(o *sandbox.Options) { o.RegistryAuth = map[string]string{"r.example.com": "!!"} }, Want: "r.example.com"},
+				},
 				Running: func(t *testing.T, sb sandbox.Sandbox, _ sandbox.Options) []string {
 					id, _, _ := docker.SandboxInfo(sb)
 					return stepsOf(t, rt, id)

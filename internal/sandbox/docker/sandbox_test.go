@@ -3,7 +3,6 @@ package docker_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -415,48 +414,6 @@ func TestSandbox_Destroy(t *testing.T) {
 		}
 		if _, err := sb.Run(ctx, step("true"), sandbox.Output{}); err == nil {
 			t.Error("Run after Destroy: no error")
-		}
-	})
-}
-
-func TestPrepare_Errors(t *testing.T) {
-	rt := docker.New(docker.Config{})
-	base := sandbox.Options{JobID: "1-q", Owner: testOwner, Workspace: t.TempDir(), Network: sandbox.NetworkNone}
-	tests := []struct {
-		name   string
-		modify func(*sandbox.Options)
-		want   string
-	}{
-		{"unknown network", func(o *sandbox.Options) { o.Network = "bridge" }, "network"},
-		{"no network", func(o *sandbox.Options) { o.Network = "" }, "network"},
-		{"no job ID", func(o *sandbox.Options) { o.JobID = "" }, "job ID"},
-		{"no owner", func(o *sandbox.Options) { o.Owner = "" }, "owner"},
-		{"relative workspace", func(o *sandbox.Options) { o.Workspace = "ws" }, "absolute"},
-		{"missing workspace", func(o *sandbox.Options) { o.Workspace = "/nonexistent/ws" }, "workspace"},
-		{"negative memory", func(o *sandbox.Options) { o.MemoryBytes = -1 }, "negative"},
-		{"tiny memory", func(o *sandbox.Options) { o.MemoryBytes = 1 << 20 }, "minimum"},
-		{"bad job credentials", func(o *sandbox.Options) { o.RegistryAuth = map[string]string{"r.example.com": "!!"} }, "r.example.com"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			opts := base
-			tt.modify(&opts)
-			sb, err := rt.Prepare(context.Background(), opts)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Prepare error = %v, want one mentioning %q", err, tt.want)
-			}
-			if err := sb.Destroy(context.Background()); err != nil {
-				t.Errorf("Destroy after failed Prepare: %v", err)
-			}
-		})
-	}
-	t.Run("bad config", func(t *testing.T) {
-		rt := docker.New(docker.Config{AdditionalMounts: []string{"relative:/x"}})
-		if _, err := rt.Prepare(context.Background(), base); err == nil || !strings.Contains(err.Error(), "relative") {
-			t.Errorf("Prepare with a bad additional mount: %v, want an error naming it", err)
-		}
-		if err := rt.Check(context.Background()); err == nil || !errors.Is(err, sandbox.ErrUnavailable) {
-			t.Errorf("Check with a bad additional mount: %v, want ErrUnavailable", err)
 		}
 	})
 }

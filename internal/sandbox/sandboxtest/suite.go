@@ -32,6 +32,17 @@ type Harness struct {
 	// (processes, containers); empty once no step runs. The suite checks
 	// it after steps end, are cancelled, or leave processes behind.
 	Running func(t *testing.T, sb sandbox.Sandbox, opts sandbox.Options) []string
+	// PrepareErrors are the runtime's own invalid options, besides those
+	// every runtime refuses.
+	PrepareErrors []PrepareError
+}
+
+// PrepareError is an invalid change to valid Options, and what Prepare's
+// error must mention.
+type PrepareError struct {
+	Name   string
+	Modify func(*sandbox.Options)
+	Want   string
 }
 
 // Run runs the conformance suite: what every runtime must do, whatever
@@ -39,6 +50,7 @@ type Harness struct {
 // tests of what is its own.
 func Run(t *testing.T, h Harness) {
 	s := &suite{h: h}
+	t.Run("PrepareErrors", s.prepareErrors)
 	t.Run("Output", s.output)
 	t.Run("ExitCode", s.exitCode)
 	t.Run("Env", s.env)
@@ -119,6 +131,34 @@ func (s *suite) waitNothingRuns(t *testing.T, sb sandbox.Sandbox, opts sandbox.O
 			t.Fatalf("still running 15s after the step ended: %v", left)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// prepareErrors: invalid options get an error naming what is wrong, and
+// Destroy is safe after it.
+func (s *suite) prepareErrors(t *testing.T) {
+	rt := s.h.Runtime(t)
+	base := sandbox.Options{JobID: "1-q", Owner: s.h.Owner, Workspace: t.TempDir(), Network: sandbox.NetworkNone}
+	tests := append([]PrepareError{
+		{"unknown network", func(o *sandbox.Options) { o.Network = "bridge" }, "network"},
+		{"no job ID", func(o *sandbox.Options) { o.JobID = "" }, "job ID"},
+		{"no owner", func(o *sandbox.Options) { o.Owner = "" }, "owner"},
+		{"relative workspace", func(o *sandbox.Options) { o.Workspace = "ws" }, "absolute"},
+		{"missing workspace", func(o *sandbox.Options) { o.Workspace = "/nonexistent/ws" }, "workspace"},
+		{"negative memory", func(o *sandbox.Options) { o.MemoryBytes = -1 }, "negative"},
+	}, s.h.PrepareErrors...)
+	for _, tt := range tests {
+		t.Run(tt.Name, func(t *testing.T) {
+			opts := base
+			tt.Modify(&opts)
+			sb, err := rt.Prepare(context.Background(), opts)
+			if err == nil || !strings.Contains(err.Error(), tt.Want) {
+				t.Errorf("Prepare error = %v, want one mentioning %q", err, tt.Want)
+			}
+			if err := sb.Destroy(context.Background()); err != nil {
+				t.Errorf("Destroy after a failed Prepare: %v", err)
+			}
+		})
 	}
 }
 

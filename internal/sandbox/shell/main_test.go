@@ -194,6 +194,10 @@ func TestConformance(t *testing.T) {
 	sandboxtest.Run(t, sandboxtest.Harness{
 		Runtime: func(t *testing.T) sandbox.Runtime { return needSandbox(t) },
 		Owner:   testOwner,
+		PrepareErrors: []sandboxtest.PrepareError{
+			{Name: "internet", Modify: func(o *sandbox.Options) { o.Network = sandbox.NetworkInternet }, Want: "EXECUTOR_JOB_NETWORK=none"},
+			{Name: "dot-dot job ID", Modify: func(o *sandbox.Options) { o.JobID = ".." }, Want: "job ID"},
+		},
 		Running: func(t *testing.T, _ sandbox.Sandbox, opts sandbox.Options) []string {
 			pids, err := jobCgroup(t, newRuntime(), opts).Procs()
 			if err != nil {
