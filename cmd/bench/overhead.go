@@ -278,18 +278,19 @@ func overheadSiteConfig(queues []string) string {
 func trivialJob(ctx context.Context, api *jobsapi.Client, queue string) (time.Duration, string, error) {
 	var req jobsapi.SubmitRequest
 	req.DockerSteps = []protocol.DockerStep{{Key: "true", Image: sandboxImage, Commands: []string{"true"}}}
-	return runJob(ctx, api, queue, req, time.Minute)
+	return runJob(ctx, api, queue, req, 5*time.Millisecond, time.Minute)
 }
 
 // runJob submits req to queue and returns the time from the start of the
-// submit request to the job seen completed, and the job's UID.
-func runJob(ctx context.Context, api *jobsapi.Client, queue string, req jobsapi.SubmitRequest, timeout time.Duration) (time.Duration, string, error) {
+// submit request to the job seen completed (polled every interval), and
+// the job's UID.
+func runJob(ctx context.Context, api *jobsapi.Client, queue string, req jobsapi.SubmitRequest, interval, timeout time.Duration) (time.Duration, string, error) {
 	start := time.Now()
 	j, err := api.Submit(ctx, queue, req)
 	if err != nil {
 		return 0, "", fmt.Errorf("submit: %w", err)
 	}
-	if _, err := pollJob(ctx, api, queue, j.ID, 5*time.Millisecond, timeout, inState("completed")); err != nil {
+	if _, err := pollJob(ctx, api, queue, j.ID, interval, timeout, inState("completed")); err != nil {
 		return 0, "", err
 	}
 	return time.Since(start), protocol.JobUID(j.ID, queue), nil
@@ -509,7 +510,10 @@ func overheadBuild(ctx context.Context, b *bench, api *jobsapi.Client, src, imag
 		return nil, "", err
 	}
 	req.DockerSteps = []protocol.DockerStep{{Key: "build", Image: image, Env: buildEnv("/tmp/gocache"), Commands: []string{overheadBuildScript}}}
-	ours, uid, err := runJob(ctx, api, "gvisor", req, 15*time.Minute)
+	// Polled every 100 ms, not 5: the polls would take CPU from the
+	// build (on two cores, 12,000 requests to the coordinator in this
+	// process over a minute's build).
+	ours, uid, err := runJob(ctx, api, "gvisor", req, 100*time.Millisecond, 15*time.Minute)
 	if err != nil {
 		return nil, "", fmt.Errorf("the gvisor job: %w", err)
 	}
