@@ -1,18 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"time"
@@ -90,19 +89,16 @@ func overhead(ctx context.Context, b *bench) ([]*figure, error) {
 	}
 	defer stop()
 	figs, err := b.repeat(ctx, func(int) ([]sample, error) {
-		offsets := map[string]int64{}
-		for q, p := range logPaths {
-			if fi, err := os.Stat(p); err == nil {
-				offsets[q] = fi.Size()
-			}
-		}
+		jobs := map[string][]string{} // queue -> the UIDs of its jobs
 		times := make([][]time.Duration, len(kinds))
 		for range overheadJobs {
 			for i, k := range kinds {
 				var d time.Duration
 				var err error
 				if k.queue != "" {
-					d, err = trivialJob(ctx, co.api, k.queue)
+					var uid string
+					d, uid, err = trivialJob(ctx, co.api, k.queue)
+					jobs[k.queue] = append(jobs[k.queue], uid)
 				} else {
 					d, err = timeRun(ctx, k.bare, nil, "")
 				}
@@ -130,7 +126,7 @@ func overhead(ctx context.Context, b *bench) ([]*figure, error) {
 			if k.queue == "" || k.queue == "shell" {
 				continue
 			}
-			phases, err := jobPhases(logPaths[k.queue], offsets[k.queue], b.logger)
+			phases, err := jobPhases(logPaths[k.queue], jobs[k.queue], b.logger)
 			if err != nil {
 				return nil, err
 			}
@@ -164,23 +160,25 @@ func build(ctx context.Context, b *bench) ([]*figure, error) {
 		fmt.Fprintf(os.Stderr, "bench: build: skipped: %s\n", why)
 		return nil, nil
 	}
+	// The executor's default memory limit (12G) and every CPU, not the
+	// 2G the other scenarios use: the build's page cache (the build
+	// cache, the overlay's upper layer) counts toward the memory limit,
+	// and bare runsc has none. (dockerd refuses more CPUs than the host
+	// has.)
 	co, logPaths, stop, err := startExecutors(ctx, b, []overheadKind{
-		{name: "gvisor", queue: "gvisor", env: []string{"EXECUTOR_RUNTIME=gvisor", "EXECUTOR_JOB_NETWORK=none"}},
+		{name: "gvisor", queue: "gvisor", env: []string{"EXECUTOR_RUNTIME=gvisor", "EXECUTOR_JOB_NETWORK=none",
+			"EXECUTOR_JOB_MEMORY=12G", fmt.Sprintf("EXECUTOR_JOB_NUM_CPUS=%d", goruntime.NumCPU())}},
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
 	figs, err := b.repeat(ctx, func(int) ([]sample, error) {
-		fi, err := os.Stat(logPaths["gvisor"])
+		out, uid, err := overheadBuild(ctx, b, co.api, src, goImage)
 		if err != nil {
 			return nil, err
 		}
-		out, err := overheadBuild(ctx, b, co.api, src, goImage)
-		if err != nil {
-			return nil, err
-		}
-		phases, err := jobPhases(logPaths["gvisor"], fi.Size(), b.logger)
+		phases, err := jobPhases(logPaths["gvisor"], []string{uid}, b.logger)
 		if err != nil {
 			return nil, err
 		}
@@ -241,7 +239,9 @@ func startExecutors(ctx context.Context, b *bench, kinds []overheadKind) (co *co
 			return nil, nil, nil, err
 		}
 		stops = append(stops, func() { logs.Close() })
-		env := executorEnv(co.url, k.queue, filepath.Join(dir, "workspaces"), nil)
+		// A workspace root each: executors starting at once in one root
+		// may remove each other's directory before it is locked.
+		env := executorEnv(co.url, k.queue, filepath.Join(dir, "workspaces-"+k.queue), nil)
 		for _, kv := range k.env {
 			name, value, _ := strings.Cut(kv, "=")
 			env[name] = value
@@ -255,7 +255,7 @@ func startExecutors(ctx context.Context, b *bench, kinds []overheadKind) (co *co
 	}
 	for _, k := range kinds {
 		if k.queue != "" {
-			if _, err := trivialJob(ctx, co.api, k.queue); err != nil {
+			if _, _, err := trivialJob(ctx, co.api, k.queue); err != nil {
 				return nil, nil, nil, fmt.Errorf("warm-up of %s: %w\n%s", k.name, err, tail(logPaths[k.queue]))
 			}
 		}
@@ -275,24 +275,25 @@ func overheadSiteConfig(queues []string) string {
 
 // trivialJob submits a job of one step `true` to queue and returns the
 // time from the start of the submit request to the job seen completed.
-func trivialJob(ctx context.Context, api *jobsapi.Client, queue string) (time.Duration, error) {
+func trivialJob(ctx context.Context, api *jobsapi.Client, queue string) (time.Duration, string, error) {
 	var req jobsapi.SubmitRequest
 	req.DockerSteps = []protocol.DockerStep{{Key: "true", Image: sandboxImage, Commands: []string{"true"}}}
-	return runJob(ctx, api, queue, req, time.Minute)
+	return runJob(ctx, api, queue, req, 5*time.Millisecond, time.Minute)
 }
 
 // runJob submits req to queue and returns the time from the start of the
-// submit request to the job seen completed.
-func runJob(ctx context.Context, api *jobsapi.Client, queue string, req jobsapi.SubmitRequest, timeout time.Duration) (time.Duration, error) {
+// submit request to the job seen completed (polled every interval), and
+// the job's UID.
+func runJob(ctx context.Context, api *jobsapi.Client, queue string, req jobsapi.SubmitRequest, interval, timeout time.Duration) (time.Duration, string, error) {
 	start := time.Now()
 	j, err := api.Submit(ctx, queue, req)
 	if err != nil {
-		return 0, fmt.Errorf("submit: %w", err)
+		return 0, "", fmt.Errorf("submit: %w", err)
 	}
-	if _, err := pollJob(ctx, api, queue, j.ID, 5*time.Millisecond, timeout, inState("completed")); err != nil {
-		return 0, err
+	if _, err := pollJob(ctx, api, queue, j.ID, interval, timeout, inState("completed")); err != nil {
+		return 0, "", err
 	}
-	return time.Since(start), nil
+	return time.Since(start), protocol.JobUID(j.ID, queue), nil
 }
 
 // timeRun runs args, in dir when not empty, with env added to this
@@ -319,28 +320,35 @@ type phaseTimes struct {
 
 // phaseAttr is one phase of a "job phases" log line, as slog's text
 // handler writes it: phases.container.create=81.2ms.
-var phaseAttr = regexp.MustCompile(`\bphases\.([a-z.]+)=([0-9.]+[a-zµ]*)`)
+var phaseAttr = regexp.MustCompile(`\bphases\.([a-z.]+)=(\S+)`)
 
-// jobPhases reads the "job phases" lines of an executor's log from
-// offset on.
-func jobPhases(path string, offset int64, logger *slog.Logger) (*phaseTimes, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return nil, err
+// jobPhases reads the "job phases" lines of jobs (job UIDs) from an
+// executor's log, waiting up to 10 s for them: a job's line comes once
+// its teardown is over, after it was seen completed.
+func jobPhases(path string, jobs []string, logger *slog.Logger) (*phaseTimes, error) {
+	var lines []string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		lines = lines[:0]
+		for line := range strings.Lines(string(data)) {
+			if !strings.Contains(line, `msg="job phases"`) {
+				continue
+			}
+			if slices.ContainsFunc(jobs, func(uid string) bool { return strings.Contains(line, " job="+uid+" ") }) {
+				lines = append(lines, line)
+			}
+		}
+		if len(lines) == len(jobs) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	p := &phaseTimes{times: map[string][]time.Duration{}}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.Contains(line, `msg="job phases"`) {
-			continue
-		}
-		logger.Info("executor: " + line)
+	for _, line := range lines {
+		logger.Info("executor: " + strings.TrimSpace(line))
 		for _, m := range phaseAttr.FindAllStringSubmatch(line, -1) {
 			d, err := time.ParseDuration(m[2])
 			if err != nil {
@@ -352,7 +360,7 @@ func jobPhases(path string, offset int64, logger *slog.Logger) (*phaseTimes, err
 			p.times[m[1]] = append(p.times[m[1]], d)
 		}
 	}
-	return p, sc.Err()
+	return p, nil
 }
 
 // samples are the medians of each phase over the jobs (a phase absent
@@ -456,24 +464,24 @@ func goToolchainImage(ctx context.Context, b *bench) (string, error) {
 // overheadBuild runs the build once each: on the host, in bare runsc and
 // as a gvisor job; each in a fresh copy of the source, with an empty
 // build cache.
-func overheadBuild(ctx context.Context, b *bench, api *jobsapi.Client, src, image string) ([]sample, error) {
+func overheadBuild(ctx context.Context, b *bench, api *jobsapi.Client, src, image string) (_ []sample, uid string, _ error) {
 	hostDir, err := copySource(b, src)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	cache, err := b.tempDir("gocache")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	host, err := timeRun(ctx, []string{"sh", "-c", overheadBuildScript}, buildEnv(cache), hostDir)
 	if err != nil {
-		return nil, fmt.Errorf("on the host: %w", err)
+		return nil, "", fmt.Errorf("on the host: %w", err)
 	}
 	os.RemoveAll(cache)
 
 	bareDir, err := copySource(b, src)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	args := []string{"docker", "run", "--rm", "--runtime=runsc", "--network=none", "-v", bareDir + ":/workspace", "-w", "/workspace"}
 	for _, kv := range buildEnv("/tmp/gocache") {
@@ -481,7 +489,7 @@ func overheadBuild(ctx context.Context, b *bench, api *jobsapi.Client, src, imag
 	}
 	bare, err := timeRun(ctx, append(args, image, "sh", "-c", overheadBuildScript), nil, "")
 	if err != nil {
-		return nil, fmt.Errorf("bare runsc: %w", err)
+		return nil, "", fmt.Errorf("bare runsc: %w", err)
 	}
 
 	var req jobsapi.SubmitRequest
@@ -499,12 +507,15 @@ func overheadBuild(ctx context.Context, b *bench, api *jobsapi.Client, src, imag
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	req.DockerSteps = []protocol.DockerStep{{Key: "build", Image: image, Env: buildEnv("/tmp/gocache"), Commands: []string{overheadBuildScript}}}
-	ours, err := runJob(ctx, api, "gvisor", req, 15*time.Minute)
+	// Polled every 100 ms, not 5: the polls would take CPU from the
+	// build (on two cores, 12,000 requests to the coordinator in this
+	// process over a minute's build).
+	ours, uid, err := runJob(ctx, api, "gvisor", req, 100*time.Millisecond, 15*time.Minute)
 	if err != nil {
-		return nil, fmt.Errorf("the gvisor job: %w", err)
+		return nil, "", fmt.Errorf("the gvisor job: %w", err)
 	}
 	return []sample{
 		{name: "build/host", unit: "s", value: host.Seconds()},
@@ -513,7 +524,7 @@ func overheadBuild(ctx context.Context, b *bench, api *jobsapi.Client, src, imag
 		{name: "build/gvisor-over-host", unit: "x", value: ours.Seconds() / host.Seconds()},
 		{name: "build/bare-runsc-over-host", unit: "x", value: bare.Seconds() / host.Seconds()},
 		{name: "build/gvisor-over-bare-runsc", unit: "x", value: ours.Seconds() / bare.Seconds()},
-	}, nil
+	}, uid, nil
 }
 
 // copySource copies the module's source (read-only in the module cache)
