@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/execd/execd/internal/job"
 	"github.com/execd/execd/internal/protocol"
@@ -173,6 +174,84 @@ func TestRunner_StepDir(t *testing.T) {
 			}
 			if ran {
 				t.Errorf("dir %q: the runtime ran the step", tt.dir)
+			}
+		})
+	}
+}
+
+// TestRunner_Outcomes: how each way a sandbox ends a job becomes the job's
+// outcome, with a scripted fake runtime: exit codes, memory kills, steps
+// that cannot run, sandboxes that cannot be prepared, cancellation.
+func TestRunner_Outcomes(t *testing.T) {
+	twoSteps := store.Spec{DockerSteps: []protocol.DockerStep{
+		{Key: "a", Image: "img", Commands: []string{"a"}}, {Key: "b", Image: "img", Commands: []string{"b"}},
+	}}
+	canceled := errors.New("the job was canceled")
+	tests := []struct {
+		name      string
+		rt        *fakeRuntime
+		cancel    bool     // the job's execution context ends while step a runs
+		wantMsg   string   // "" means success
+		retryable bool     // of the failure
+		wantErr   error    // instead of a *job.Error
+		wantRuns  []string // the steps run
+	}{
+		{"success", &fakeRuntime{}, false, "", false, nil, []string{"a", "b"}},
+		{"exit code", &fakeRuntime{steps: map[string]fakeStep{"a": {res: sandbox.Result{ExitCode: 3}}}}, false,
+			"step.docker.a failed with exit code 3", true, nil, []string{"a"}},
+		{"memory", &fakeRuntime{steps: map[string]fakeStep{"b": {res: sandbox.Result{ExitCode: 137, OOMKilled: true}}}}, false,
+			"step.docker.b was killed: it exceeded the job's memory limit of 64M (EXECUTOR_JOB_MEMORY)", true, nil, []string{"a", "b"}},
+		{"cannot run", &fakeRuntime{steps: map[string]fakeStep{"a": {err: errors.New("daemon gone")}}}, false,
+			"step.docker.a could not run: daemon gone", true, nil, []string{"a"}},
+		{"image not found", &fakeRuntime{steps: map[string]fakeStep{"a": {err: fmt.Errorf("pull: %w", sandbox.ErrImageNotFound)}}}, false,
+			"step.docker.a could not run", false, nil, []string{"a"}},
+		{"prepare fails", &fakeRuntime{prepareErr: errors.New("no cgroup")}, false,
+			"prepare fake sandbox: no cgroup", true, nil, nil},
+		{"canceled", &fakeRuntime{steps: map[string]fakeStep{"a": {block: true}}}, true,
+			"", false, canceled, []string{"a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := startCoord(t)
+			client, j := c.dequeued(twoSteps)
+			r := &job.Runner{Client: client, Runtime: tt.rt, ExecutorName: "ex", WorkspaceRoot: t.TempDir(), MemoryBytes: 64 << 20,
+				Network: sandbox.NetworkNone, Streamer: job.StreamerOptions{IsUnknownJob: isGone}}
+			exec, stop := context.WithCancelCause(context.Background())
+			defer stop(nil)
+			if tt.cancel {
+				go func() {
+					for !slices.Contains(tt.rt.recorded(), "run a") {
+						time.Sleep(5 * time.Millisecond)
+					}
+					stop(canceled)
+				}()
+			}
+			err := r.Run(context.Background(), j, exec)
+			var runs []string
+			for _, c := range tt.rt.recorded() {
+				if k, ok := strings.CutPrefix(c, "run "); ok {
+					runs = append(runs, k)
+				}
+			}
+			if !slices.Equal(runs, tt.wantRuns) {
+				t.Errorf("steps run %q, want %q", runs, tt.wantRuns)
+			}
+			var jerr *job.Error
+			switch {
+			case tt.wantErr != nil:
+				if !errors.Is(err, context.Canceled) || context.Cause(exec) != tt.wantErr {
+					t.Errorf("Run = %v (cause %v), want the execution context's end", err, context.Cause(exec))
+				}
+			case tt.wantMsg == "":
+				if err != nil {
+					t.Errorf("Run = %v, want success", err)
+				}
+			case !errors.As(err, &jerr) || !strings.Contains(jerr.Msg, tt.wantMsg) || jerr.Retryable != tt.retryable:
+				t.Errorf("Run = %#v, want a failure containing %q, retryable %v", err, tt.wantMsg, tt.retryable)
+			}
+			r.Wait()
+			if !slices.Contains(tt.rt.recorded(), "destroy") {
+				t.Error("the sandbox was not destroyed")
 			}
 		})
 	}

@@ -195,6 +195,18 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, lo
 		RegistryAuth: dockerAuth(job.DockerAuthConfig), Steps: len(jobSteps),
 	})
 	endPrepare()
+	if sb != nil {
+		// Destroy is owed even after a failed Prepare: it removes what
+		// Prepare made before it failed.
+		teardown = append(teardown, func() {
+			// Teardown outlives a cancelled job: it must not be skipped.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := sb.Destroy(dctx); err != nil {
+				r.logger().Warn("destroy sandbox", "job", job.UID(), "err", err)
+			}
+		})
+	}
 	if err != nil {
 		if exec.Err() != nil {
 			return exec.Err()
@@ -204,14 +216,6 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, lo
 		e.Finish(1)
 		return &Error{Msg: fmt.Sprintf("prepare %s sandbox: %v", r.Runtime.Name(), err), Retryable: true}
 	}
-	teardown = append(teardown, func() {
-		// Teardown outlives a cancelled job: it must not be skipped.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		if err := sb.Destroy(dctx); err != nil {
-			r.logger().Warn("destroy sandbox", "job", job.UID(), "err", err)
-		}
-	})
 	endPull := phase.Start(ctx, phase.Pull)
 	err = r.pullImages(ctx, exec, sb, logs, job)
 	endPull()

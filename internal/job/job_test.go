@@ -28,6 +28,10 @@ type fakeRuntime struct {
 	running func() bool
 	// destroying, when set, is called by Destroy before it returns.
 	destroying func()
+	// prepareErr fails Prepare; steps script Run by step key: its
+	// result, its error, or blocking until its context ends.
+	prepareErr error
+	steps      map[string]fakeStep
 
 	mu      sync.Mutex
 	calls   []string // "prepare", "pull <image>", "run <key>", "destroy"
@@ -44,6 +48,13 @@ func (f *fakeRuntime) record(call string) {
 	}
 }
 
+// recorded returns the calls so far.
+func (f *fakeRuntime) recorded() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
 func (f *fakeRuntime) Name() string { return "fake" }
 func (f *fakeRuntime) Capabilities() sandbox.Capabilities {
 	return sandbox.Capabilities{Images: !f.noPull, Networks: []sandbox.Network{sandbox.NetworkNone}}
@@ -54,6 +65,9 @@ func (f *fakeRuntime) Prepare(_ context.Context, opts sandbox.Options) (sandbox.
 	f.mu.Lock()
 	f.opts = opts
 	f.mu.Unlock()
+	if f.prepareErr != nil {
+		return plainSandbox{f}, f.prepareErr
+	}
 	if f.noPull {
 		return plainSandbox{f}, nil
 	}
@@ -62,10 +76,22 @@ func (f *fakeRuntime) Prepare(_ context.Context, opts sandbox.Options) (sandbox.
 
 type plainSandbox struct{ f *fakeRuntime }
 
-func (s plainSandbox) Run(_ context.Context, st sandbox.Step, out sandbox.Output) (sandbox.Result, error) {
+// fakeStep is what a fake sandbox's Run of a step does.
+type fakeStep struct {
+	res   sandbox.Result
+	err   error
+	block bool // until the step's context ends
+}
+
+func (s plainSandbox) Run(ctx context.Context, st sandbox.Step, out sandbox.Output) (sandbox.Result, error) {
 	s.f.record("run " + st.Key)
 	fmt.Fprintf(out.Stdout, "ran %s in %s\n", st.Key, st.Image)
-	return sandbox.Result{}, nil
+	script := s.f.steps[st.Key]
+	if script.block {
+		<-ctx.Done()
+		return sandbox.Result{}, ctx.Err()
+	}
+	return script.res, script.err
 }
 
 func (s plainSandbox) Destroy(context.Context) error {
