@@ -319,9 +319,17 @@ func (s *Sandbox) removeContainer(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	err := s.r.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if err != nil && !client.IsErrNotFound(err) {
+	if !removed(err) {
 		s.log.Warn("remove container; Destroy or the janitor will retry", "container", id, "err", err)
 	}
+}
+
+// removed reports whether a container removal's error means that the
+// container is gone or going: not found, or its removal already under
+// way (by a teardown after its job was marked, which the janitor may
+// meet, or one that a killed executor left running in dockerd).
+func removed(err error) bool {
+	return err == nil || client.IsErrNotFound(err) || strings.Contains(err.Error(), "is already in progress")
 }
 
 // removeContainers removes every container of the sandbox.
@@ -338,7 +346,7 @@ func (s *Sandbox) removeContainers(ctx context.Context) error {
 	var errs []error
 	for _, c := range list {
 		err := s.r.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-		if err != nil && !client.IsErrNotFound(err) {
+		if !removed(err) {
 			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID, err))
 		}
 	}
