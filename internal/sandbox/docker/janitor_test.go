@@ -2,15 +2,11 @@ package docker_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"github.com/execd/execd/internal/sandbox/sandboxtest"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -81,29 +77,7 @@ func TestClean_ExecutorKilled(t *testing.T) {
 			JobID: fmt.Sprintf("%d-killed", sandboxtest.Seq()), Owner: dead, Workspace: t.TempDir(),
 			MemoryBytes: 64 << 20, PIDs: 64, CPUs: 1, Network: sandbox.NetworkInternet,
 		}
-		spec, err := json.Marshal(helperSpec{GVisor: gvisor, Opts: opts})
-		if err != nil {
-			t.Fatal(err)
-		}
-		helper := exec.Command(os.Args[0], "-test.run=^$")
-		helper.Env = append(os.Environ(), helperEnv+"="+string(spec))
-		stdout, err := helper.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		helper.Stderr = os.Stderr
-		if err := helper.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer helper.Process.Kill()
-		line := make([]byte, len("ready\n"))
-		if _, err := stdout.Read(line); err != nil || string(line) != "ready\n" {
-			t.Fatalf("helper printed %q, %v; want ready", line, err)
-		}
-		if err := helper.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		helper.Wait()
+		sandboxtest.StartHelper(t, docker.Config{GVisor: gvisor}, testImage, opts)()
 
 		byOwner := docker.LabelOwner + "=" + dead
 		if n := containersLabelled(t, rt, true, byOwner); len(n) != 1 {

@@ -27,20 +27,12 @@ var testImage = cmp.Or(os.Getenv("EXECD_DOCKER_TEST_IMAGE"), "execd-test/busybox
 
 var testOwner = fmt.Sprintf("docker-test-%d", os.Getpid())
 
-// helperEnv makes the test binary a stand-in executor: it prepares a
-// sandbox and runs a step that sleeps, for a test to kill it (see
-// TestClean_ExecutorKilled). Its value is a JSON helperSpec.
-const helperEnv = "EXECD_DOCKER_TEST_HELPER"
-
-type helperSpec struct {
-	GVisor bool
-	Opts   sandbox.Options
-}
-
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(helperEnv); spec != "" {
-		os.Exit(runHelper(spec))
-	}
+	sandboxtest.RunHelper(func(settings json.RawMessage) (sandbox.Runtime, error) {
+		var cfg docker.Config
+		err := json.Unmarshal(settings, &cfg)
+		return docker.New(cfg), err
+	})
 	code := m.Run()
 	// Whatever a failed test left behind.
 	for _, gvisor := range []bool{false, true} {
@@ -54,26 +46,6 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
-}
-
-// runHelper prepares a sandbox and runs a step that prints "ready" and
-// sleeps; it does not return unless that fails.
-func runHelper(specJSON string) int {
-	var spec helperSpec
-	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	ctx := context.Background()
-	sb, err := docker.New(docker.Config{GVisor: spec.GVisor}).Prepare(ctx, spec.Opts)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	step := sandbox.Step{Key: "sleep", Image: testImage, Commands: []string{"echo ready", "sleep 1000"}}
-	res, err := sb.Run(ctx, step, sandbox.Output{Stdout: os.Stdout, Stderr: os.Stderr})
-	fmt.Fprintln(os.Stderr, "helper: step ended:", res, err)
-	return 1
 }
 
 // runtimes are the two flavours every test runs with.

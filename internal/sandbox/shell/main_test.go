@@ -26,16 +26,9 @@ var testCgroupParent = cmp.Or(os.Getenv("EXECD_SHELL_TEST_CGROUP_PARENT"), "exec
 
 var testOwner = fmt.Sprintf("shell-test-%d", os.Getpid())
 
-// helperEnv makes the test binary a stand-in executor: it runs one
-// sandbox step that sleeps, for a test to kill it (see
-// TestRun_ExecutorKilled). Its value is the JSON sandbox.Options.
-const helperEnv = "EXECD_SHELL_TEST_HELPER"
-
 func TestMain(m *testing.M) {
 	shell.MaybeRunInit()
-	if opts := os.Getenv(helperEnv); opts != "" {
-		os.Exit(runHelper(opts))
-	}
+	sandboxtest.RunHelper(func(json.RawMessage) (sandbox.Runtime, error) { return newRuntime(), nil })
 	code := m.Run()
 	rt := newRuntime()
 	if err := rt.Clean(context.Background(), func(l sandbox.Leftover) bool { return strings.HasPrefix(l.Owner, testOwner) }); err != nil {
@@ -43,26 +36,6 @@ func TestMain(m *testing.M) {
 	}
 	shell.RemoveCgroupParent(rt) // fails if another test binary still uses it
 	os.Exit(code)
-}
-
-// runHelper prepares a sandbox with the JSON options and runs a step
-// that prints "ready" and sleeps; it does not return unless that fails.
-func runHelper(optsJSON string) int {
-	var opts sandbox.Options
-	if err := json.Unmarshal([]byte(optsJSON), &opts); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	ctx := context.Background()
-	sb, err := newRuntime().Prepare(ctx, opts)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	step := sandbox.Step{Commands: []string{"echo ready", "sleep 1000"}}
-	res, err := sb.Run(ctx, step, sandbox.Output{Stdout: os.Stdout, Stderr: os.Stderr})
-	fmt.Fprintln(os.Stderr, "helper: step ended:", res, err)
-	return 1
 }
 
 // testWorkspaceRoot is the runtime's Config.WorkspaceRoot in tests.

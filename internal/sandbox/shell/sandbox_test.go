@@ -2,7 +2,6 @@ package shell_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -301,25 +299,7 @@ func TestRun_ExecutorKilled(t *testing.T) {
 		JobID: fmt.Sprintf("%d-killed", sandboxtest.Seq()), Owner: testOwner, Workspace: t.TempDir(),
 		MemoryBytes: 256 << 20, PIDs: 64, CPUs: 1, Network: sandbox.NetworkNone,
 	}
-	optsJSON, err := json.Marshal(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	helper := exec.Command(os.Args[0], "-test.run=^$")
-	helper.Env = append(os.Environ(), helperEnv+"="+string(optsJSON))
-	stdout, err := helper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	helper.Stderr = os.Stderr
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer helper.Process.Kill()
-	line := make([]byte, len("ready\n"))
-	if _, err := stdout.Read(line); err != nil || string(line) != "ready\n" {
-		t.Fatalf("helper printed %q, %v; want ready", line, err)
-	}
+	kill := sandboxtest.StartHelper(t, nil, "", opts)
 
 	cg := jobCgroup(t, rt, opts)
 	pids, err := cg.Procs()
@@ -329,10 +309,7 @@ func TestRun_ExecutorKilled(t *testing.T) {
 	if len(pids) < 2 {
 		t.Fatalf("job cgroup holds %v, want the init and sleep", pids)
 	}
-	if err := helper.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	helper.Wait()
+	kill()
 	waitGone(t, cg, pids, 5*time.Second)
 
 	// A new executor's Prepare for the same job replaces the stale cgroup.
