@@ -88,25 +88,19 @@ func needRuntime(t testing.TB, cfg docker.Config) *docker.Runtime {
 // sandbox is destroyed, and its removal checked, when the test ends.
 func prepare(t testing.TB, rt *docker.Runtime, opts sandbox.Options) (sandbox.Sandbox, sandbox.Options) {
 	t.Helper()
-	opts = sandboxtest.Options(t, opts, testOwner)
-	ctx := context.Background()
-	sb, err := rt.Prepare(ctx, opts)
-	if err != nil {
-		t.Fatalf("Prepare: %v", err)
-	}
-	t.Cleanup(func() {
+	return sandboxtest.Prepare(t, rt, opts, testOwner, leftOf(t, rt))
+}
+
+// leftOf lists the containers and the network of a sandbox of rt.
+func leftOf(t testing.TB, rt *docker.Runtime) func(sandbox.Sandbox, sandbox.Options) []string {
+	return func(sb sandbox.Sandbox, _ sandbox.Options) []string {
 		id, netID, _ := docker.SandboxInfo(sb)
-		if err := sb.Destroy(ctx); err != nil {
-			t.Errorf("Destroy: %v", err)
-		}
-		if n := containersOf(t, rt, id); len(n) > 0 {
-			t.Errorf("containers %v still exist after Destroy", n)
-		}
+		left := containersOf(t, rt, id)
 		if netID != "" && networkExists(t, rt, netID) {
-			t.Errorf("network %s still exists after Destroy", netID)
+			left = append(left, "network "+netID)
 		}
-	})
-	return sb, opts
+		return left
+	}
 }
 
 // containersOf returns the IDs of the containers of a sandbox, the one
@@ -208,6 +202,9 @@ func TestConformance(t *testing.T) {
 				},
 				Image: testImage,
 				Owner: testOwner,
+				Left: func(sb sandbox.Sandbox, opts sandbox.Options) []string {
+					return leftOf(t, rt)(sb, opts)
+				},
 				PrepareErrors: []sandboxtest.PrepareError{
 					{Name: "no network", Modify: func(o *sandbox.Options) { o.Network = "" }, Want: "network"},
 					{Name: "tiny memory", Modify: func(o *sandbox.Options) { o.MemoryBytes = 1 << 20 }, Want: "minimum"},

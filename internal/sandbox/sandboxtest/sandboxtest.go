@@ -3,6 +3,7 @@
 package sandboxtest
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,30 @@ var jobSeq atomic.Int64
 // Seq returns the next number of the test binary's sequence, for unique
 // job ids and owners.
 func Seq() int64 { return jobSeq.Add(1) }
+
+// Prepare prepares a sandbox of rt with opts (defaults filled in as
+// [Options] does, for owner), destroyed when the test ends; then left, if
+// not nil, must find nothing of it (containers, cgroups...).
+func Prepare(t testing.TB, rt sandbox.Runtime, opts sandbox.Options, owner string, left func(sb sandbox.Sandbox, opts sandbox.Options) []string) (sandbox.Sandbox, sandbox.Options) {
+	t.Helper()
+	opts = Options(t, opts, owner)
+	sb, err := rt.Prepare(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := sb.Destroy(context.Background()); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+		if left == nil {
+			return
+		}
+		if l := left(sb, opts); len(l) > 0 {
+			t.Errorf("left after Destroy: %v", l)
+		}
+	})
+	return sb, opts
+}
 
 // Options returns opts with its unset fields filled in for a test: a new
 // job of owner, a temporary workspace, generous limits (1 CPU, 256 MiB,

@@ -32,6 +32,9 @@ type Harness struct {
 	// (processes, containers); empty once no step runs. The suite checks
 	// it after steps end, are cancelled, or leave processes behind.
 	Running func(t *testing.T, sb sandbox.Sandbox, opts sandbox.Options) []string
+	// Left lists what of the sandbox is left after Destroy; the suite
+	// checks that nothing is.
+	Left func(sb sandbox.Sandbox, opts sandbox.Options) []string
 	// PrepareErrors are the runtime's own invalid options, besides those
 	// every runtime refuses.
 	PrepareErrors []PrepareError
@@ -72,18 +75,7 @@ type suite struct{ h Harness }
 // when the test ends.
 func (s *suite) prepare(t *testing.T, opts sandbox.Options) (sandbox.Sandbox, sandbox.Options) {
 	t.Helper()
-	rt := s.h.Runtime(t)
-	opts = Options(t, opts, s.h.Owner)
-	sb, err := rt.Prepare(context.Background(), opts)
-	if err != nil {
-		t.Fatalf("Prepare: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := sb.Destroy(context.Background()); err != nil {
-			t.Errorf("Destroy: %v", err)
-		}
-	})
-	return sb, opts
+	return Prepare(t, s.h.Runtime(t), opts, s.h.Owner, s.h.Left)
 }
 
 func (s *suite) step(commands ...string) sandbox.Step {

@@ -64,24 +64,20 @@ func needSandbox(t testing.TB) *shell.Runtime {
 // destroyed, and its removal checked, when the test ends.
 func prepare(t testing.TB, rt *shell.Runtime, opts sandbox.Options) (sandbox.Sandbox, sandbox.Options) {
 	t.Helper()
-	opts = sandboxtest.Options(t, opts, testOwner)
-	ctx := context.Background()
-	sb, err := rt.Prepare(ctx, opts)
-	if err != nil {
-		t.Fatalf("Prepare: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := sb.Destroy(ctx); err != nil {
-			t.Errorf("Destroy: %v", err)
-		}
-		cg := jobCgroup(t, rt, opts)
-		for _, d := range cg.Dirs {
+	return sandboxtest.Prepare(t, rt, opts, testOwner, cgroupsLeft(t))
+}
+
+// cgroupsLeft lists the cgroup directories of a sandbox that exist.
+func cgroupsLeft(t testing.TB) func(sandbox.Sandbox, sandbox.Options) []string {
+	return func(_ sandbox.Sandbox, opts sandbox.Options) []string {
+		var left []string
+		for _, d := range jobCgroup(t, newRuntime(), opts).Dirs {
 			if _, err := os.Stat(d); !os.IsNotExist(err) {
-				t.Errorf("cgroup %s still exists after Destroy (%v)", d, err)
+				left = append(left, "cgroup "+d)
 			}
 		}
-	})
-	return sb, opts
+		return left
+	}
 }
 
 func jobCgroup(t testing.TB, rt *shell.Runtime, opts sandbox.Options) shell.TestCgroup {
@@ -167,6 +163,7 @@ func TestConformance(t *testing.T) {
 	sandboxtest.Run(t, sandboxtest.Harness{
 		Runtime: func(t *testing.T) sandbox.Runtime { return needSandbox(t) },
 		Owner:   testOwner,
+		Left:    cgroupsLeft(t),
 		PrepareErrors: []sandboxtest.PrepareError{
 			{Name: "internet", Modify: func(o *sandbox.Options) { o.Network = sandbox.NetworkInternet }, Want: "EXECUTOR_JOB_NETWORK=none"},
 			{Name: "dot-dot job ID", Modify: func(o *sandbox.Options) { o.JobID = ".." }, Want: "job ID"},
