@@ -1,9 +1,13 @@
 package executor
 
 import (
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/execd/execd/internal/sandbox"
 )
@@ -75,5 +79,49 @@ func TestStaleSandboxes(t *testing.T) {
 		if got := stale(tt.l); got != tt.want {
 			t.Errorf("%s: stale(%+v) = %v, want %v", tt.name, tt.l, got, tt.want)
 		}
+	}
+}
+
+// TestWorkspaceRoot_StartingTogether: executors starting at once in one
+// workspace root, each cleaning it as it starts, never remove each
+// other's directory (it is made and locked under another name first).
+func TestWorkspaceRoot_StartingTogether(t *testing.T) {
+	root := t.TempDir()
+	logger := slog.New(slog.DiscardHandler)
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 20 {
+		wg.Go(func() {
+			cleanWorkspaces(root, logger)
+			dir := filepath.Join(root, fmt.Sprintf("ex-%d", i))
+			release, err := lockWorkspaceRoot(dir)
+			if err != nil {
+				errs <- err
+				return
+			}
+			cleanWorkspaces(root, logger)
+			if _, err := os.Stat(filepath.Join(dir, lockName)); err != nil {
+				errs <- fmt.Errorf("%s lost its lock file to another executor's janitor: %w", dir, err)
+			}
+			release()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// One that died while making its directory is cleaned once that is old.
+	dead := filepath.Join(root, newPrefix+"dead")
+	os.Mkdir(dead, 0o700)
+	cleanWorkspaces(root, logger)
+	if _, err := os.Stat(dead); err != nil {
+		t.Errorf("a directory being made was removed: %v", err)
+	}
+	old := time.Now().Add(-2 * time.Minute)
+	os.Chtimes(dead, old, old)
+	cleanWorkspaces(root, logger)
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("the directory of an executor that died starting is still there: %v", err)
 	}
 }

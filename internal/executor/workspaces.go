@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // Each executor keeps its workspaces in a directory of its own under
@@ -23,29 +25,44 @@ import (
 
 const lockName = ".lock"
 
-// lockWorkspaceRoot creates dir and locks it for this process.
+// newPrefix names a directory whose executor is still creating it.
+const newPrefix = ".new-"
+
+// lockWorkspaceRoot creates dir and locks it for this process. The
+// directory is made and locked under another name, then renamed: an
+// executor starting at the same time never sees it without its lock
+// (which would mean that its owner is dead).
 func lockWorkspaceRoot(dir string) (release func(), err error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: create %s: %w", dir, err)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+		return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: create %s: %w", filepath.Dir(dir), err)
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
+	tmp := filepath.Join(filepath.Dir(dir), newPrefix+filepath.Base(dir))
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: create %s: %w", tmp, err)
+	}
+	f, err := os.OpenFile(filepath.Join(tmp, lockName), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("lock %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		f.Close()
+		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: %w", err)
 	}
 	unmount := func() {}
 	if os.Geteuid() == 0 {
 		if err := mountNosuid(dir); err != nil {
+			f.Close()
+			os.RemoveAll(dir)
 			return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: mount %s nosuid,nodev: %w", dir, err)
 		}
 		unmount = func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) }
-	}
-	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		unmount()
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	return func() {
 		f.Close()
@@ -79,6 +96,13 @@ func cleanWorkspaces(root string, logger *slog.Logger) {
 	for _, e := range entries {
 		if !e.IsDir() || ownerAlive(root, e.Name()) {
 			continue
+		}
+		if strings.HasPrefix(e.Name(), newPrefix) {
+			// Being made by an executor that is starting, unless that
+			// executor died doing it a while ago.
+			if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < time.Minute {
+				continue
+			}
 		}
 		dir := filepath.Join(root, e.Name())
 		// Its nosuid mount, if any, goes first (EINVAL: there is none).
