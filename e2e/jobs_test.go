@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -391,4 +392,45 @@ func TestE2E_ShellCgroupsCleaned(t *testing.T) {
 		t.Fatal("the executor did not stop within 30s of SIGTERM")
 	}
 	waitNoCgroups(t, j.WorkerHostname, time.Second, "after a clean stop")
+}
+
+// TestE2E_WorkspaceDiskLimit: a workspace holds at most
+// EXECUTOR_FIRECRACKER_DISK_SPACE; a step that writes more fails the job
+// at once, saying so, and the host's disk took no more than the limit.
+func TestE2E_WorkspaceDiskLimit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.Missing(t, "namespaces", "bounded workspaces need root")
+	}
+	s := newSystem(t, `{}`)
+	s.startExecutor("EXECUTOR_FIRECRACKER_DISK_SPACE=32M")
+	id := s.submit(`{"maxAttempts": 3, "dockerSteps": [{"image": "alpine", "commands": [
+		"df -k /workspace | tail -1",
+		"head -c $((64<<20)) /dev/zero > big",
+		"echo wrote it all"]}]}`)
+	j := s.waitState(id, time.Minute, "completed", "failed", "errored")
+	logs := formatLogs(j)
+	if j.State != "failed" || j.NumFailures != 1 || !strings.Contains(j.FailureMessage, "the workspace is full (at most 32M, EXECUTOR_FIRECRACKER_DISK_SPACE)") {
+		t.Errorf("job %s after %d attempts, %q; want failed at once saying the workspace is full:\n%s", j.State, j.NumFailures, j.FailureMessage, logs)
+	}
+	if strings.Contains(logs, "stdout: wrote it all") || !strings.Contains(logs, "No space left on device") {
+		t.Errorf("the step was not stopped by the full disk:\n%s", logs)
+	}
+	// Nothing of it is left on the host once the job is over.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var left []string
+		filepath.WalkDir(filepath.Join(s.dir, "workspaces"), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && filepath.Base(p) != ".lock" {
+				left = append(left, p)
+			}
+			return nil
+		})
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("left on the host after the job: %v", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

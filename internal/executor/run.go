@@ -26,6 +26,7 @@ import (
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/queueclient"
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/diskimage"
 	"github.com/execd/execd/internal/worker"
 )
 
@@ -101,6 +102,7 @@ func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slo
 		Secret:         cfg.FrontendPassword,
 		WorkspaceRoot:  root,
 		KeepWorkspaces: cfg.KeepWorkspaces,
+		DiskBytes:      diskBytes(drain, cfg, logger),
 		CPUs:           cfg.JobCPUs,
 		MemoryBytes:    cfg.JobMemory,
 		PIDs:           cfg.JobMaxProcesses,
@@ -158,6 +160,19 @@ func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slo
 		}
 	}
 	return err
+}
+
+// diskBytes is the bound of each workspace: EXECUTOR_FIRECRACKER_DISK_SPACE
+// where bounded workspaces can be made, else none (with a warning).
+func diskBytes(ctx context.Context, cfg Config, logger *slog.Logger) int64 {
+	if err := diskimage.Check(ctx); err != nil {
+		logger.Warn("workspaces are not bounded by EXECUTOR_FIRECRACKER_DISK_SPACE", "why", err)
+		return 0
+	}
+	if cfg.KeepWorkspaces {
+		logger.Warn("workspaces are plain directories, not bounded by EXECUTOR_FIRECRACKER_DISK_SPACE, as EXECUTOR_KEEP_WORKSPACES keeps them")
+	}
+	return cfg.DiskSpace
 }
 
 // startJanitor removes the leftovers of sandboxes that stale reports, once

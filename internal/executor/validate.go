@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/execd/execd/internal/queueclient"
+	"github.com/execd/execd/internal/sandbox/diskimage"
 	"github.com/execd/execd/internal/sandbox/netpolicy"
 )
 
@@ -73,6 +74,11 @@ func Validate(ctx context.Context, getenv func(string) string, runtimes Runtimes
 				fmt.Fprintf(out, "-     shell init     the executor itself, slower to start each step: install execd-sandbox-init next to the executor, or set EXECUTOR_SHELL_INIT\n")
 			}
 		}
+	}
+	if err := diskimage.Check(ctx); err != nil {
+		fmt.Fprintf(out, "-     workspaces     not bounded: %v\n", err)
+	} else {
+		fmt.Fprintf(out, "ok    workspaces     each a file system of %s (EXECUTOR_FIRECRACKER_DISK_SPACE)\n", formatSize(cfg.DiskSpace))
 	}
 	// The reference's guide checks KVM before installing firecracker.
 	if err := checkKVM("/dev/kvm"); err != nil {

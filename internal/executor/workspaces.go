@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/execd/execd/internal/sandbox/diskimage"
 )
 
 // Each executor keeps its workspaces in a directory of its own under
@@ -66,6 +68,7 @@ func lockWorkspaceRoot(dir string) (release func(), err error) {
 	}
 	return func() {
 		f.Close()
+		_ = diskimage.UnmountUnder(dir)
 		unmount()
 		_ = os.RemoveAll(dir)
 	}, nil
@@ -105,7 +108,11 @@ func cleanWorkspaces(root string, logger *slog.Logger) {
 			}
 		}
 		dir := filepath.Join(root, e.Name())
-		// Its nosuid mount, if any, goes first (EINVAL: there is none).
+		// Its jobs' workspace file systems, then its nosuid mount, if
+		// any (EINVAL: there is none), go first.
+		if err := diskimage.UnmountUnder(dir); err != nil {
+			logger.Warn("workspace janitor: unmount workspaces", "dir", dir, "err", err)
+		}
 		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.EPERM) {
 			logger.Warn("workspace janitor: unmount", "dir", dir, "err", err)
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/redact"
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/diskimage"
 )
 
 // Error is a job failure with the message the coordinator records.
@@ -67,6 +68,11 @@ type Runner struct {
 	// WorkspaceRoot holds the jobs' workspaces.
 	WorkspaceRoot  string
 	KeepWorkspaces bool
+	// DiskBytes bounds each workspace (EXECUTOR_FIRECRACKER_DISK_SPACE):
+	// when set, a workspace is a file system of that size (package
+	// diskimage), unless KeepWorkspaces asks for plain directories to
+	// look into. 0: plain directories, unbounded.
+	DiskBytes int64
 	// Limits of each job's sandbox.
 	CPUs        int
 	MemoryBytes int64
@@ -165,8 +171,20 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, lo
 	if err := r.makeWorkspace(dir); err != nil {
 		return &Error{Msg: "create workspace: " + err.Error(), Retryable: true}
 	}
+	bounded := r.DiskBytes > 0 && !r.KeepWorkspaces
+	if bounded {
+		if err := diskimage.Mount(exec, dir+".img", dir, r.DiskBytes); err != nil {
+			os.Remove(dir)
+			return &Error{Msg: "create workspace: " + err.Error(), Retryable: true}
+		}
+	}
 	if !r.KeepWorkspaces {
 		teardown = append(teardown, func() {
+			if bounded {
+				if err := diskimage.Unmount(dir, dir+".img"); err != nil {
+					r.logger().Warn("unmount workspace", "dir", dir, "err", err)
+				}
+			}
 			if err := os.RemoveAll(dir); err != nil {
 				r.logger().Warn("remove workspace", "dir", dir, "err", err)
 			}
@@ -363,6 +381,12 @@ func (r *Runner) runStep(ctx, exec context.Context, sb sandbox.Sandbox, logs *St
 		e.Printf("execd: step killed: it exceeded the job's memory limit of %s\n", formatBytes(r.MemoryBytes))
 		e.Finish(res.ExitCode)
 		return &Error{Msg: fmt.Sprintf("%s was killed: it exceeded the job's memory limit of %s (EXECUTOR_JOB_MEMORY)", st.key, formatBytes(r.MemoryBytes)), Retryable: true}
+	}
+	if res.ExitCode != 0 && r.DiskBytes > 0 && diskimage.Full(workspace) {
+		// No retry can write more than the limit allows.
+		e.Printf("execd: the workspace is full: it holds at most %s (EXECUTOR_FIRECRACKER_DISK_SPACE)\n", formatBytes(r.DiskBytes))
+		e.Finish(res.ExitCode)
+		return &Error{Msg: fmt.Sprintf("%s failed with exit code %d: the workspace is full (at most %s, EXECUTOR_FIRECRACKER_DISK_SPACE)", st.key, res.ExitCode, formatBytes(r.DiskBytes))}
 	}
 	e.Finish(res.ExitCode)
 	if res.ExitCode != 0 {
