@@ -46,6 +46,13 @@ import (
 // when none is installed: the one .ci/run builds and the tests run.
 const RunscVersion = "v0.0.0-20260905035102-160fafc42237"
 
+// RunscArgs are runsc's flags as dockerd's runtime "runsc": the systrap
+// platform, which needs no KVM, and the root file system's writes kept
+// in the sandbox's memory, counted against the job's memory limit, rather
+// than in a file on the host's disk that nothing bounds (gVisor's
+// default, root:self). A build is no slower with it (docs/benchmarks.md).
+var RunscArgs = []string{"--platform=systrap", "--overlay2=root:memory"}
+
 // Installer installs the runtimes. The zero value works on the real
 // host; the fields let tests and dry runs substitute parts.
 type Installer struct {
@@ -272,7 +279,7 @@ func (s *session) gvisor(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("install gvisor: %w", err)
 	}
-	want := DaemonRuntime{Path: runsc, RuntimeArgs: []string{"--platform=systrap"}}
+	want := DaemonRuntime{Path: runsc, RuntimeArgs: RunscArgs}
 	changed, err := s.configure("gvisor", DaemonSettings{Runtimes: map[string]DaemonRuntime{"runsc": want}})
 	if err != nil {
 		return fmt.Errorf("install gvisor: %w", err)

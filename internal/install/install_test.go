@@ -185,9 +185,9 @@ func TestInstaller_All(t *testing.T) {
 		"docker: started dockerd in the background (log: $DIR/dockerd.log)",
 		"gvisor: building runsc " + install.RunscVersion + " with go install (a minute or two)",
 		"gvisor: built runsc and installed it as $DIR/bin/runsc",
-		"gvisor: wrote $DIR/etc/docker/daemon.json, adding the runtime runsc ($DIR/bin/runsc --platform=systrap)",
+		"gvisor: wrote $DIR/etc/docker/daemon.json, adding the runtime runsc ($DIR/bin/runsc --platform=systrap --overlay2=root:memory)",
 		"gvisor: reloaded dockerd (pid 4242, SIGHUP); it runs with the new configuration",
-		"gvisor: docker info lists the runtime runsc ($DIR/bin/runsc --platform=systrap)",
+		"gvisor: docker info lists the runtime runsc ($DIR/bin/runsc --platform=systrap --overlay2=root:memory)",
 		"firewall: iptables can install the job network policy (the runtime adds the rules of each job's network)",
 	})
 	if h.firewall != 1 {
@@ -206,9 +206,9 @@ func TestInstaller_All(t *testing.T) {
 		"docker: $DIR/etc/docker/daemon.json already has the registry mirror https://mirror.example.com",
 		"docker: dockerd 20.10.24 already runs with this configuration",
 		"gvisor: runsc already installed ($DIR/bin/runsc)",
-		"gvisor: $DIR/etc/docker/daemon.json already has the runtime runsc ($DIR/bin/runsc --platform=systrap)",
+		"gvisor: $DIR/etc/docker/daemon.json already has the runtime runsc ($DIR/bin/runsc --platform=systrap --overlay2=root:memory)",
 		"gvisor: dockerd 20.10.24 already runs with this configuration",
-		"gvisor: docker info lists the runtime runsc ($DIR/bin/runsc --platform=systrap)",
+		"gvisor: docker info lists the runtime runsc ($DIR/bin/runsc --platform=systrap --overlay2=root:memory)",
 		"firewall: iptables can install the job network policy (the runtime adds the rules of each job's network)",
 	})
 	if again, _ := os.ReadFile(h.in.DaemonConfig); !bytes.Equal(again, config) {
@@ -236,7 +236,7 @@ func TestInstaller_DryRun(t *testing.T) {
 		"    }",
 		"docker: would run: dockerd >>$DIR/dockerd.log 2>&1 &",
 		"gvisor: would run: CGO_ENABLED=0 GOBIN=$DIR/bin /usr/local/go/bin/go install gvisor.dev/gvisor/runsc@" + install.RunscVersion,
-		"gvisor: would write $DIR/etc/docker/daemon.json, adding the runtime runsc ($DIR/bin/runsc --platform=systrap)",
+		"gvisor: would write $DIR/etc/docker/daemon.json, adding the runtime runsc ($DIR/bin/runsc --platform=systrap --overlay2=root:memory)",
 		"    {",
 		`      "registry-mirrors": [`,
 		`        "https://mirror.example.com"`,
@@ -245,7 +245,8 @@ func TestInstaller_DryRun(t *testing.T) {
 		`        "runsc": {`,
 		`          "path": "$DIR/bin/runsc",`,
 		`          "runtimeArgs": [`,
-		`            "--platform=systrap"`,
+		`            "--platform=systrap",`,
+		`            "--overlay2=root:memory"`,
 		"          ]",
 		"        }",
 		"      }",

@@ -19,6 +19,7 @@ import (
 
 	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/docker"
+	"github.com/execd/execd/internal/testutil"
 )
 
 func TestRuntime_Name(t *testing.T) {
@@ -498,4 +499,25 @@ func TestRun_NetworkHolder(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestRun_GVisorRootWritesBounded: under gVisor, what a step writes to its
+// root file system stays in the sandbox's memory (runsc's
+// --overlay2=root:memory, as `executor install gvisor` registers it), so
+// the job's memory limit bounds it and the host's disk is untouched.
+func TestRun_GVisorRootWritesBounded(t *testing.T) {
+	rt := needRuntime(t, docker.Config{GVisor: true})
+	info, err := docker.Client(rt).Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args := info.Runtimes[docker.DefaultGVisorRuntime].Args; !slices.Contains(args, "--overlay2=root:memory") {
+		testutil.Missing(t, "gvisor", fmt.Sprintf("runsc is registered with %q, not --overlay2=root:memory: run `executor install gvisor`", args))
+	}
+	sb, _ := prepare(t, rt, sandbox.Options{MemoryBytes: 128 << 20})
+	out, errs, res := run(t, sb, step("head -c $((512<<20)) /dev/zero > /root/big", "echo wrote it all"))
+	if res.ExitCode == 0 || strings.Contains(out, "wrote it all") {
+		t.Errorf("writing 512M to the root file system under a 128M limit: exit %d, stdout %q, stderr %q; want the step stopped", res.ExitCode, out, errs)
+	}
+	t.Logf("exit %d, OOMKilled %v", res.ExitCode, res.OOMKilled)
 }
