@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/execd/execd/internal/jobsapi"
+	"github.com/execd/execd/internal/sandbox/diskimage"
 	"github.com/execd/execd/internal/testutil"
 )
 
@@ -128,17 +129,7 @@ func newSystem(t *testing.T, queueSettings string) *system {
 // that is killed leaves the mount for the next executor's janitor.
 func tempDir(t *testing.T) string {
 	dir := t.TempDir()
-	t.Cleanup(func() {
-		info, err := os.ReadFile("/proc/self/mountinfo")
-		if err != nil {
-			return
-		}
-		for line := range strings.Lines(string(info)) {
-			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-				_ = syscall.Unmount(f[4], syscall.MNT_DETACH)
-			}
-		}
-	})
+	t.Cleanup(func() { _ = diskimage.UnmountUnder(dir) })
 	return dir
 }
 

@@ -170,7 +170,9 @@ func diskBytes(ctx context.Context, cfg Config, logger *slog.Logger) int64 {
 		return 0
 	}
 	if cfg.KeepWorkspaces {
+		// A kept workspace is looked into: a plain directory.
 		logger.Warn("workspaces are plain directories, not bounded by EXECUTOR_FIRECRACKER_DISK_SPACE, as EXECUTOR_KEEP_WORKSPACES keeps them")
+		return 0
 	}
 	return cfg.DiskSpace
 }

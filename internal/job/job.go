@@ -70,8 +70,7 @@ type Runner struct {
 	KeepWorkspaces bool
 	// DiskBytes bounds each workspace (EXECUTOR_FIRECRACKER_DISK_SPACE):
 	// when set, a workspace is a file system of that size (package
-	// diskimage), unless KeepWorkspaces asks for plain directories to
-	// look into. 0: plain directories, unbounded.
+	// diskimage). 0: plain directories, unbounded.
 	DiskBytes int64
 	// Limits of each job's sandbox.
 	CPUs        int
@@ -171,7 +170,7 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, lo
 	if err := r.makeWorkspace(dir); err != nil {
 		return &Error{Msg: "create workspace: " + err.Error(), Retryable: true}
 	}
-	bounded := r.DiskBytes > 0 && !r.KeepWorkspaces
+	bounded := r.DiskBytes > 0
 	if bounded {
 		if err := diskimage.Mount(exec, dir+".img", dir, r.DiskBytes); err != nil {
 			os.Remove(dir)

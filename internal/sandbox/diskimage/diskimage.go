@@ -7,7 +7,6 @@
 package diskimage
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,9 +14,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/execd/execd/internal/sandbox/mountinfo"
 )
 
 // Check reports whether bounded workspaces can be made here: as root,
@@ -89,7 +89,7 @@ func Unmount(dir, image string) error {
 // UnmountUnder detaches every mount below dir (not dir itself), deepest
 // first: what a killed executor left, before its directory is removed.
 func UnmountUnder(dir string) error {
-	points, err := mountPoints()
+	points, err := mountinfo.Points()
 	if err != nil {
 		return err
 	}
@@ -117,42 +117,6 @@ func Full(path string) bool {
 		return false
 	}
 	return st.Bavail*uint64(st.Bsize) < 64<<10
-}
-
-// mountPoints lists this mount namespace's mount points.
-func mountPoints() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var points []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 4 {
-			points = append(points, unescape(fields[4]))
-		}
-	}
-	return points, sc.Err()
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func run(ctx context.Context, name string, args ...string) error {

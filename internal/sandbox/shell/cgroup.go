@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/mountinfo"
 )
 
 // The controllers a job's cgroup needs: memory and pids always, cpu for
@@ -90,7 +91,7 @@ func parseMountinfo(r io.Reader) (*cgroupHost, error) {
 		if sep < 5 || len(fields) < sep+4 {
 			continue
 		}
-		mnt := unescapeMountinfo(fields[4])
+		mnt := mountinfo.Unescape(fields[4])
 		switch fields[sep+1] {
 		case "cgroup2":
 			if h.unified == "" {
@@ -105,26 +106,6 @@ func parseMountinfo(r io.Reader) (*cgroupHost, error) {
 		}
 	}
 	return h, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space...) of
-// mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func hasAll(have []string, want ...string) bool {
