@@ -93,6 +93,13 @@ func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slo
 		return err
 	}
 	defer release()
+	if s, ok := rt.(sandbox.Starter); ok {
+		if err := s.Start(drain); err != nil {
+			return fmt.Errorf("start the %s runtime: %w", rt.Name(), err)
+		}
+		// After the last job's teardown (runner.Wait, below).
+		defer s.Stop()
+	}
 
 	runner := &job.Runner{
 		Client:         client,

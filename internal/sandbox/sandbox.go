@@ -21,7 +21,8 @@
 // Optional abilities are small interfaces, found by type assertion:
 // a [Sandbox] that runs steps in container images is a [Puller], and a
 // [Runtime] whose sandboxes can outlive a crashed executor (containers,
-// networks) is a [Janitor].
+// networks) is a [Janitor], and one that works ahead of its jobs (a warm
+// pool) is a [Starter].
 package sandbox
 
 import (
@@ -222,6 +223,16 @@ type Result struct {
 // still work for an image that was not pulled first.
 type Puller interface {
 	Pull(ctx context.Context, image string, out io.Writer) error
+}
+
+// Starter is implemented by runtimes that work ahead of their jobs (a
+// warm pool of booted virtual machines). The executor calls Start once,
+// after the runtime was chosen and its workspace directory is locked, and
+// Stop when it stops, after its last job. Start's error stops the
+// executor: the runtime cannot run.
+type Starter interface {
+	Start(ctx context.Context) error
+	Stop()
 }
 
 // Janitor is implemented by runtimes whose sandboxes leave things behind
