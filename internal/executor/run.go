@@ -86,6 +86,12 @@ func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slo
 	}); ok {
 		dockerVersion, _ = v.ServerVersion(drain)
 	}
+	// The micro-VM runtime's monitor and version, in the field the
+	// reference fills with ignite's.
+	var vmVersion string
+	if v, ok := rt.(interface{ Monitor(context.Context) string }); ok {
+		vmVersion = v.Monitor(drain)
+	}
 	root := filepath.Join(cfg.WorkspaceRoot, name)
 	cleanWorkspaces(cfg.WorkspaceRoot, logger)
 	release, err := lockWorkspaceRoot(root)
@@ -139,7 +145,7 @@ func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slo
 		},
 		Telemetry: protocol.HeartbeatRequest{
 			OS: runtime.GOOS, Architecture: runtime.GOARCH, ExecutorVersion: cfg.Version, GitVersion: git, DockerVersion: dockerVersion,
-			Runtime: rt.Name(),
+			IgniteVersion: vmVersion, Runtime: rt.Name(),
 		},
 		Metrics: func() string { return gatherText(reg) },
 		Logger:  logger,
