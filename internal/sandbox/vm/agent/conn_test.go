@@ -48,7 +48,9 @@ func (g *guest) expect() agent.Type {
 	return typ
 }
 
-func hello(g *guest) { g.send(agent.TypeHello, agent.Hello{Version: agent.Version, Kernel: "6.1.0-test"}) }
+func hello(g *guest) {
+	g.send(agent.TypeHello, agent.Hello{Version: agent.Version, Kernel: "6.1.0-test"})
+}
 
 func frame(typ byte, n uint32, payload string) []byte {
 	b := []byte{typ, 0, 0, 0, 0}
