@@ -26,7 +26,7 @@ func findDrive(sysBlock, id string) (string, error) {
 	if !validID.MatchString(id) {
 		return "", fmt.Errorf("refused: %q is not a drive ID", id)
 	}
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(time.Second)
 	for {
 		entries, _ := os.ReadDir(sysBlock)
 		for _, e := range entries {
