@@ -64,8 +64,14 @@ func TestVmlinux(t *testing.T) {
 	for name, img := range map[string][]byte{
 		"not a kernel": []byte("hello"),
 		"zstd":         fakeBzImage(append([]byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0}, sizeTail...)),
-		"not elf":      fakeBzImage(func() []byte { var b bytes.Buffer; g := gzip.NewWriter(&b); g.Write([]byte("text")); g.Close(); return b.Bytes() }()),
-		"truncated":    fakeBzImage(lz.Bytes()[:20])[:5*512+40],
+		"not elf": fakeBzImage(func() []byte {
+			var b bytes.Buffer
+			g := gzip.NewWriter(&b)
+			g.Write([]byte("text"))
+			g.Close()
+			return b.Bytes()
+		}()),
+		"truncated": fakeBzImage(lz.Bytes()[:20])[:5*512+40],
 	} {
 		if _, err := vmguest.Vmlinux(img); err == nil {
 			t.Errorf("%s: accepted", name)
