@@ -116,6 +116,9 @@ func Args(spec vmm.Spec, accel Accel, agentFD int) []string {
 		mem = 512
 	}
 	cmdline := "console=ttyS0 quiet panic=-1 reboot=t"
+	if accel == AccelTCG {
+		cmdline += tcgCmdline()
+	}
 	if spec.Cmdline != "" {
 		cmdline += " " + spec.Cmdline
 	}
@@ -154,6 +157,31 @@ func Args(spec vmm.Spec, accel Accel, agentFD int) []string {
 		"-device", "virtserialport,chardev=agent,name="+PortName,
 	)
 	return args
+}
+
+// tcgCmdline returns kernel arguments for a guest under TCG. Its TSC is
+// the host's, but the kernel's calibration of it against the emulated
+// PIT fails when the host is busy, and the kernel then hangs early in
+// its boot (seen here: 3 boots of 8 under load). Telling it the
+// frequency (the host's, from /proc/cpuinfo) skips the calibration, and
+// tsc=reliable keeps the clock watchdog from discarding the TSC when the
+// emulated timer ticks late.
+func tcgCmdline() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for line := range strings.Lines(string(b)) {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && strings.TrimSpace(k) == "cpu MHz" {
+			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || mhz < 100 {
+				return ""
+			}
+			return fmt.Sprintf(" tsc_early_khz=%d tsc=reliable", int(mhz*1000))
+		}
+	}
+	return ""
 }
 
 // escapeOpt escapes a value inside a QEMU option list (commas double).

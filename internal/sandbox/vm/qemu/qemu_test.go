@@ -21,7 +21,8 @@ func TestArgs(t *testing.T) {
 	got := strings.Join(qemu.Args(spec, qemu.AccelTCG, 3), " ")
 	for _, want := range []string{
 		"-M microvm,x-option-roms=off -accel tcg -cpu max -smp 2 -m 1024",
-		"-kernel /k/vmlinux -initrd /k/initramfs.cpio.gz -append console=ttyS0 quiet panic=-1 reboot=t foo=1",
+		"-kernel /k/vmlinux -initrd /k/initramfs.cpio.gz -append console=ttyS0 quiet panic=-1 reboot=t ",
+		" tsc=reliable foo=1 -drive",
 		"-drive if=none,id=d0,format=raw,file=/w/ws,,1.img -device virtio-blk-device,drive=d0,serial=workspace",
 		"-drive if=none,id=d1,format=raw,file=/r/root.erofs,read-only=on -device virtio-blk-device,drive=d1,serial=root",
 		"-netdev tap,id=net0,script=no,downscript=no,ifname=execd-tap0 -device virtio-net-device,netdev=net0,mac=02:00:00:00:00:01",
