@@ -18,6 +18,9 @@ import (
 // metapackage that depends on the current versioned kernel.
 const KernelPackage = "linux-image-cloud-amd64"
 
+// agentTempPrefix names the temporary directory the agent is built in.
+const agentTempPrefix = "execd-vm-agent-"
+
 // AgentModule is the agent's Go package, built when Go is available.
 const AgentModule = "github.com/execd/execd/cmd/execd-vm-agent"
 
@@ -56,15 +59,13 @@ func (s *session) vm(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("install vm: %w", err)
 	}
+	if strings.HasPrefix(filepath.Base(filepath.Dir(agentBin)), agentTempPrefix) {
+		defer os.RemoveAll(filepath.Dir(agentBin))
+	}
 	if s.DryRun {
 		s.say("vm: would build %s/{%s,%s} from %s and the agent %s", s.VMDir, vmguest.KernelFile, vmguest.InitramfsFile, kernelPkg, agentBin)
 		return nil
 	}
-	defer func() {
-		if strings.HasPrefix(agentBin, os.TempDir()) {
-			os.RemoveAll(filepath.Dir(agentBin))
-		}
-	}()
 	agentData, err := os.ReadFile(agentBin)
 	if err != nil {
 		return fmt.Errorf("install vm: the agent: %w", err)
@@ -176,7 +177,7 @@ func (s *session) agentBinary(ctx context.Context) (string, error) {
 	}
 	if goCmd, err := s.LookPath("go"); err == nil {
 		if out, err := s.Runner.Run(ctx, command(goCmd, "list", "-m")); err == nil && strings.TrimSpace(string(out)) == "github.com/execd/execd" {
-			dir, err := os.MkdirTemp("", "execd-vm-agent-")
+			dir, err := os.MkdirTemp("", agentTempPrefix+"*")
 			if err != nil {
 				return "", err
 			}
