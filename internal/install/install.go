@@ -20,7 +20,7 @@
 //     into /var/lib/execd/vm: the kernel of Debian's
 //     linux-image-cloud-amd64 (downloaded with apt-get download, kept in
 //     cache/), uncompressed to vmlinux, the modules the guest needs, and
-//     initramfs.cpio.gz with the agent (cmd/execd-vm-agent) as /init;
+//     initramfs.cpio with the agent (cmd/execd-vm-agent) as /init;
 //     see package vmguest. A re-run with the same kernel package and
 //     agent changes nothing.
 //   - all does docker and gvisor, then checks that the firewall can install the job

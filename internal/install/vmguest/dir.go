@@ -17,7 +17,7 @@ const DefaultDir = "/var/lib/execd/vm"
 // The files of a guest directory.
 const (
 	KernelFile    = "vmlinux"
-	InitramfsFile = "initramfs.cpio.gz"
+	InitramfsFile = "initramfs.cpio"
 	ManifestFile  = "manifest.json"
 	ModulesDir    = "modules" // the modules, named in load order
 )

@@ -17,21 +17,29 @@ type Initramfs struct {
 	// Agent is the static agent binary, installed as /init.
 	Agent []byte
 	// Modules are installed flat in /lib/modules, named so that their
-	// lexical order is the load order (dependencies first).
+	// lexical order is the load order (dependencies first), without
+	// their signatures (see [StripSignature]).
 	Modules []Module
+	// Gzip compresses the archive. Under software emulation the
+	// kernel's gunzip costs more (about 240 ms a boot here) than
+	// reading 6 MB instead of 2.5 MB from the page cache, so the
+	// installed initramfs is not compressed.
+	Gzip bool
 	// Busybox, when not nil, is a static busybox installed as
 	// /bin/busybox with /bin/sh: steps whose root is "none" (executor
 	// test-vm without an image) get a shell.
 	Busybox []byte
 }
 
-// Write writes the initramfs as a gzip-compressed newc cpio archive.
+// Write writes the initramfs as a newc cpio archive.
 func (in Initramfs) Write(w io.Writer) error {
-	gz, err := gzip.NewWriterLevel(w, gzip.BestCompression)
-	if err != nil {
-		return err
+	out := w
+	var gz *gzip.Writer
+	if in.Gzip {
+		gz, _ = gzip.NewWriterLevel(w, gzip.BestCompression)
+		out = gz
 	}
-	c := NewCPIO(gz)
+	c := NewCPIO(out)
 	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "workspace", "lib", "lib/modules"} {
 		c.Dir(d, 0o755)
 	}
@@ -43,7 +51,7 @@ func (in Initramfs) Write(w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		c.File(fmt.Sprintf("lib/modules/%02d-%s.ko", i, m.Name), 0o644, data)
+		c.File(fmt.Sprintf("lib/modules/%02d-%s.ko", i, m.Name), 0o644, StripSignature(data))
 	}
 	if in.Busybox != nil {
 		c.Dir("bin", 0o755)
@@ -53,7 +61,10 @@ func (in Initramfs) Write(w io.Writer) error {
 	if err := c.Close(); err != nil {
 		return err
 	}
-	return gz.Close()
+	if gz != nil {
+		return gz.Close()
+	}
+	return nil
 }
 
 // WriteFile writes the initramfs to name atomically.

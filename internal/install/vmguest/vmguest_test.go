@@ -88,7 +88,7 @@ func TestInitramfs(t *testing.T) {
 	mod := filepath.Join(dir, "m.ko")
 	os.WriteFile(mod, []byte("module"), 0o644)
 	var buf bytes.Buffer
-	in := vmguest.Initramfs{Agent: []byte("agent!"), Modules: []vmguest.Module{{Name: "virtio", Path: mod}}, Busybox: []byte("bb")}
+	in := vmguest.Initramfs{Agent: []byte("agent!"), Modules: []vmguest.Module{{Name: "virtio", Path: mod}}, Busybox: []byte("bb"), Gzip: true}
 	if err := in.Write(&buf); err != nil {
 		t.Fatal(err)
 	}
@@ -142,5 +142,21 @@ func TestResolveModules(t *testing.T) {
 	}
 	if _, err := vmguest.ResolveModules(dir, []string{"erofs"}); err == nil || !strings.Contains(err.Error(), "neither built in") {
 		t.Errorf("missing module: %v", err)
+	}
+}
+
+func TestStripSignature(t *testing.T) {
+	mod := []byte("\x7fELF module body")
+	sig := bytes.Repeat([]byte{0xab}, 300)
+	info := []byte{0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x2c} // sig_len 300
+	signed := append(append(append(append([]byte(nil), mod...), sig...), info...), "~Module signature appended~\n"...)
+	if got := vmguest.StripSignature(signed); !bytes.Equal(got, mod) {
+		t.Errorf("stripped = %q", got)
+	}
+	if got := vmguest.StripSignature(mod); !bytes.Equal(got, mod) {
+		t.Errorf("unsigned changed: %q", got)
+	}
+	if got := vmguest.StripSignature([]byte("x~Module signature appended~\n")); len(got) == 0 {
+		t.Error("a short file lost its bytes")
 	}
 }

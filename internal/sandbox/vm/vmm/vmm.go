@@ -25,7 +25,8 @@ import (
 type Spec struct {
 	// Kernel is an uncompressed kernel (vmlinux, ELF), booted by PVH.
 	Kernel string
-	// Initramfs is the gzip cpio archive with the agent as /init.
+	// Initramfs is the cpio archive (compressed or not) with the agent as
+	// /init.
 	Initramfs string
 	// Cmdline is added to the monitor's kernel command line (which
 	// already has the console and what the monitor needs).
