@@ -112,10 +112,19 @@ func CheckKVM(path string) error {
 // serial port on QEMU's standard output.
 func Args(spec vmm.Spec, accel Accel, agentFD int) []string {
 	vcpus, mem := max(spec.VCPUs, 1), spec.MemoryMiB
+	cpu := "host"
+	if accel == AccelTCG {
+		cpu = tcgCPU
+		if spec.EmulatedCPU != "" {
+			cpu = spec.EmulatedCPU
+		}
+	}
 	if mem == 0 {
 		mem = 512
 	}
-	cmdline := "console=ttyS0 quiet panic=-1 reboot=t"
+	// cryptomgr.notests: the self-tests of the kernel's crypto
+	// algorithms took a quarter of a boot under TCG (1.98 s -> 1.66 s).
+	cmdline := "console=ttyS0 quiet panic=-1 reboot=t cryptomgr.notests"
 	if accel == AccelTCG {
 		cmdline += tcgCmdline()
 	}
@@ -125,7 +134,7 @@ func Args(spec vmm.Spec, accel Accel, agentFD int) []string {
 	args := []string{
 		"-M", "microvm,x-option-roms=off",
 		"-accel", string(accel),
-		"-cpu", map[Accel]string{AccelKVM: "host", AccelTCG: "max"}[accel],
+		"-cpu", cpu,
 		"-smp", strconv.Itoa(vcpus),
 		"-m", strconv.Itoa(mem),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -183,6 +192,10 @@ func tcgCmdline() string {
 	}
 	return ""
 }
+
+// tcgCPU is the CPU model emulated under TCG by default: every feature
+// QEMU can emulate, so that steps' binaries built for newer CPUs run.
+const tcgCPU = "max"
 
 // escapeOpt escapes a value inside a QEMU option list (commas double).
 func escapeOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }

@@ -21,7 +21,7 @@ func TestArgs(t *testing.T) {
 	got := strings.Join(qemu.Args(spec, qemu.AccelTCG, 3), " ")
 	for _, want := range []string{
 		"-M microvm,x-option-roms=off -accel tcg -cpu max -smp 2 -m 1024",
-		"-kernel /k/vmlinux -initrd /k/initramfs.cpio.gz -append console=ttyS0 quiet panic=-1 reboot=t ",
+		"-kernel /k/vmlinux -initrd /k/initramfs.cpio.gz -append console=ttyS0 quiet panic=-1 reboot=t cryptomgr.notests ",
 		" tsc=reliable foo=1 -drive",
 		"-drive if=none,id=d0,format=raw,file=/w/ws,,1.img -device virtio-blk-device,drive=d0,serial=workspace",
 		"-drive if=none,id=d1,format=raw,file=/r/root.erofs,read-only=on -device virtio-blk-device,drive=d1,serial=root",
@@ -32,6 +32,9 @@ func TestArgs(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("args lack %q:\n%s", want, got)
 		}
+	}
+	if got := strings.Join(qemu.Args(vmm.Spec{EmulatedCPU: "qemu64"}, qemu.AccelTCG, 3), " "); !strings.Contains(got, "-cpu qemu64") {
+		t.Errorf("emulated cpu: %s", got)
 	}
 	if kvm := strings.Join(qemu.Args(vmm.Spec{}, qemu.AccelKVM, 3), " "); !strings.Contains(kvm, "-accel kvm -cpu host -smp 1 -m 512") {
 		t.Errorf("kvm args: %s", kvm)
