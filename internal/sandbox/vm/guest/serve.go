@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -104,6 +105,12 @@ func (s *server) startStep(req agent.Run) {
 	s.cur, s.done = st, done
 	go func() {
 		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				logf("panic in a step: %v\n%s", r, debug.Stack())
+				powerOff()
+			}
+		}()
 		ex, err := st.run(req)
 		s.mu.Lock()
 		s.cur = nil
