@@ -143,5 +143,13 @@ func setupOverlay(lower string) (string, error) {
 			return "", fmt.Errorf("mount /%s in the step's root: %w", x.target, err)
 		}
 	}
+	if resolvConf != "" {
+		rc := filepath.Join(merged, "etc/resolv.conf")
+		os.MkdirAll(filepath.Dir(rc), 0o755)
+		os.Remove(rc) // a symlink into /run, as systemd images have
+		if err := os.WriteFile(rc, []byte(resolvConf), 0o644); err != nil {
+			return "", fmt.Errorf("write the step's /etc/resolv.conf: %w", err)
+		}
+	}
 	return merged, nil
 }

@@ -25,6 +25,9 @@ import (
 // PortName is the name of the virtio-serial port of the agent's channel.
 const PortName = "org.execd.agent"
 
+// resolvConf is the steps' /etc/resolv.conf; "" leaves the image's.
+var resolvConf string
+
 // ModulesDir holds the kernel modules the initramfs ships, flat.
 const ModulesDir = "/lib/modules"
 
@@ -59,6 +62,19 @@ func run() error {
 		logf("modules: %v", err)
 	} else {
 		logf("loaded %d modules in %v", n, time.Since(start).Round(time.Millisecond))
+	}
+	nc, err := parseNetConfig(string(cmdline))
+	if err == nil {
+		err = setupNetwork(nc)
+	}
+	if err != nil {
+		// Steps run, and find out: the job's network is broken, not the VM.
+		logf("network: %v", err)
+	}
+	resolvConf = nc.resolvConf()
+	if resolvConf != "" {
+		os.MkdirAll("/etc", 0o755)
+		os.WriteFile("/etc/resolv.conf", []byte(resolvConf), 0o644)
 	}
 	ch, err := openChannel(10 * time.Second)
 	if err != nil {

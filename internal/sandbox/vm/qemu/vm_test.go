@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,6 +211,7 @@ func TestVM(t *testing.T) {
 		{"user by ids", agent.Run{Commands: []string{"id -u; id -g"}, User: "1234:staff"}, "1234\n50\n", "", 0, ""},
 		{"unknown user", agent.Run{Commands: []string{"id"}, User: "nobody"}, "", "", 0, "not in the image's /etc/passwd"},
 		{"guest kernel", agent.Run{Commands: []string{"uname -r"}}, g.kernelRelease + "\n", "", 0, ""},
+		{"loopback up", agent.Run{Commands: []string{"ip link show lo | grep -q UP && echo up"}}, "up\n", "", 0, ""},
 		{"initramfs root", agent.Run{Commands: []string{"test -e /init && echo initramfs"}, Root: agent.RootNone}, "initramfs\n", "", 0, ""},
 		{"erofs root", agent.Run{Commands: []string{"cat /etc/marker"}, Root: "root-erofs"}, "erofs\n", "", 0, ""},
 		{"root write", agent.Run{Commands: []string{"echo x > /etc/written", "cat /etc/written"}}, "x\n", "", 0, ""},
@@ -275,6 +277,46 @@ func TestVM(t *testing.T) {
 	if err != nil || string(out) != "from the guest\n" {
 		t.Fatalf("workspace's out.txt = %q, %v", out, err)
 	}
+}
+
+// TestVM_Network: a VM on a tap reaches the host's end of it, with the
+// address, route and resolver of the kernel command line.
+func TestVM_Network(t *testing.T) {
+	g := needGuest(t)
+	if os.Geteuid() != 0 {
+		t.Skip("making a tap device needs root")
+	}
+	tap := fmt.Sprintf("execdt%d", os.Getpid()%100000)
+	if out, err := exec.Command("ip", "tuntap", "add", "dev", tap, "mode", "tap").CombinedOutput(); err != nil {
+		t.Fatalf("ip tuntap add: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "link", "del", tap).Run()
+	for _, args := range [][]string{{"addr", "add", "10.213.77.1/30", "dev", tap}, {"link", "set", tap, "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := (&qemu.Monitor{}).Start(ctx, vmm.Spec{
+		Kernel: g.kernel, Initramfs: g.initramfs, MemoryMiB: 256, AllowEmulation: true,
+		Net:     &vmm.Net{Tap: tap},
+		Cmdline: "execd.ip=10.213.77.2/30 execd.gw=10.213.77.1 execd.dns=10.213.77.1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill()
+	var stdout, stderr bytes.Buffer
+	ex, err := m.Agent().Run(ctx, agent.Run{Commands: []string{"ping -c 1 -W 10 10.213.77.1 >/dev/null", "echo reached", "cat /etc/resolv.conf", "ip route | grep default"}, Root: agent.RootNone}, &stdout, &stderr)
+	if err != nil || ex.Code != 0 {
+		t.Fatalf("step: %+v, %v; stderr %s; console:\n%s", ex, err, stderr.String(), m.Console())
+	}
+	if want := "reached\nnameserver 10.213.77.1\ndefault via 10.213.77.1 dev eth0 "; !strings.HasPrefix(stdout.String(), want) {
+		t.Errorf("stdout = %q, want %q...", stdout.String(), want)
+	}
+	m.Agent().Shutdown()
+	must(t, m.Wait())
 }
 
 // TestStart_BootFailure: a guest that cannot boot is an error quoting its
