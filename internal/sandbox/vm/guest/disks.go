@@ -35,14 +35,43 @@ func findDrive(sysBlock, id string) (string, error) {
 				return "/dev/" + e.Name(), nil
 			}
 		}
-		if _, err := os.Stat(filepath.Join(sysBlock, id)); err == nil && strings.HasPrefix(id, "vd") {
-			return "/dev/" + id, nil
+		if dev := driveByOrder(sysBlock, id); dev != "" {
+			return dev, nil
 		}
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("no drive with the ID %q in the VM (%d block devices)", id, len(entries))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// driveOrder is the value of execd.drives on the kernel command line:
+// the drive IDs in attachment order, for monitors without serials.
+var driveOrder string
+
+// driveByOrder finds drive id as the monitor attached it: the i-th ID of
+// execd.drives is /dev/vd(a+i); an ID that is itself a device name
+// (vdb) is that device.
+func driveByOrder(sysBlock, id string) string {
+	dev := ""
+	if strings.HasPrefix(id, "vd") {
+		dev = id
+	}
+	for i, d := range strings.Split(driveOrder, ",") {
+		if d == id && i < 26 {
+			dev = "vd" + string(rune('a'+i))
+		}
+	}
+	if dev == "" {
+		return ""
+	}
+	if _, err := os.Stat(filepath.Join(sysBlock, dev)); err != nil {
+		return ""
+	}
+	if b, err := os.ReadFile(filepath.Join(sysBlock, dev, "serial")); err == nil && strings.TrimRight(string(b), "\x00\n ") != "" && dev != id {
+		return "" // it has a serial, and not this ID
+	}
+	return "/dev/" + dev
 }
 
 // ensureWorkspace mounts the workspace drive id (ext4) at /workspace

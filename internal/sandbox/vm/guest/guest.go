@@ -57,6 +57,7 @@ func run() error {
 	// cost 30 to 60 ms of a boot under emulation.
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	_, vsock := cmdlineValue(string(cmdline), "execd.vsock")
+	driveOrder, _ = cmdlineValue(string(cmdline), "execd.drives")
 	skip := func(name string) bool { return !vsock && strings.Contains(name, "vsock") }
 	if n, err := loadModules(ModulesDir, skip); err != nil {
 		logf("modules: %v", err)

@@ -105,6 +105,17 @@ func TestFindDrive(t *testing.T) {
 	if got, err := findDrive(dir, "vdc"); err != nil || got != "/dev/vdc" {
 		t.Errorf("findDrive(vdc) = %q, %v", got, err)
 	}
+	for dev := range map[string]bool{"vdd": true, "vde": true} {
+		os.MkdirAll(filepath.Join(dir, dev), 0o755) // no serial: Firecracker
+	}
+	driveOrder = "a,b,c,ws,rootfs"
+	defer func() { driveOrder = "" }()
+	if got, err := findDrive(dir, "rootfs"); err != nil || got != "/dev/vde" {
+		t.Errorf("findDrive(rootfs) = %q, %v", got, err)
+	}
+	if _, err := findDrive(dir, "a"); err == nil {
+		t.Error("drive a found on vda, which has another serial")
+	}
 	if _, err := findDrive(dir, "../etc"); err == nil {
 		t.Error("a path as drive ID was accepted")
 	}

@@ -128,6 +128,9 @@ func Args(spec vmm.Spec, accel Accel, agentFD int) []string {
 	if accel == AccelTCG {
 		cmdline += tcgCmdline()
 	}
+	if g := spec.GuestCmdline(); g != "" {
+		cmdline += " " + g
+	}
 	if spec.Cmdline != "" {
 		cmdline += " " + spec.Cmdline
 	}

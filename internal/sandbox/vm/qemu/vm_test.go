@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -300,8 +301,12 @@ func TestVM_Network(t *testing.T) {
 	defer cancel()
 	m, err := (&qemu.Monitor{}).Start(ctx, vmm.Spec{
 		Kernel: g.kernel, Initramfs: g.initramfs, MemoryMiB: 256, AllowEmulation: true,
-		Net:     &vmm.Net{Tap: tap},
-		Cmdline: "execd.ip=10.213.77.2/30 execd.gw=10.213.77.1 execd.dns=10.213.77.1",
+		Net: &vmm.Net{
+			Tap:     tap,
+			Address: netip.MustParsePrefix("10.213.77.2/30"),
+			Gateway: netip.MustParseAddr("10.213.77.1"),
+			DNS:     []netip.Addr{netip.MustParseAddr("10.213.77.1")},
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
+	"strings"
 
 	"github.com/execd/execd/internal/sandbox/vm/agent"
 )
@@ -29,7 +31,8 @@ type Spec struct {
 	// /init.
 	Initramfs string
 	// Cmdline is added to the monitor's kernel command line (which
-	// already has the console and what the monitor needs).
+	// already has the console, what the monitor needs, and
+	// [Spec.GuestCmdline]).
 	Cmdline string
 	// VCPUs and MemoryMiB size the machine; 0 means 1 and 512.
 	VCPUs     int
@@ -67,10 +70,47 @@ type Drive struct {
 	ReadOnly bool
 }
 
-// Net is a virtio-net device on an existing tap device.
+// Net is a virtio-net device on an existing tap device, and the
+// guest's side of it, which the agent configures at boot (eth0).
 type Net struct {
 	Tap string // the host's tap device
 	MAC string // "" lets the monitor choose
+	// Address is the guest's IPv4 address and prefix; Gateway its
+	// default route (optional); DNS its resolvers, written to each
+	// step's /etc/resolv.conf (none: the image's own).
+	Address netip.Prefix
+	Gateway netip.Addr
+	DNS     []netip.Addr
+}
+
+// GuestCmdline returns the kernel command line arguments by which every
+// monitor tells the agent its network and drives: execd.ip, execd.gw,
+// execd.dns, and execd.drives (the drive IDs in attachment order, for
+// monitors that cannot give a drive a serial). Monitors add it to the
+// command line.
+func (s *Spec) GuestCmdline() string {
+	var args []string
+	if n := s.Net; n != nil && n.Address.IsValid() {
+		args = append(args, "execd.ip="+n.Address.String())
+		if n.Gateway.IsValid() {
+			args = append(args, "execd.gw="+n.Gateway.String())
+		}
+		if len(n.DNS) > 0 {
+			dns := make([]string, len(n.DNS))
+			for i, d := range n.DNS {
+				dns[i] = d.String()
+			}
+			args = append(args, "execd.dns="+strings.Join(dns, ","))
+		}
+	}
+	if len(s.Drives) > 0 {
+		ids := make([]string, len(s.Drives))
+		for i, d := range s.Drives {
+			ids[i] = d.ID
+		}
+		args = append(args, "execd.drives="+strings.Join(ids, ","))
+	}
+	return strings.Join(args, " ")
 }
 
 // Machine is a booted VM whose agent said Hello.
@@ -111,6 +151,14 @@ func (s *Spec) Validate() error {
 	}
 	if s.VCPUs < 0 || s.VCPUs > 64 || s.MemoryMiB < 0 {
 		return fmt.Errorf("vm: %d vCPUs, %d MiB is not a machine", s.VCPUs, s.MemoryMiB)
+	}
+	if s.Net != nil {
+		if s.Net.Tap == "" {
+			return errors.New("vm: the network device has no tap")
+		}
+		if a := s.Net.Address; a.IsValid() && !a.Addr().Is4() {
+			return fmt.Errorf("vm: the guest's address %s is not IPv4", a)
+		}
 	}
 	seen := map[string]bool{}
 	for _, d := range s.Drives {
