@@ -97,7 +97,7 @@ type Installer struct {
 	DockerdTimeout time.Duration
 }
 
-// Install runs one of the installations by name: docker, gvisor or all.
+// Install runs one of the installations by name: docker, gvisor, vm or all.
 func (in *Installer) Install(ctx context.Context, what string) error {
 	switch what {
 	case "docker":
