@@ -365,3 +365,35 @@ func BenchmarkTrueStep(b *testing.B) {
 	}
 	b.ReportMetric(float64(boot.Milliseconds())/float64(b.N), "boot-ms/op")
 }
+
+// BenchmarkStep runs `true` in a running VM: in the initramfs's root,
+// and in an image root (a fresh overlay on an erofs root each step).
+func BenchmarkStep(b *testing.B) {
+	g := needGuest(b)
+	root := filepath.Join(b.TempDir(), "root.erofs")
+	dir := b.TempDir()
+	must(b, os.MkdirAll(filepath.Join(dir, "bin"), 0o755))
+	must(b, os.WriteFile(filepath.Join(dir, "bin/busybox"), vmguest.StaticBusybox("/bin/busybox"), 0o755))
+	must(b, os.Symlink("busybox", filepath.Join(dir, "bin/sh")))
+	must(b, os.Symlink("busybox", filepath.Join(dir, "bin/true")))
+	if out, err := exec.Command("mkfs.erofs", "--quiet", "--all-root", root, dir).CombinedOutput(); err != nil {
+		b.Fatalf("mkfs.erofs: %v: %s", err, out)
+	}
+	ctx := context.Background()
+	m, err := (&qemu.Monitor{}).Start(ctx, vmm.Spec{Kernel: g.kernel, Initramfs: g.initramfs, AllowEmulation: true, MemoryMiB: 256,
+		Drives: []vmm.Drive{{ID: "root", Path: root, ReadOnly: true}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Kill()
+	for _, r := range []string{agent.RootNone, "root"} {
+		b.Run("root="+r, func(b *testing.B) {
+			for b.Loop() {
+				ex, err := m.Agent().Run(ctx, agent.Run{Commands: []string{"true"}, Root: r}, nil, nil)
+				if err != nil || ex.Code != 0 {
+					b.Fatalf("true: %+v, %v", ex, err)
+				}
+			}
+		})
+	}
+}
