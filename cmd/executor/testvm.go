@@ -119,7 +119,11 @@ func runTestVM(args []string, getenv func(string) string, stdout, stderr io.Writ
 		fmt.Fprintln(stderr, "executor test-vm: the guest did not power off within 30s; killed")
 		m.Kill()
 	}
-	fmt.Fprintf(stderr, "test-vm: exit code %d; step %v; total %v\n", ex.Code, stepTime.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	oom := ""
+	if ex.OOMKilled {
+		oom = " (out of memory: a process was killed)"
+	}
+	fmt.Fprintf(stderr, "test-vm: exit code %d%s; step %v; total %v\n", ex.Code, oom, stepTime.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	return ex.Code
 }
 

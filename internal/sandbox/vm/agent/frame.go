@@ -124,7 +124,9 @@ const RootNone = "none"
 
 // Exit ends a step that ran.
 type Exit struct {
-	Code      int  `json:"code"`
+	Code int `json:"code"`
+	// OOMKilled: the guest's kernel killed a process of the step for
+	// want of memory (the VM's memory is the job's).
 	OOMKilled bool `json:"oomKilled,omitempty"`
 	Canceled  bool `json:"canceled,omitempty"`
 }

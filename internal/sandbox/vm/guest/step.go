@@ -180,10 +180,12 @@ func (st *step) exec(root, script string, env []string, dir string, cred *syscal
 	ex := agent.Exit{Canceled: canceled}
 	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		ex.Code = 128 + int(ws.Signal())
-		ex.OOMKilled = ws.Signal() == syscall.SIGKILL && !canceled && oomKills() > oomBefore
 	} else {
 		ex.Code = state.ExitCode()
 	}
+	// As docker's OOMKilled: the kernel killed a process of the step
+	// (the only processes but PID 1, which it never picks) for memory.
+	ex.OOMKilled = !canceled && oomKills() > oomBefore
 	return ex, nil
 }
 

@@ -241,6 +241,16 @@ func TestVM(t *testing.T) {
 		})
 	}
 
+	t.Run("out of memory", func(t *testing.T) {
+		r := run(ctx, agent.Run{Commands: []string{"tail /dev/zero"}})
+		if r.err != nil || r.exit.Code != 137 || !r.exit.OOMKilled {
+			t.Fatalf("got %+v, want code 137, OOM killed", r)
+		}
+		if r := run(ctx, agent.Run{Commands: []string{"true"}}); r.err != nil || r.exit.OOMKilled {
+			t.Fatalf("the next step: %+v", r)
+		}
+	})
+
 	t.Run("cancel", func(t *testing.T) {
 		stepCtx, stop := context.WithCancel(ctx)
 		defer stop()
