@@ -12,7 +12,7 @@ import (
 	"github.com/execd/execd/internal/install"
 )
 
-const installUsage = `Usage: executor install [--dry-run] docker|gvisor|all
+const installUsage = `Usage: executor install [--dry-run] docker|gvisor|vm|all
 
 Prepares a Debian or Ubuntu host for the container runtimes, idempotently:
   docker   the docker.io and iptables packages, registry mirrors
@@ -20,7 +20,11 @@ Prepares a Debian or Ubuntu host for the container runtimes, idempotently:
            a running dockerd
   gvisor   runsc (built with go install when missing), registered with
            docker as the runtime runsc (--platform=systrap)
-  all      both, and a check of the firewall for the job network policy
+  vm       qemu-system-x86, e2fsprogs and erofs-utils, and the VM guest
+           in /var/lib/execd/vm: Debian's cloud kernel (vmlinux), its
+           modules and an initramfs with the agent (execd-vm-agent)
+  all      docker and gvisor, and a check of the firewall for the job
+           network policy
 
   --dry-run   print what would be done, change nothing
 `

@@ -3,7 +3,8 @@
 //
 //	executor run        run jobs until stopped (SIGTERM drains; a second SIGTERM stops)
 //	executor validate   check the configuration, the coordinator, git and the runtimes
-//	executor install [--dry-run] docker|gvisor|all   prepare a Debian or Ubuntu host
+//	executor install [--dry-run] docker|gvisor|vm|all   prepare a Debian or Ubuntu host
+//	executor test-vm    boot a VM and run a command in it
 //	executor version
 //
 // It is configured by environment variables; see README.md.
@@ -30,8 +31,10 @@ const usage = `executor: runs jobs of a coordinator in sandboxes
 Usage:
   executor run        run jobs until stopped (SIGTERM drains; a second one stops running jobs)
   executor validate   check the configuration, the coordinator, git and the sandbox runtimes
-  executor install [--dry-run] docker|gvisor|all
-                      install and configure docker, gVisor (runsc) and the firewall (Debian, Ubuntu)
+  executor install [--dry-run] docker|gvisor|vm|all
+                      install and configure docker, gVisor (runsc), the VM guest and the firewall (Debian, Ubuntu)
+  executor test-vm [flags] [-- command...]
+                      boot a VM with the installed guest and run a command in it
   executor version
 
 Configured by environment variables: EXECUTOR_FRONTEND_URL,
@@ -65,6 +68,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 0
 	case "install":
 		return runInstall(args[1:], getenv, stdout, stderr)
+	case "test-vm":
+		return runTestVM(args[1:], getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return 0

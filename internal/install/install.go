@@ -1,5 +1,5 @@
 // Package install prepares a Debian or Ubuntu host for the executor's
-// container runtimes: it is `executor install docker|gvisor|all`.
+// container runtimes: it is `executor install docker|gvisor|vm|all`.
 //
 //   - docker installs the docker.io and iptables packages when dockerd
 //     or iptables are missing, adds the registry mirrors of
@@ -15,7 +15,15 @@
 //     into /usr/local/bin, registers it in daemon.json as the runtime
 //     "runsc" with --platform=systrap (which needs no KVM), reloads
 //     dockerd and checks that `docker info` lists it.
-//   - all does both, then checks that the firewall can install the job
+//   - vm installs qemu-system-x86, e2fsprogs and erofs-utils
+//     (--no-install-recommends) when missing, and builds the VM guest
+//     into /var/lib/execd/vm: the kernel of Debian's
+//     linux-image-cloud-amd64 (downloaded with apt-get download, kept in
+//     cache/), uncompressed to vmlinux, the modules the guest needs, and
+//     initramfs.cpio with the agent (cmd/execd-vm-agent) as /init;
+//     see package vmguest. A re-run with the same kernel package and
+//     agent changes nothing.
+//   - all does docker and gvisor, then checks that the firewall can install the job
 //     network policy (package netpolicy); the rules themselves are added
 //     for each job's network by the runtime.
 //
@@ -39,6 +47,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/execd/execd/internal/install/vmguest"
 	"github.com/execd/execd/internal/sandbox/netpolicy"
 )
 
@@ -76,13 +85,19 @@ type Installer struct {
 	BinDir        string // where runsc is built into [/usr/local/bin]
 	OSRelease     string // [/etc/os-release]
 	SystemdDir    string // exists when systemd runs [/run/systemd/system]
+	VMDir         string // the VM guest's kernel and initramfs [/var/lib/execd/vm]
+	Busybox       string // a static busybox put in the VM guest when present [/bin/busybox]
+	// AgentBinary is the VM guest's agent; "" builds it with Go from
+	// this module's source, or takes execd-vm-agent next to the
+	// executor.
+	AgentBinary string
 
 	// DockerdTimeout bounds the wait for dockerd to answer with its new
 	// configuration after a start or reload; 0 means a minute.
 	DockerdTimeout time.Duration
 }
 
-// Install runs one of the installations by name: docker, gvisor or all.
+// Install runs one of the installations by name: docker, gvisor, vm or all.
 func (in *Installer) Install(ctx context.Context, what string) error {
 	switch what {
 	case "docker":
@@ -91,8 +106,10 @@ func (in *Installer) Install(ctx context.Context, what string) error {
 		return in.GVisor(ctx)
 	case "all":
 		return in.All(ctx)
+	case "vm":
+		return in.VM(ctx)
 	}
-	return fmt.Errorf("install: unknown target %q: want docker, gvisor or all", what)
+	return fmt.Errorf("install: unknown target %q: want docker, gvisor, vm or all", what)
 }
 
 // Docker installs docker, configures its registry mirrors and makes sure
@@ -152,6 +169,8 @@ func (in *Installer) session() *session {
 	def(&s.BinDir, "/usr/local/bin")
 	def(&s.OSRelease, "/etc/os-release")
 	def(&s.SystemdDir, "/run/systemd/system")
+	def(&s.VMDir, vmguest.DefaultDir)
+	def(&s.Busybox, "/bin/busybox")
 	if s.DockerdTimeout == 0 {
 		s.DockerdTimeout = time.Minute
 	}

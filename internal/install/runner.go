@@ -17,6 +17,8 @@ type Cmd struct {
 	Args []string
 	// Env is added to the installer's environment (NAME=value).
 	Env []string
+	// Dir is the command's working directory; "" is the installer's.
+	Dir string
 	// Log is the file that a started command's output is appended to
 	// ([Runner.Start] only).
 	Log string
@@ -58,6 +60,7 @@ type ExecRunner struct{}
 func (ExecRunner) Run(ctx context.Context, c Cmd) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, c.Name, c.Args...)
 	cmd.Env = append(os.Environ(), c.Env...)
+	cmd.Dir = c.Dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
