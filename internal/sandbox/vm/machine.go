@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/vm/vmm"
 )
 
 // What the runtime needs of a virtual machine monitor (QEMU, Firecracker)
@@ -37,10 +38,8 @@ type machineSpec struct {
 	// Root is the root slot's device (read-only), which the host points
 	// at each step's image in turn.
 	Root string
-	// Tap and MAC are the machine's network interface; "" for none.
-	// The guest learns its address from its kernel command line.
-	Tap, MAC string
-	GuestNet string
+	// Net is the machine's network interface; nil for none.
+	Net *vmm.Net
 	// Bytes per second the machine may receive and send; 0 for no limit.
 	RxBytesPerSec, TxBytesPerSec int64
 }

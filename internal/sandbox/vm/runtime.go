@@ -13,6 +13,7 @@ import (
 	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/diskimage"
 	"github.com/execd/execd/internal/sandbox/vm/slot"
+	"github.com/execd/execd/internal/sandbox/vm/vmm"
 )
 
 // Runtime is the micro-VM runtime. Each job runs in a virtual machine of
@@ -67,10 +68,8 @@ type networks interface {
 
 // network is one machine's network.
 type network interface {
-	Tap() string
-	MAC() string
-	// Guest is the guest's configuration, for its kernel command line.
-	Guest() string
+	// Device is the machine's interface: its tap and the guest's side.
+	Device() *vmm.Net
 	Remove(ctx context.Context) error
 }
 
@@ -225,7 +224,7 @@ func (r *Runtime) boot(ctx context.Context, shape sandbox.Options, job string) (
 		if v.net, err = r.nets.Setup(ctx, r.cfg.Owner, id); err != nil {
 			return nil, fmt.Errorf("firecracker: the machine's network: %w", err)
 		}
-		spec.Tap, spec.MAC, spec.GuestNet = v.net.Tap(), v.net.MAC(), v.net.Guest()
+		spec.Net = v.net.Device()
 	}
 	if v.m, err = r.monitor.Boot(ctx, spec); err != nil {
 		return nil, fmt.Errorf("firecracker: boot a %s machine: %w", r.monitor.Name(), err)

@@ -245,6 +245,11 @@ func (m *Monitor) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error)
 	cmd.ExtraFiles = []*os.File{guestEnd}
 	cmd.Stdout, cmd.Stderr = mc.console, mc.console
 	cmd.Stdin = nil
+	// The executor's environment holds its secret.
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if spec.Label != "" {
+		cmd.Env = append(cmd.Env, "EXECD_VM="+spec.Label)
+	}
 	// Its own process group; killed with the executor if it dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -57,6 +57,10 @@ type Spec struct {
 	// ConsoleBytes bounds the kept end of the guest's console; 0 means
 	// 64 KiB.
 	ConsoleBytes int
+	// Label is put in the monitor process's environment as
+	// EXECD_VM=<Label>, for a janitor to find it. Nothing else of the
+	// executor's environment reaches the monitor.
+	Label string
 }
 
 // Drive is a virtio block device backed by a file on the host.
