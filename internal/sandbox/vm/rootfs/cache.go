@@ -112,8 +112,8 @@ type Image struct {
 	Path string
 	// MetaPath is the JSON of Meta next to it.
 	MetaPath string
-	// Built is true when this Get built the image, false when it was
-	// cached.
+	// Fresh is true when this Get built the image, false when it was
+	// cached or another built it meanwhile.
 	Fresh bool
 
 	lease *lockFile
@@ -203,28 +203,33 @@ func (c *Cache) Get(ctx context.Context, ref string, auths map[string]string, ou
 			fmt.Fprintf(out, "root file system image %s is cached\n", im.Path)
 			return im, nil
 		}
-		// Not there: build it, with the lock held exclusively so that
-		// others wait for this build instead of making their own.
-		if err := lk.relock(ctx, false); err != nil {
-			lk.close()
+		// Not there: build it with the lock held exclusively, so that
+		// others wait for this build instead of making their own; or,
+		// once the lock is had, find that another just built it.
+		lk.close()
+		if lk, err = c.lock(ctx, key, false); err != nil {
 			return nil, err
 		}
+		fresh := false
 		if _, err := os.Stat(c.metaPath(key)); err != nil {
 			if err := c.build(ctx, key, ref, f, start, out); err != nil {
 				lk.close()
 				return nil, err
 			}
+			fresh = true
 		}
-		// Down to shared; an evictor may take the image in between, then
-		// the loop builds it again.
+		// Down to shared. That is not atomic: an evictor may take the
+		// image in between, and then the loop builds it again.
 		if err := lk.relock(ctx, true); err != nil {
 			lk.close()
 			return nil, err
 		}
 		im, err := c.open(key, lk)
 		if err == nil {
-			im.Fresh = true
-			c.evict(key)
+			im.Fresh = fresh
+			if fresh {
+				c.evict(key)
+			}
 			return im, nil
 		}
 		lk.close()

@@ -61,7 +61,7 @@ func MakeImage(ctx context.Context, f Format, dir, image string) error {
 	case FormatErofs:
 		// Uncompressed: under software emulation decompressing costs
 		// more than reading (docs/vm-images.md).
-		cmd = exec.CommandContext(ctx, "mkfs.erofs", "--quiet", "-x1", image, dir)
+		cmd = exec.CommandContext(ctx, "mkfs.erofs", "--quiet", image, dir)
 	case FormatExt4:
 		size, inodes, err := ext4Size(dir)
 		if err != nil {
