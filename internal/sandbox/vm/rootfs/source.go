@@ -62,6 +62,7 @@ type lookupError struct {
 	err      error
 	notFound bool
 	denied   bool
+	authed   bool // credentials were given
 }
 
 func (e *lookupError) Error() string { return e.source + ": " + e.err.Error() }
@@ -103,25 +104,39 @@ func (r *resolver) resolve(ctx context.Context, ref string, auths map[string]str
 // having the image, or refusing access, is permanent; anything else (a
 // registry that cannot be reached) may pass, and a retry may succeed.
 func resolveError(ref string, errs []*lookupError) error {
-	var joined []error
-	for _, e := range errs {
-		joined = append(joined, e)
-	}
-	all := errors.Join(joined...)
 	if len(errs) == 0 {
 		return fmt.Errorf("image %q: no image source is configured", ref)
 	}
+	var joined []error
+	var msgs []string
+	for _, e := range errs {
+		joined = append(joined, e)
+		msgs = append(msgs, e.Error())
+	}
+	all := &sourceErrors{msg: strings.Join(msgs, "; "), errs: joined}
 	last := errs[len(errs)-1]
 	switch {
+	case last.denied && last.authed:
+		return &lookupFailure{kind: sandbox.ErrRegistryDenied, err: all,
+			msg: fmt.Sprintf("image %q: the registry refused the credentials given (%v): check them (EXECUTOR_DOCKER_AUTH_CONFIG or the job's dockerAuthConfig)", ref, all)}
 	case last.denied:
 		return &lookupFailure{kind: sandbox.ErrRegistryDenied, err: all,
-			msg: fmt.Sprintf("image %q: the registry refused access (%v): check the credentials (EXECUTOR_DOCKER_AUTH_CONFIG or the job's dockerAuthConfig)", ref, all)}
+			msg: fmt.Sprintf("image %q: the registry requires credentials and none were given (%v): set them in EXECUTOR_DOCKER_AUTH_CONFIG or the job's dockerAuthConfig", ref, all)}
 	case last.notFound:
 		return &lookupFailure{kind: sandbox.ErrImageNotFound, err: all,
 			msg: fmt.Sprintf("image %q does not exist (%v): check the step's image name and tag", ref, all)}
 	}
 	return fmt.Errorf("image %q could not be fetched: %w: make the Docker daemon or the registry reachable, or set EXECUTOR_DOCKER_REGISTRY_MIRROR_URL to a mirror that is", ref, all)
 }
+
+// sourceErrors are the answers of every source, on one line.
+type sourceErrors struct {
+	msg  string
+	errs []error
+}
+
+func (e *sourceErrors) Error() string   { return e.msg }
+func (e *sourceErrors) Unwrap() []error { return e.errs }
 
 // lookupFailure is a lookup that no retry can fix: kind is
 // sandbox.ErrImageNotFound or sandbox.ErrRegistryDenied.
@@ -294,10 +309,11 @@ func (r *resolver) mirrorRefs(ref name.Reference) []name.Reference {
 
 func (r *resolver) fetch(ctx context.Context, ref name.Reference, auths map[string]string, source string) (*found, *lookupError) {
 	auth := authn.Anonymous
-	if a, ok := auths[dockerconfig.RegistryKey(ref.Context().RegistryStr())]; ok {
+	a, authed := auths[dockerconfig.RegistryKey(ref.Context().RegistryStr())]
+	if authed {
 		user, password, err := dockerconfig.DecodeAuth(a)
 		if err != nil {
-			return nil, &lookupError{source: source, err: fmt.Errorf("credentials: %w", err), denied: true}
+			return nil, &lookupError{source: source, err: fmt.Errorf("credentials: %w", err), denied: true, authed: true}
 		}
 		auth = &authn.Basic{Username: user, Password: password}
 	}
@@ -312,7 +328,7 @@ func (r *resolver) fetch(ctx context.Context, ref name.Reference, auths map[stri
 			return &found{img: img, id: id, source: source}, nil
 		}
 	}
-	le := &lookupError{source: source, err: err}
+	le := &lookupError{source: source, err: err, authed: authed}
 	var te *transport.Error
 	if errors.As(err, &te) {
 		switch {
