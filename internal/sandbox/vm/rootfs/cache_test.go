@@ -198,8 +198,8 @@ func TestCache_Evict(t *testing.T) {
 
 func TestCache_Clean(t *testing.T) {
 	needRoot(t)
-	dir := t.TempDir()
-	c := newCache(t, rootfs.Config{Dir: dir, LayoutDir: t.TempDir()})
+	dir, buildDir := t.TempDir(), t.TempDir()
+	c := newCache(t, rootfs.Config{Dir: dir, BuildDir: buildDir, LayoutDir: t.TempDir()})
 	key := func(b byte) string { return "sha256-" + string(slices.Repeat([]byte{b}, 64)) }
 	leftovers := map[string]bool{ // path -> kept
 		filepath.Join(dir, "tmp", key('a')+".build-123"):   false,
@@ -207,6 +207,9 @@ func TestCache_Clean(t *testing.T) {
 		filepath.Join(dir, "tmp", "junk"):                  false,
 		filepath.Join(dir, key('d')):                       false, // an entry without image.json
 		filepath.Join(dir, "tmp", key('c')+".build-789"):   true,  // its build is under way
+		filepath.Join(buildDir, key('a')+".build-abc"):     false,
+		filepath.Join(buildDir, key('c')+".build-def"):     true,
+		filepath.Join(buildDir, "someone-elses"):           true,
 	}
 	for p := range leftovers {
 		if err := os.MkdirAll(filepath.Join(p, "tree", "bin"), 0o755); err != nil {

@@ -136,8 +136,20 @@ func (c *Cache) removeEntry(key string) (bool, error) {
 // alone whatever a live process holds the lock of, so it is safe while
 // other executors use the cache.
 func (c *Cache) Clean(ctx context.Context) error {
+	errs := []error{c.cleanTmp(ctx, filepath.Join(c.cfg.Dir, "tmp"), true)}
+	if c.cfg.BuildDir != "" {
+		errs = append(errs, c.cleanTmp(ctx, c.cfg.BuildDir, false))
+	}
+	errs = append(errs, c.cleanEntries())
+	c.evict("")
+	return errors.Join(errs...)
+}
+
+// cleanTmp removes the leftovers in tmp of builds and evictions that are
+// not under way. With all, it removes what is not a build's too (the
+// cache's own tmp/); otherwise only builds' (a shared BuildDir).
+func (c *Cache) cleanTmp(ctx context.Context, tmp string, all bool) error {
 	var errs []error
-	tmp := filepath.Join(c.cfg.Dir, "tmp")
 	des, err := os.ReadDir(tmp)
 	if err != nil {
 		return fmt.Errorf("image cache: %w", err)
@@ -146,9 +158,11 @@ func (c *Cache) Clean(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		key, _, _ := strings.Cut(de.Name(), ".")
-		if !isKey(key) {
-			errs = append(errs, os.RemoveAll(filepath.Join(tmp, de.Name())))
+		key, rest, _ := strings.Cut(de.Name(), ".")
+		if !isKey(key) || !(strings.HasPrefix(rest, "build-") || strings.HasPrefix(rest, "evicted-")) {
+			if all {
+				errs = append(errs, os.RemoveAll(filepath.Join(tmp, de.Name())))
+			}
 			continue
 		}
 		lk, err := c.tryLock(key, false)
@@ -163,8 +177,6 @@ func (c *Cache) Clean(ctx context.Context) error {
 		errs = append(errs, os.RemoveAll(filepath.Join(tmp, de.Name())))
 		lk.close()
 	}
-	errs = append(errs, c.cleanEntries())
-	c.evict("")
 	return errors.Join(errs...)
 }
 

@@ -21,7 +21,7 @@ import (
 var testImage = cmp.Or(os.Getenv("EXECD_DOCKER_TEST_IMAGE"), "execd-test/busybox:latest")
 
 // needDocker returns a client of the local Docker daemon.
-func needDocker(t *testing.T) *client.Client {
+func needDocker(t testing.TB) *client.Client {
 	t.Helper()
 	cli, err := client.New(client.FromEnv)
 	if err == nil {

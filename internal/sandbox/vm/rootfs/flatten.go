@@ -170,7 +170,13 @@ func (t *tree) mkdirAll(rel string) (int, error) {
 		return -1, err
 	}
 	defer unix.Close(pfd)
-	if err := unix.Mkdirat(pfd, base, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+	switch err := unix.Mkdirat(pfd, base, 0o755); {
+	case err == nil:
+		// 0755 whatever the umask: the guest's users must get through.
+		if err := unix.Fchmodat(pfd, base, 0o755, 0); err != nil {
+			return -1, err
+		}
+	case !errors.Is(err, unix.EEXIST):
 		return -1, err
 	}
 	return t.openDir(rel)

@@ -40,29 +40,68 @@ func ChooseFormat(want Format) (Format, error) {
 	if !ok {
 		return "", fmt.Errorf("unknown root file system format %q (want erofs or ext4)", want)
 	}
-	if _, err := exec.LookPath(tool); err == nil {
+	if _, err := lookTool(tool); err == nil {
 		return want, nil
 	}
 	for _, f := range []Format{FormatErofs, FormatExt4} {
-		if _, err := exec.LookPath(mkfsTool[f]); err == nil {
+		if _, err := lookTool(mkfsTool[f]); err == nil {
 			return f, nil
 		}
 	}
 	return "", fmt.Errorf("neither mkfs.erofs nor mkfs.ext4 is installed: apt-get install erofs-utils (or e2fsprogs)")
 }
 
+// lookTool finds a program in PATH, or in /usr/sbin and /sbin, where
+// e2fsprogs puts mkfs.ext4 and which a user's PATH may lack.
+func lookTool(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		if fi, serr := os.Stat(filepath.Join(dir, name)); serr == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return filepath.Join(dir, name), nil
+		}
+	}
+	return "", err
+}
+
+// MakeOptions tune MakeImage.
+type MakeOptions struct {
+	// Compression compresses erofs images: "" (none, the default), "lz4"
+	// or "lz4hc". The guest kernel needs CONFIG_EROFS_FS_ZIP, and pays
+	// for decompression in CPU time: docs/vm-images.md has the trade.
+	Compression string
+}
+
 // MakeImage writes a file system image of format f at image, holding the
 // tree at dir, owners and modes as they are there. The image is read-only
 // in use: ext4 images have no journal and no reserved blocks, and are
 // sparse files a little larger than their content.
-func MakeImage(ctx context.Context, f Format, dir, image string) error {
+func MakeImage(ctx context.Context, f Format, dir, image string, opts MakeOptions) error {
+	if _, ok := mkfsTool[f]; !ok {
+		return fmt.Errorf("unknown root file system format %q (want erofs or ext4)", f)
+	}
+	tool, err := lookTool(mkfsTool[f])
+	if err != nil {
+		return fmt.Errorf("make a %s image: %w", f, err)
+	}
 	var cmd *exec.Cmd
 	switch f {
 	case FormatErofs:
-		// Uncompressed: under software emulation decompressing costs
-		// more than reading (docs/vm-images.md).
-		cmd = exec.CommandContext(ctx, "mkfs.erofs", "--quiet", image, dir)
+		args := []string{"--quiet"}
+		switch opts.Compression {
+		case "":
+		case "lz4", "lz4hc":
+			args = append(args, "-z"+opts.Compression)
+		default:
+			return fmt.Errorf("unknown erofs compression %q (want lz4 or lz4hc)", opts.Compression)
+		}
+		cmd = exec.CommandContext(ctx, tool, append(args, image, dir)...)
 	case FormatExt4:
+		if opts.Compression != "" {
+			return fmt.Errorf("ext4 images cannot be compressed")
+		}
 		size, inodes, err := ext4Size(dir)
 		if err != nil {
 			return err
@@ -76,11 +115,9 @@ func MakeImage(ctx context.Context, f Format, dir, image string) error {
 		if err != nil {
 			return err
 		}
-		cmd = exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-d", dir,
+		cmd = exec.CommandContext(ctx, tool, "-q", "-F", "-d", dir,
 			"-O", "^has_journal,^resize_inode", "-m", "0", "-N", strconv.FormatInt(inodes, 10),
 			"-I", "256", "-b", "4096", "-E", "lazy_itable_init=0,nodiscard", image)
-	default:
-		return fmt.Errorf("unknown root file system format %q", f)
 	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

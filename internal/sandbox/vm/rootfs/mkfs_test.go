@@ -66,15 +66,20 @@ func sampleLayers() [][]entry {
 
 func TestMakeImage(t *testing.T) {
 	needRoot(t)
-	for _, f := range []rootfs.Format{rootfs.FormatErofs, rootfs.FormatExt4} {
-		t.Run(string(f), func(t *testing.T) {
+	for _, tt := range []struct {
+		f           rootfs.Format
+		compression string
+	}{{rootfs.FormatErofs, ""}, {rootfs.FormatErofs, "lz4"}, {rootfs.FormatErofs, "lz4hc"}, {rootfs.FormatExt4, ""}} {
+		f := tt.f
+		t.Run(string(f)+tt.compression, func(t *testing.T) {
 			needFormat(t, f)
 			tree := t.TempDir()
+			os.Chmod(tree, 0o755)
 			if err := rootfs.Flatten(context.Background(), imageOf(t, sampleLayers()...), tree); err != nil {
 				t.Fatal(err)
 			}
 			image := filepath.Join(t.TempDir(), "rootfs."+string(f))
-			if err := rootfs.MakeImage(context.Background(), f, tree, image); err != nil {
+			if err := rootfs.MakeImage(context.Background(), f, tree, image, rootfs.MakeOptions{Compression: tt.compression}); err != nil {
 				t.Fatalf("MakeImage() = %v", err)
 			}
 			checkSample(t, mountImage(t, f, image))
@@ -85,10 +90,12 @@ func TestMakeImage(t *testing.T) {
 // checkSample checks a mounted image of sampleLayers.
 func checkSample(t *testing.T, root string) {
 	t.Helper()
+	mode(t, root, ".", unix.S_IFDIR|0o755, 0, 0)
 	content(t, root, "bin/sh", "#!elf")
 	mode(t, root, "bin/sh", unix.S_IFREG|0o755, 0, 0)
 	mode(t, root, "bin/su", unix.S_IFREG|0o4755, 0, 0)
 	mode(t, root, "usr/bin/wall", unix.S_IFREG|0o2755, 0, 5)
+	mode(t, root, "usr/bin", unix.S_IFDIR|0o755, 0, 0) // made for wall, whatever the umask
 	mode(t, root, "tmp", unix.S_IFDIR|0o1777, 0, 0)
 	mode(t, root, "home/u", unix.S_IFDIR|0o750, 1000, 1000)
 	mode(t, root, "home/u/.profile", unix.S_IFREG|0o600, 1000, 1000)
