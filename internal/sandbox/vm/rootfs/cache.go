@@ -27,6 +27,10 @@ type Config struct {
 	// Dir holds the cache; default DefaultDir. Executors on one host may
 	// share it.
 	Dir string
+	// MaxImageBytes fails the build of an image whose files hold more
+	// than this (ErrTooLarge), before it fills the disk: a layer may
+	// decompress to far more than its download. 0 means no limit.
+	MaxImageBytes int64
 	// BuildDir is where image layers are extracted before mkfs makes the
 	// image of them; default Dir's tmp/. A tmpfs (/dev/shm) makes a cold
 	// build several times faster (docs/vm-images.md) at the cost of
@@ -180,6 +184,9 @@ func New(cfg Config) (*Cache, error) {
 	return &Cache{cfg: cfg, format: format, res: &resolver{cfg: cfg}, log: log, now: time.Now}, nil
 }
 
+// Dir is the cache's directory.
+func (c *Cache) Dir() string { return c.cfg.Dir }
+
 // Format is the file system the cache builds new images with.
 func (c *Cache) Format() Format { return c.format }
 
@@ -303,7 +310,7 @@ func (c *Cache) build(ctx context.Context, key, ref string, f *found, start time
 	}
 	fmt.Fprintf(out, "extracting the layers of %s\n", ref)
 	t0 := c.now()
-	if err := Flatten(ctx, f.img, tree); err != nil {
+	if err := flatten(ctx, f.img, tree, c.cfg.MaxImageBytes); err != nil {
 		return fmt.Errorf("image %s: %w", ref, err)
 	}
 	fmt.Fprintf(out, "extracted in %.1fs; making the %s root file system image\n", c.now().Sub(t0).Seconds(), c.format)

@@ -3,6 +3,7 @@ package rootfs_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -233,5 +234,20 @@ func TestCache_Clean(t *testing.T) {
 		if got := err == nil; got != kept {
 			t.Errorf("%s: exists %v after Clean, want %v", p, got, kept)
 		}
+	}
+}
+
+func TestCache_GetTooLarge(t *testing.T) {
+	needRoot(t)
+	dir := writeLayout(t, map[string]v1.Image{"example.com/big:1": randomImage(t, 4<<20)})
+	c := newCache(t, rootfs.Config{LayoutDir: dir, MaxImageBytes: 1 << 20})
+	if _, err := c.Get(context.Background(), "example.com/big:1", nil, nil); !errors.Is(err, rootfs.ErrTooLarge) {
+		t.Fatalf("Get() = %v, want %v", err, rootfs.ErrTooLarge)
+	}
+	if n, _ := c.Usage(); n != 0 {
+		t.Errorf("usage %d after a failed build, want 0", n)
+	}
+	if des, _ := os.ReadDir(filepath.Join(c.Dir(), "tmp")); len(des) != 0 {
+		t.Errorf("tmp/ holds %d entries after a failed build, want none", len(des))
 	}
 }

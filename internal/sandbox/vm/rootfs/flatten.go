@@ -42,6 +42,16 @@ var ErrUnsafeLayer = errors.New("unsafe image layer")
 // with ".." are refused with [ErrUnsafeLayer]. Owners are kept only when
 // the caller is root (or has CAP_CHOWN); otherwise Flatten fails.
 func Flatten(ctx context.Context, img v1.Image, dir string) error {
+	return flatten(ctx, img, dir, 0)
+}
+
+// ErrTooLarge is returned when an image's files exceed the size allowed.
+var ErrTooLarge = errors.New("image too large")
+
+// flatten is Flatten, failing with ErrTooLarge when the files' content
+// exceeds maxBytes (0: no limit): a small layer may decompress to a
+// disk-filling one.
+func flatten(ctx context.Context, img v1.Image, dir string, maxBytes int64) error {
 	layers, err := img.Layers()
 	if err != nil {
 		return fmt.Errorf("list the image's layers: %w", err)
@@ -51,12 +61,20 @@ func Flatten(ctx context.Context, img v1.Image, dir string) error {
 		return err
 	}
 	defer t.close()
+	t.max, t.left = maxBytes, maxBytes
 	for i, l := range layers {
 		rc, err := l.Uncompressed()
 		if err != nil {
 			return fmt.Errorf("layer %d: %w", i+1, err)
 		}
 		err = t.apply(ctx, tar.NewReader(rc))
+		if err == nil {
+			// To the end: a registry's layer is verified against its
+			// digest there, past the tar's last entry.
+			if _, err = io.Copy(io.Discard, rc); err != nil {
+				err = fmt.Errorf("read the layer: %w", err)
+			}
+		}
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("layer %d: %w", i+1, err)
@@ -70,6 +88,8 @@ func Flatten(ctx context.Context, img v1.Image, dir string) error {
 type tree struct {
 	root     int                  // the directory, O_RDONLY|O_DIRECTORY
 	dirTimes map[string]time.Time // a directory's mtime, set last
+	max      int64                // bytes of content allowed; 0: no limit
+	left     int64                // of which still free
 }
 
 func openTree(dir string) (*tree, error) {
@@ -289,6 +309,11 @@ func (t *tree) entry(name string, hdr *tar.Header, r io.Reader) error {
 		t.dirTimes[name] = hdr.ModTime
 		return setMeta(dfd, base, hdr)
 	case tar.TypeReg, tar.TypeRegA:
+		if t.max > 0 {
+			if t.left -= hdr.Size; t.left < 0 {
+				return fmt.Errorf("%w: its files hold more than %d bytes", ErrTooLarge, t.max)
+			}
+		}
 		return writeFile(dfd, base, hdr, r)
 	case tar.TypeSymlink:
 		if err := unix.Symlinkat(hdr.Linkname, dfd, base); err != nil {

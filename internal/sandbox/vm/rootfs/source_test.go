@@ -116,3 +116,46 @@ func digest(t *testing.T, img v1.Image) string {
 	}
 	return d.String()
 }
+
+// TestCache_GetTamperedLayer: a registry that serves another layer's
+// content for a digest fails the build, though the content is a valid
+// layer: it is checked against the digest past the tar's end.
+func TestCache_GetTamperedLayer(t *testing.T) {
+	needRoot(t)
+	good, evil := randomImage(t, 1<<20), randomImage(t, 1<<20)
+	goodLayers, _ := good.Layers()
+	evilLayers, _ := evil.Layers()
+	want, _ := goodLayers[0].Digest()
+	rc, err := evilLayers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evilBlob, _ := io.ReadAll(rc)
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+want.String()) {
+			w.Write(evilBlob)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/app:1"
+	parsed, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(parsed, good); err != nil {
+		t.Fatal(err)
+	}
+	c := newCache(t, rootfs.Config{Sources: []rootfs.Source{rootfs.SourceRegistry}})
+	im, err := c.Get(context.Background(), ref, nil, nil)
+	if err == nil {
+		im.Release()
+		t.Fatal("Get() of a tampered layer succeeded, want an error")
+	}
+	t.Log(err)
+	if n, _ := c.Usage(); n != 0 {
+		t.Errorf("usage %d after a failed build, want 0", n)
+	}
+}
