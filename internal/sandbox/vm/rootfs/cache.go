@@ -131,10 +131,16 @@ type Image struct {
 	lease *lockFile
 }
 
-// LeaseFile is the open file whose shared lock is the lease. A VM monitor
-// started with it as an inherited descriptor keeps the image leased for as
-// long as it runs, even if the executor dies first.
-func (im *Image) LeaseFile() *os.File { return im.lease.f }
+// LeaseFile is the open file whose shared lock is the lease (nil after
+// Release). A VM monitor started with it as an inherited descriptor keeps
+// the image leased for as long as it runs, even if the executor dies
+// first.
+func (im *Image) LeaseFile() *os.File {
+	if im.lease == nil {
+		return nil
+	}
+	return im.lease.f
+}
 
 // Release ends the lease. It is idempotent.
 func (im *Image) Release() error {

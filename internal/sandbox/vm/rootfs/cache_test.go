@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -249,5 +250,38 @@ func TestCache_GetTooLarge(t *testing.T) {
 	}
 	if des, _ := os.ReadDir(filepath.Join(c.Dir(), "tmp")); len(des) != 0 {
 		t.Errorf("tmp/ holds %d entries after a failed build, want none", len(des))
+	}
+}
+
+// TestImage_LeaseFile: a VM monitor that inherited the lease keeps the
+// image from eviction after the executor released it (or died).
+func TestImage_LeaseFile(t *testing.T) {
+	needRoot(t)
+	dir := writeLayout(t, map[string]v1.Image{"example.com/app:1": randomImage(t, 1<<20)})
+	c := newCache(t, rootfs.Config{LayoutDir: dir, MaxBytes: 1})
+	im := get(t, c, "example.com/app:1")
+	monitor := exec.Command("sleep", "60")
+	monitor.ExtraFiles = []*os.File{im.LeaseFile()}
+	if err := monitor.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer monitor.Process.Kill()
+	im.Release()
+	if im.LeaseFile() != nil {
+		t.Error("LeaseFile() after Release is not nil")
+	}
+	if err := c.Clean(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(im.Path); err != nil {
+		t.Fatalf("image leased by a running monitor: %v, want it kept", err)
+	}
+	monitor.Process.Kill()
+	monitor.Wait()
+	if err := c.Clean(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(im.Path); !os.IsNotExist(err) {
+		t.Errorf("image after its monitor ended: %v, want it evicted", err)
 	}
 }
