@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/execd/execd/internal/testutil"
 	"github.com/execd/execd/internal/testutil/netns"
@@ -116,43 +114,16 @@ var probes = []probe{
 	{"from other sandbox", "c1", "10.213.1.2:8080", "c0"},
 }
 
-// reach tries every probe at once and returns which connected and were
-// greeted by their server.
-func (tp *topology) reach(t *testing.T) map[string]bool {
-	t.Helper()
-	got := make(map[string]bool)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, p := range probes {
-		wg.Go(func() {
-			greeting, err := netns.Greeting(tp.ns(p.from), p.addr, time.Second)
-			if err == nil && greeting != p.want {
-				err = fmt.Errorf("greeted by %q, want %q", greeting, p.want)
-			}
-			mu.Lock()
-			got[p.name] = err == nil
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return got
-}
-
 // wantReach fails the test for every probe whose outcome is not the
 // expected one: reachable are the probes that must connect, the others
 // must not.
 func (tp *topology) wantReach(t *testing.T, reachable ...string) {
 	t.Helper()
-	got := tp.reach(t)
+	var ps []netns.Probe
 	for _, p := range probes {
-		want := false
-		for _, r := range reachable {
-			want = want || r == p.name
-		}
-		if got[p.name] != want {
-			t.Errorf("%s (%s -> %s): reachable = %v, want %v", p.name, p.from, p.addr, got[p.name], want)
-		}
+		ps = append(ps, netns.Probe{Name: p.name, From: tp.ns(p.from), Addr: p.addr, Want: p.want})
 	}
+	netns.WantReach(t, ps, reachable...)
 }
 
 // allProbes names every probe.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -153,4 +154,51 @@ func Tables(t testing.TB, ns string, tables ...string) string {
 		}
 	}
 	return b.String()
+}
+
+// Probe is a connection a test tries: from namespace From to Addr, whose
+// server should greet with Want.
+type Probe struct {
+	Name, From, Addr, Want string
+}
+
+// Reach tries the probes at once and reports which ones connected and
+// were greeted as they should be, waiting for each at most timeout.
+func Reach(probes []Probe, timeout time.Duration) map[string]bool {
+	got := make(map[string]bool)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, p := range probes {
+		wg.Go(func() {
+			greeting, err := Greeting(p.From, p.Addr, timeout)
+			mu.Lock()
+			got[p.Name] = err == nil && greeting == p.Want
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return got
+}
+
+// WantReach tries the probes and fails the test for each whose outcome
+// is not the expected one: the probes named in reachable must connect,
+// the others must not.
+func WantReach(t testing.TB, probes []Probe, reachable ...string) {
+	t.Helper()
+	got := Reach(probes, 2*time.Second)
+	for _, p := range probes {
+		want := slices.Contains(reachable, p.Name)
+		if got[p.Name] != want {
+			t.Errorf("%s (%s -> %s): reachable = %v, want %v", p.Name, p.From, p.Addr, got[p.Name], want)
+		}
+	}
+}
+
+// Names returns the names of the probes.
+func Names(probes []Probe) []string {
+	var names []string
+	for _, p := range probes {
+		names = append(names, p.Name)
+	}
+	return names
 }
