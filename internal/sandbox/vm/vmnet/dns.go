@@ -19,7 +19,12 @@ var ErrNoDNS = errors.New("the host has no IPv4 DNS resolver a VM can reach")
 // or IPv6 resolvers only), the error wraps [ErrNoDNS] and says so: give
 // the VMs resolvers explicitly ([Config.DNS]).
 func HostDNS() ([]netip.Addr, error) {
-	all, err := netpolicy.Resolvers()
+	return hostDNS(netpolicy.Resolvers)
+}
+
+// hostDNS is HostDNS with the host's resolvers from resolvers.
+func hostDNS(resolvers func() ([]netip.Addr, error)) ([]netip.Addr, error) {
+	all, err := resolvers()
 	if err != nil {
 		return nil, fmt.Errorf("vmnet: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -112,8 +113,8 @@ func iptables(ctx context.Context, args ...string) (string, error) {
 // network namespace.
 const forwardingPath = "/proc/sys/net/ipv4/ip_forward"
 
-// enableForwarding turns IPv4 forwarding on, unless it is.
-func enableForwarding() error {
+// enableForwarding turns IPv4 forwarding on, unless it is, and says so.
+func enableForwarding(l *slog.Logger) error {
 	b, err := os.ReadFile(forwardingPath)
 	if err == nil && strings.TrimSpace(string(b)) == "1" {
 		return nil
@@ -121,5 +122,6 @@ func enableForwarding() error {
 	if err := os.WriteFile(forwardingPath, []byte("1\n"), 0o644); err != nil {
 		return fmt.Errorf("vmnet: turn IPv4 forwarding on (run as root): %w", err)
 	}
+	l.Info("turned IPv4 forwarding on for the VMs' networks (net.ipv4.ip_forward=1); the host forwards between its other interfaces too where its FORWARD policy accepts")
 	return nil
 }

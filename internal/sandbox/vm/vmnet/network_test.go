@@ -3,6 +3,7 @@ package vmnet_test
 import (
 	"context"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/execd/execd/internal/sandbox/netpolicy"
 	"github.com/execd/execd/internal/sandbox/vm/vmnet"
 	"github.com/execd/execd/internal/sandbox/vm/vmnet/guestnet"
+	"github.com/execd/execd/internal/testutil"
 	"github.com/execd/execd/internal/testutil/netns"
 )
 
@@ -25,6 +27,9 @@ var privDNS = netip.MustParseAddr("192.168.77.10")
 // the host is as before.
 func TestSetup_Policy(t *testing.T) {
 	tp := newTopology(t)
+	if err := netns.Do(tp.ns("host"), func() error { return vmnet.Check(t.Context(), true) }); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
 	before := tp.leftovers(t)
 	cfg := vmnet.Config{Owner: "executor-1", JobID: "1", DNS: []netip.Addr{privDNS}}
 	n0 := tp.setup(t, cfg)
@@ -224,5 +229,39 @@ func TestClean(t *testing.T) {
 		return err
 	}); err != nil || len(removed) != 0 {
 		t.Errorf("Clean of a clean host: %q, %v", removed, err)
+	}
+}
+
+// QEMU opens the tap as its network device's back end, as the monitor
+// will (-netdev tap,ifname=...,script=no,downscript=no): the tap gets its
+// carrier. QEMU waits, stopped (-S), without a guest.
+func TestSetup_QEMU(t *testing.T) {
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		testutil.Missing(t, "qemu", "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+	}
+	tp := newTopology(t)
+	n := tp.setup(t, vmnet.Config{DNS: []netip.Addr{privDNS}})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, qemu, "-M", "microvm", "-accel", "tcg", "-nodefaults", "-no-user-config",
+		"-display", "none", "-S",
+		"-netdev", "tap,id=net0,ifname="+n.Tap+",script=no,downscript=no",
+		"-device", "virtio-net-device,netdev=net0,mac="+n.MAC)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := netns.Do(tp.ns("host"), cmd.Start); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cancel()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		link := netns.Run(t, tp.ns("host"), "ip", "-o", "link", "show", n.Tap)
+		if strings.Contains(link, "LOWER_UP") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("QEMU did not open tap %s:\n%s\nQEMU: %s", n.Tap, link, out.String())
+		}
 	}
 }

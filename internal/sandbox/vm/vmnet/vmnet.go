@@ -27,7 +27,7 @@ type Config struct {
 	// and not used elsewhere on the host's networks.
 	Pool netip.Prefix
 	// DNS are the resolvers the guest uses; nil means the host's
-	// ([HostDNS]). Their port 53 is opened in the firewall even where
+	// ([HostDNS]), an empty slice none. Their port 53 is opened in the firewall even where
 	// they are private addresses or the host's own.
 	DNS []netip.Addr
 	// Bandwidth limits the VM's traffic; zero fields are unlimited.
@@ -95,7 +95,7 @@ func Setup(ctx context.Context, cfg Config) (*Network, error) {
 			return nil, err
 		}
 	}
-	if err := enableForwarding(); err != nil {
+	if err := enableForwarding(logger(cfg.Logger)); err != nil {
 		return nil, err
 	}
 	n, err := createTap(ctx, cfg)

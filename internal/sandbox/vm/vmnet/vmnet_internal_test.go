@@ -1,7 +1,9 @@
 package vmnet
 
 import (
+	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -139,5 +141,30 @@ func TestConfig_validate(t *testing.T) {
 	c = Config{Pool: netip.MustParsePrefix("10.9.8.7/24")}
 	if err := c.validate(); err != nil || c.Pool != netip.MustParsePrefix("10.9.8.0/24") {
 		t.Errorf("validate masks the pool: %v, %v", c.Pool, err)
+	}
+}
+
+func TestHostDNS(t *testing.T) {
+	a := netip.MustParseAddr
+	for _, tt := range []struct {
+		name string
+		host []netip.Addr // as netpolicy.Resolvers finds them: without loopback
+		want []netip.Addr // nil for ErrNoDNS
+	}{
+		{"IPv4", []netip.Addr{a("10.0.0.2"), a("1.1.1.1")}, []netip.Addr{a("10.0.0.2"), a("1.1.1.1")}},
+		{"without IPv6", []netip.Addr{a("fd00::53"), a("10.0.0.2")}, []netip.Addr{a("10.0.0.2")}},
+		{"IPv6 only", []netip.Addr{a("fd00::53")}, nil},
+		{"only a loopback stub", nil, nil},
+	} {
+		got, err := hostDNS(func() ([]netip.Addr, error) { return tt.host, nil })
+		if tt.want == nil {
+			if !errors.Is(err, ErrNoDNS) {
+				t.Errorf("%s: hostDNS() = %v, %v, want ErrNoDNS", tt.name, got, err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("%s: hostDNS() = %v, %v, want %v", tt.name, got, err, tt.want)
+		}
 	}
 }
