@@ -56,6 +56,9 @@ func TestSetup_Policy(t *testing.T) {
 	if out := netns.Run(t, vm0, "ip", "route"); !strings.Contains(out, "default via "+n0.Gateway.String()+" dev eth0") {
 		t.Errorf("vm0's routes:\n%s\nwant a default route via %v", out, n0.Gateway)
 	}
+	if out := netns.Run(t, tp.ns("host"), "ip", "-6", "addr", "show", "dev", n0.Tap); out != "" {
+		t.Errorf("the tap has IPv6 addresses:\n%s", out)
+	}
 
 	probes := []netns.Probe{
 		{Name: "internet, through NAT", From: vm0, Addr: "203.0.113.10:8080", Want: "inet from 203.0.113.1"},

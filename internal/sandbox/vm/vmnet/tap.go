@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -144,7 +145,7 @@ func createTap(ctx context.Context, cfg Config) (_ *Network, err error) {
 	n.Gateway = subnet.Addr().Next()
 	n.Address = netip.PrefixFrom(n.Gateway.Next(), subnetBits)
 	n.MAC = guestMAC(n.Address.Addr())
-	tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: n.Tap}, Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI}
+	tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: n.Tap}, Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI, Owner: cfg.TapOwner}
 	if err := netlink.LinkAdd(tap); err != nil {
 		return nil, fmt.Errorf("vmnet: create tap device %s (run as root; the kernel needs tun): %w", n.Tap, err)
 	}
@@ -155,6 +156,9 @@ func createTap(ctx context.Context, cfg Config) (_ *Network, err error) {
 	}()
 	if err := netlink.LinkSetAlias(tap, alias); err != nil {
 		return nil, fmt.Errorf("vmnet: label tap %s: %w", n.Tap, err)
+	}
+	if err := disableIPv6(n.Tap); err != nil {
+		return nil, err
 	}
 	host := &netlink.Addr{IPNet: &net.IPNet{IP: n.Gateway.AsSlice(), Mask: net.CIDRMask(subnetBits, 32)}}
 	if err := netlink.AddrAdd(tap, host); err != nil {
@@ -226,6 +230,20 @@ func deleteLink(name string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("vmnet: delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// disableIPv6 turns IPv6 off on the interface name, where the kernel has
+// IPv6: the guest's network is IPv4 only, and the host's end of the tap
+// then has no link-local address for the guest to try.
+func disableIPv6(name string) error {
+	path := "/proc/sys/net/ipv6/conf/" + name + "/disable_ipv6"
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("vmnet: turn IPv6 off on %s: %w", name, err)
 	}
 	return nil
 }

@@ -32,6 +32,10 @@ type Config struct {
 	DNS []netip.Addr
 	// Bandwidth limits the VM's traffic; zero fields are unlimited.
 	Bandwidth Bandwidth
+	// TapOwner is the user ID that may open the tap besides root (a
+	// monitor running as another user, such as Firecracker's jailer's);
+	// 0 means root only.
+	TapOwner uint32
 	// MonitorShapes says that the monitor enforces Bandwidth itself
 	// (Firecracker's rate limiters): Setup installs no traffic control.
 	MonitorShapes bool
