@@ -1,8 +1,9 @@
 // Package guestnet is the guest's side of a micro-VM's network: the
 // agent (the VM's init) calls [Configure] with the [Config] the host
-// sent it, and writes [ResolvConf] to /etc/resolv.conf of the steps'
-// root. The host side is package vmnet, whose Network.Guest makes the
-// Config.
+// sent it (in JSON, or on the kernel command line: [Config.Cmdline],
+// [ParseCmdline]), and writes [ResolvConf] to /etc/resolv.conf of the
+// steps' root. The host side is package vmnet, whose Network.Guest makes
+// the Config.
 //
 // The package talks rtnetlink to the kernel with golang.org/x/sys/unix
 // alone: it is linked into the agent's small static binary
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // Config is the guest's network, as the host sends it to the agent (in
@@ -57,13 +59,20 @@ func (c Config) Validate() error {
 // Configure sets up the guest's network: lo up, iface (or, when iface
 // is "", the interface whose hardware address is cfg.MAC) with
 // cfg.Address, its MTU, up, and the default route via cfg.Gateway. It
-// needs CAP_NET_ADMIN in the network namespace; configured again, it
-// replaces what it set.
+// waits up to two seconds for the interface to appear (its driver may
+// still be probing the device). It needs CAP_NET_ADMIN in the network
+// namespace; configured again, it replaces what it set.
 func Configure(iface string, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	ifi, err := findInterface(iface, cfg.MAC)
+	var ifi *net.Interface
+	var err error
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if ifi, err = findInterface(iface, cfg.MAC); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		return err
 	}

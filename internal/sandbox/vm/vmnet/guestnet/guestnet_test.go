@@ -63,3 +63,24 @@ func TestResolvConf(t *testing.T) {
 		t.Errorf("ResolvConf =\n%s\nwant\n%s", got, want)
 	}
 }
+
+// The network passed on the kernel command line reads back the same.
+func TestConfig_Cmdline(t *testing.T) {
+	line := cfg.Cmdline()
+	const want = "execd.ip=10.213.0.6/30 execd.gw=10.213.0.5 execd.dns=10.0.0.2,1.1.1.1 execd.mac=02:ed:0a:d5:00:06"
+	if line != want {
+		t.Errorf("Cmdline() = %s, want %s", line, want)
+	}
+	got, ok, err := guestnet.ParseCmdline("console=ttyS0 quiet " + line + " execd.vsock=52")
+	if err != nil || !ok || !reflect.DeepEqual(got, cfg) {
+		t.Errorf("ParseCmdline = %+v, %v, %v, want %+v", got, ok, err, cfg)
+	}
+	if _, ok, err := guestnet.ParseCmdline("console=ttyS0 execd.vsock=52"); ok || err != nil {
+		t.Errorf("ParseCmdline without a network = %v, %v", ok, err)
+	}
+	for _, bad := range []string{"execd.ip=10.1.2.3", "execd.ip=10.0.0.2/30 execd.gw=x", "execd.ip=10.0.0.2/30 execd.gw=10.0.0.1 execd.dns=y", "execd.ip=10.0.0.2/30 execd.gw=10.9.0.1"} {
+		if _, _, err := guestnet.ParseCmdline(bad); err == nil {
+			t.Errorf("ParseCmdline(%q): no error", bad)
+		}
+	}
+}
