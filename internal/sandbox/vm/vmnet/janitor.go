@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os/exec"
 	"slices"
 	"strings"
 
@@ -26,12 +27,14 @@ import (
 func Clean(ctx context.Context, stale func(sandbox.Leftover) bool) (removed []string, err error) {
 	// The rules are listed before the devices: a tap whose rules exist
 	// now exists already (Setup makes the tap first).
+	// Without iptables there are no rules (a host whose jobs have no
+	// network need not have it).
 	ruled, err := netpolicy.Bridges(ctx)
-	if err != nil {
+	if err != nil && !errors.Is(err, exec.ErrNotFound) {
 		return nil, fmt.Errorf("vmnet: janitor: %w", err)
 	}
 	nat, err := natRules(ctx)
-	if err != nil {
+	if err != nil && !errors.Is(err, exec.ErrNotFound) {
 		return nil, fmt.Errorf("vmnet: janitor: %w", err)
 	}
 	taps, ifbs, err := listDevices(ctx)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os/exec"
 	"slices"
 
 	"github.com/execd/execd/internal/sandbox/netpolicy"
@@ -144,7 +145,7 @@ func (n *Network) Remove(ctx context.Context) error {
 // remove removes everything of tap.
 func remove(ctx context.Context, tap string) error {
 	var errs []error
-	if err := netpolicy.Remove(ctx, tap); err != nil {
+	if err := netpolicy.Remove(ctx, tap); err != nil && !errors.Is(err, exec.ErrNotFound) {
 		errs = append(errs, fmt.Errorf("vmnet: %w", err))
 	}
 	if err := deleteNAT(ctx, tap); err != nil {
