@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -228,6 +229,9 @@ func (f *fake) serve(method, path string, body []byte) error {
 		if id != str("drive_id") {
 			return errors.New("The id from the path does not match the id from the body!")
 		}
+		if _, ok := v["is_read_only"]; !ok {
+			return errors.New("An error occurred when deserializing the json body of a request: is_read_only is required for a virtio block device")
+		}
 		if _, err := os.Stat(str("path_on_host")); err != nil {
 			return fmt.Errorf("Drive config error: Unable to create the virtio block device: %s", osError(err))
 		}
@@ -248,6 +252,9 @@ func (f *fake) serve(method, path string, body []byte) error {
 	case "PUT /network-interfaces":
 		if id != str("iface_id") {
 			return errors.New("The id from the path does not match the id from the body!")
+		}
+		if mac, ok := v["guest_mac"]; ok && !macPattern.MatchString(mac.(string)) {
+			return fmt.Errorf("An error occurred when deserializing the json body of a request: invalid MAC address %q", mac)
 		}
 	case "PUT /vsock":
 		if num("guest_cid") < 3 {
@@ -277,6 +284,10 @@ func (f *fake) serve(method, path string, body []byte) error {
 	}
 	return nil
 }
+
+// macPattern is the form Firecracker's MacAddr parses: six colon-separated
+// pairs of hexadecimal digits.
+var macPattern = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
 
 func osError(err error) string {
 	var pe *os.PathError
@@ -346,7 +357,8 @@ var schemas = func() map[string]*schema {
 	rateLimiter := &schema{fields: map[string]any{"bandwidth": tokenBucket, "ops": tokenBucket}}
 	return map[string]*schema{
 		"PUT /logger": {fields: map[string]any{
-			"level": kindString, "log_path": kindString, "show_level": kindBool,
+			"level":    enum{"error", "warning", "warn", "info", "debug", "trace", "off"}, // any case
+			"log_path": kindString, "show_level": kindBool,
 			"show_log_origin": kindBool, "module": kindString,
 		}},
 		"PUT /boot-source": {required: []string{"kernel_image_path"}, fields: map[string]any{
@@ -358,8 +370,8 @@ var schemas = func() map[string]*schema {
 		}},
 		"PUT /drives": {required: []string{"drive_id", "is_root_device"}, fields: map[string]any{
 			"drive_id": kindString, "partuuid": kindString, "is_root_device": kindBool,
-			"cache_type": kindString, "is_read_only": kindBool, "path_on_host": kindString,
-			"rate_limiter": rateLimiter, "io_engine": kindString, "socket": kindString,
+			"cache_type": enum{"Unsafe", "Writeback"}, "is_read_only": kindBool, "path_on_host": kindString,
+			"rate_limiter": rateLimiter, "io_engine": enum{"Sync", "Async"}, "socket": kindString,
 		}},
 		"PATCH /drives": {required: []string{"drive_id"}, fields: map[string]any{
 			"drive_id": kindString, "path_on_host": kindString, "rate_limiter": rateLimiter,
@@ -372,12 +384,16 @@ var schemas = func() map[string]*schema {
 			"guest_cid": kindInt, "uds_path": kindString, "vsock_id": kindString,
 		}},
 		"PUT /actions": {required: []string{"action_type"}, fields: map[string]any{
-			"action_type": kindString,
+			"action_type": enum{"FlushMetrics", "InstanceStart", "SendCtrlAltDel"},
 		}},
 	}
 }()
 
 type kind int
+
+// An enum is a string field's values; Logger's level is compared in any
+// case, as Firecracker does.
+type enum []string
 
 const (
 	kindString kind = iota
@@ -416,6 +432,9 @@ func (s *schema) check(v map[string]any) error {
 				i, err := n.Int64()
 				good = isNum && err == nil && i >= 0
 			}
+		case enum:
+			str, _ := x.(string)
+			good = slices.Contains(t, str) || k == "level" && slices.Contains(t, strings.ToLower(str))
 		case *schema:
 			var o map[string]any
 			if o, good = x.(map[string]any); good {

@@ -42,7 +42,7 @@ func TestStart_everyDevice(t *testing.T) {
 	spec := h.spec(t)
 	spec.VCPUs, spec.MemoryMiB = 2, 512
 	spec.Drives = append(spec.Drives, firecracker.Drive{ID: "image_0", Path: h.file(t, "image.erofs"), ReadOnly: true})
-	spec.Tap, spec.MAC = "fc-tap0", "06:00:ac:10:00:02"
+	spec.Tap, spec.MAC = "fc-tap0", "06-00-AC-10-00-02" // sent as Firecracker parses it
 	spec.RxBytesPerSec, spec.TxBytesPerSec = 10_000_000, 5_000_000
 	spec.AgentPort = 52
 	ctx := testContext(t)

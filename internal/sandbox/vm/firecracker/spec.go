@@ -121,9 +121,17 @@ func (s *Spec) validate() error {
 	return nil
 }
 
-// absolute returns a copy of s with absolute host paths: Firecracker
-// resolves relative ones against its own working directory.
+// absolute returns a copy of s with absolute host paths (Firecracker
+// resolves relative ones against its own working directory) and the MAC
+// address in the colon-separated form Firecracker parses.
 func (s Spec) absolute() (Spec, error) {
+	if s.MAC != "" {
+		hw, err := net.ParseMAC(s.MAC)
+		if err != nil {
+			return s, err
+		}
+		s.MAC = hw.String()
+	}
 	var err error
 	abs := func(p *string) {
 		if *p != "" && err == nil {
