@@ -11,10 +11,13 @@
 // memory ([Machine.Console]) and writes at most [ConsoleFileLimit] bytes to
 // <Dir>/console.log, so a guest that floods its console cannot fill the
 // host's disk. Firecracker's own log goes to <Dir>/firecracker.log at level
-// Warning. The process is in its own process group and is killed if the
-// thread of the executor that started it dies (Pdeathsig), so an executor
-// that is killed does not leave VMs running as long as it was the parent;
-// a janitor is still needed for the rest.
+// Warning. The process is in its own process group and gets SIGKILL when
+// its parent dies (Pdeathsig), so an executor killed with kill -9 does not
+// leave VMs running; a janitor is still needed for the rest. Linux sends
+// that signal when the parent thread exits: do not call Start from a
+// goroutine locked to an OS thread that then exits (runtime.LockOSThread
+// held to the goroutine's end, as network namespace code does), or the VM
+// dies with the thread.
 //
 // The VM lives until the guest powers off (Firecracker then exits with
 // status 0), Firecracker fails, or [Machine.Kill]. The context given to
