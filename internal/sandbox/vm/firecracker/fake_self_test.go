@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -30,7 +29,8 @@ func TestFake_refuses(t *testing.T) {
 		return d.DialContext(ctx, "unix", sock)
 	}}}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatal("the fake does not serve its API")
