@@ -77,6 +77,9 @@ func launch(bin string, spec Spec) (*Machine, error) {
 	cmd.Stdout = con
 	cmd.Stderr = con
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Should anything else hold the output pipe open, do not let Wait
+	// (and so Kill) wait for it.
+	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		con.close()
 		return nil, fmt.Errorf("firecracker: %w", err)
