@@ -33,6 +33,7 @@
 //	PUT /drives/<id>             {"drive_id", "path_on_host", "is_root_device": false, "is_read_only"}, one per drive, in order
 //	PUT /network-interfaces/eth0 {"iface_id": "eth0", "host_dev_name", "guest_mac", "rx_rate_limiter", "tx_rate_limiter"}, when Spec.Tap is set
 //	PUT /vsock                   {"guest_cid": 3, "uds_path": "<Dir>/vsock.sock"}, when Spec.AgentPort is set
+//	                             (with Spec.AgentDials, Start listens on <Dir>/vsock.sock_<AgentPort> first)
 //	PUT /actions                 {"action_type": "InstanceStart"}
 //
 // Any other answer fails the start with an [*APIError] carrying

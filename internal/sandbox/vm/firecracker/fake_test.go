@@ -50,6 +50,10 @@ type fakeConfig struct {
 	Console       string // printed to stdout at InstanceStart, as the guest's serial console
 	AgentPort     uint32 // where the fake guest agent listens once started
 	AgentRefusals int    // connections to AgentPort closed first, as while the guest boots
+	// GuestDials makes the fake guest agent connect to the host on
+	// AgentPort once started (Firecracker forwards that to the Unix
+	// socket <uds_path>_<AgentPort>) instead of listening.
+	GuestDials bool
 }
 
 // A record is one request seen by the fake: an API request, or a vsock
@@ -127,6 +131,7 @@ type fake struct {
 	started   bool
 	kernel    bool
 	logPath   string
+	udsPath   string
 	drives    map[string]string
 	vsock     net.Listener
 	hostPort  uint32
@@ -257,6 +262,7 @@ func (f *fake) serve(method, path string, body []byte) error {
 			return fmt.Errorf("An error occurred when deserializing the json body of a request: invalid MAC address %q", mac)
 		}
 	case "PUT /vsock":
+		f.udsPath = str("uds_path")
 		if num("guest_cid") < 3 {
 			return errors.New("Vsock config error: Cannot create vsock device: guest CID must be at least 3")
 		}
@@ -275,6 +281,9 @@ func (f *fake) serve(method, path string, body []byte) error {
 		}
 		f.started = true
 		fmt.Print(f.cfg.Console)
+		if f.cfg.GuestDials && f.udsPath != "" {
+			go f.guestDials(fmt.Sprintf("%s_%d", f.udsPath, f.cfg.AgentPort))
+		}
 		if f.logPath != "" {
 			if lf, err := os.OpenFile(f.logPath, os.O_WRONLY|os.O_APPEND, 0); err == nil {
 				fmt.Fprintf(lf, "2026-12-04T00:00:00.000000000 [fake:main:WARN] fake guest started\n")
@@ -332,6 +341,22 @@ func (f *fake) vsockConn(c net.Conn) {
 	// not read past the answer's newline.
 	fmt.Fprintf(c, "OK %d\nhello from the guest\n", hostPort)
 	fakeAgent(c)
+}
+
+// guestDials is the guest agent connecting to the host (CID 2) on
+// AgentPort: Firecracker connects to the host's Unix socket at path,
+// with no handshake; the guest retries while nothing listens.
+func (f *fake) guestDials(path string) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			continue
+		}
+		f.record(record{Method: "VSOCK", Path: "guest connects to " + filepath.Base(path)})
+		fmt.Fprintf(c, "hello from the guest\n")
+		fakeAgent(c)
+		return
+	}
 }
 
 // fakeAgent echoes lines; "poweroff" ends the VM as a guest powering off

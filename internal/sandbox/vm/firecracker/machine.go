@@ -20,6 +20,8 @@ type Machine struct {
 	api     *apiClient
 	console *console
 
+	agentLn *net.UnixListener // for the guest's connections when Spec.AgentDials
+
 	done    chan struct{} // closed when the process is reaped and its sockets removed
 	waitErr error         // the process's exit, set before done is closed
 }
@@ -58,7 +60,7 @@ func launch(bin string, spec Spec) (*Machine, error) {
 	}
 	// Firecracker refuses to bind a socket path that exists: remove those
 	// of an earlier VM in Dir.
-	if err := removeSockets(spec.Dir); err != nil {
+	if err := removeSockets(&spec); err != nil {
 		return nil, fmt.Errorf("firecracker: %w", err)
 	}
 	// Firecracker's logger opens the file read-write; make it ours.
@@ -71,6 +73,16 @@ func launch(bin string, spec Spec) (*Machine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("firecracker: %w", err)
 	}
+	// The guest's connections to the agent port go to our listener,
+	// which must exist before the guest dials.
+	var agentLn *net.UnixListener
+	if p := spec.agentSocket(); p != "" {
+		agentLn, err = net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+		if err != nil {
+			con.close()
+			return nil, fmt.Errorf("firecracker: %w", err)
+		}
+	}
 	apiPath := filepath.Join(spec.Dir, apiSocket)
 	cmd := exec.Command(bin, "--api-sock", apiPath, "--id", instanceID(spec.Dir))
 	cmd.Dir = spec.Dir
@@ -82,9 +94,12 @@ func launch(bin string, spec Spec) (*Machine, error) {
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		con.close()
+		if agentLn != nil {
+			agentLn.Close()
+		}
 		return nil, fmt.Errorf("firecracker: %w", err)
 	}
-	m := &Machine{spec: spec, cmd: cmd, api: newAPIClient(apiPath), console: con, done: make(chan struct{})}
+	m := &Machine{spec: spec, cmd: cmd, api: newAPIClient(apiPath), console: con, agentLn: agentLn, done: make(chan struct{})}
 	go m.reap()
 	return m, nil
 }
@@ -93,14 +108,23 @@ func (m *Machine) reap() {
 	err := m.cmd.Wait()
 	m.api.close()
 	m.console.close()
-	removeSockets(m.spec.Dir)
+	if m.agentLn != nil {
+		m.agentLn.Close()
+	}
+	removeSockets(&m.spec)
 	m.waitErr = err
 	close(m.done)
 }
 
-func removeSockets(dir string) error {
-	for _, name := range []string{apiSocket, vsockSocket} {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+// removeSockets removes the VM's Unix sockets: Firecracker's, which it
+// does not remove when it exits, and the agent's.
+func removeSockets(s *Spec) error {
+	paths := []string{filepath.Join(s.Dir, apiSocket), filepath.Join(s.Dir, vsockSocket)}
+	if p := s.agentSocket(); p != "" {
+		paths = append(paths, p)
+	}
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 	}

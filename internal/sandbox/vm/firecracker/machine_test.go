@@ -226,6 +226,7 @@ func TestStart_invalidSpec(t *testing.T) {
 		{"negative limit", func(s *firecracker.Spec) { s.Tap, s.TxBytesPerSec = "tap0", -1 }, "negative bandwidth limit"},
 		{"long Dir", func(s *firecracker.Spec) { s.Dir = "/" + strings.Repeat("d", 100) }, "too long for a Unix socket path"},
 		{"no Dir", func(s *firecracker.Spec) { s.Dir = "" }, "no Dir"},
+		{"dials without port", func(s *firecracker.Spec) { s.AgentDials = true }, "AgentDials without an AgentPort"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			spec := h.spec(t)
@@ -387,4 +388,66 @@ func TestMachine_UpdateDrive_errors(t *testing.T) {
 	if got := len(h.requests(t)); got != n {
 		t.Errorf("an invalid drive ID was sent to Firecracker")
 	}
+}
+
+func TestMachine_Agent_guestDials(t *testing.T) {
+	h := newFake(t, fakeConfig{AgentPort: 1024, GuestDials: true})
+	spec := h.spec(t)
+	spec.AgentPort, spec.AgentDials = 1024, true
+	os.MkdirAll(spec.Dir, 0o700)
+	os.WriteFile(filepath.Join(spec.Dir, "vsock.sock_1024"), nil, 0o600) // of an earlier VM
+	ctx := testContext(t)
+	m, err := firecracker.Start(ctx, h.bin, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill()
+	conn, err := m.Agent(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	if got, want := readLine(t, r), "hello from the guest\n"; got != want {
+		t.Errorf("first line from the agent = %q, want %q", got, want)
+	}
+	fmt.Fprintf(conn, "ping\n")
+	if got, want := readLine(t, r), "echo: ping\n"; got != want {
+		t.Errorf("agent answered %q, want %q", got, want)
+	}
+	got := h.requests(t)
+	if n := len(got); n < 3 || got[n-3] != req(t, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": `+js(spec.Dir+"/vsock.sock")+`}`) ||
+		got[n-1] != "VSOCK guest connects to vsock.sock_1024" {
+		t.Errorf("requests = %q, want PUT /vsock, InstanceStart, then the guest's connection", got)
+	}
+	m.Kill()
+	checkGone(t, h, spec.Dir)
+}
+
+func TestMachine_Agent_guestNeverDials(t *testing.T) {
+	h := newFake(t, fakeConfig{AgentPort: 1024})
+	spec := h.spec(t)
+	spec.AgentPort, spec.AgentDials = 1024, true
+	m, err := firecracker.Start(testContext(t), h.bin, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := m.Agent(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Agent() = %v, want the context's deadline", err)
+	}
+	time.AfterFunc(100*time.Millisecond, func() { m.Kill() })
+	_, err = m.Agent(testContext(t))
+	checkContains(t, "error", fmt.Sprint(err), "waiting for the guest agent to connect to vsock port 1024", "firecracker exited")
+	checkGone(t, h, spec.Dir)
+}
+
+func TestStart_guestDials_failure(t *testing.T) {
+	h := newFake(t, fakeConfig{AgentPort: 1024, GuestDials: true, Fail: map[string]string{"PUT /actions": "Start microvm error: no KVM"}})
+	spec := h.spec(t)
+	spec.AgentPort, spec.AgentDials = 1024, true
+	_, err := firecracker.Start(testContext(t), h.bin, spec)
+	checkContains(t, "error", fmt.Sprint(err), "Start microvm error: no KVM")
+	checkGone(t, h, spec.Dir)
 }

@@ -34,9 +34,16 @@ type Spec struct {
 	// sends on its network interface, in bytes a second; 0 is unlimited.
 	RxBytesPerSec, TxBytesPerSec int64
 
-	// AgentPort is the vsock port the guest agent listens on; 0 means no
-	// vsock device (and [Machine.Agent] fails).
+	// AgentPort is the vsock port of the guest agent; 0 means no vsock
+	// device (and [Machine.Agent] fails).
 	AgentPort uint32
+
+	// AgentDials says the guest agent connects to the host on AgentPort
+	// (a guest-initiated connection, which Firecracker forwards to the
+	// Unix socket <Dir>/vsock.sock_<AgentPort> that Start listens on)
+	// instead of listening on AgentPort in the guest (a host-initiated
+	// connection with the CONNECT handshake).
+	AgentDials bool
 
 	// Dir holds the VM's sockets (api.sock, vsock.sock) and logs
 	// (console.log, firecracker.log). It is made if missing. Its path must
@@ -107,12 +114,15 @@ func (s *Spec) validate() error {
 			bad("MAC %q: not a 6-byte Ethernet address", s.MAC)
 		}
 	}
+	if s.AgentDials && s.AgentPort == 0 {
+		bad("AgentDials without an AgentPort")
+	}
 	if s.RxBytesPerSec < 0 || s.TxBytesPerSec < 0 {
 		bad("negative bandwidth limit")
 	}
 	if s.Dir == "" {
 		bad("no Dir")
-	} else if p := filepath.Join(s.Dir, vsockSocket); len(p) > maxUnix {
+	} else if p := filepath.Join(s.Dir, vsockSocket+"_4294967295"); len(p) > maxUnix {
 		bad("Dir %q: too long for a Unix socket path (%s is %d bytes, at most %d)", s.Dir, p, len(p), maxUnix)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -146,6 +156,15 @@ func (s Spec) absolute() (Spec, error) {
 		abs(&s.Drives[i].Path)
 	}
 	return s, err
+}
+
+// agentSocket is the Unix socket Firecracker forwards the guest's
+// connections to AgentPort to, "" when the guest does not dial.
+func (s *Spec) agentSocket() string {
+	if !s.AgentDials {
+		return ""
+	}
+	return filepath.Join(s.Dir, fmt.Sprintf("%s_%d", vsockSocket, s.AgentPort))
 }
 
 func validID(id string) bool {

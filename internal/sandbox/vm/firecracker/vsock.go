@@ -13,18 +13,27 @@ import (
 	"time"
 )
 
-// Agent returns a byte stream to the guest agent: a connection to the
-// vsock device's Unix socket on which Firecracker's host-initiated
-// handshake ("CONNECT <port>\n", answered "OK <host port>\n") has
-// succeeded. Firecracker closes the connection when nothing listens on the
-// port in the guest, as while it boots: Agent then tries again until ctx
-// ends or the VM exits.
+// Agent returns a byte stream to the guest agent over vsock.
+//
+// When the guest agent listens (Spec.AgentDials false), it is a
+// connection to the vsock device's Unix socket on which Firecracker's
+// host-initiated handshake ("CONNECT <port>\n", answered
+// "OK <host port>\n") has succeeded. Firecracker closes the connection
+// when nothing listens on the port in the guest, as while it boots: Agent
+// then tries again until ctx ends or the VM exits.
+//
+// When the guest agent dials (Spec.AgentDials), Agent waits for its next
+// connection, until ctx ends or the VM exits. Call it from one goroutine
+// at a time.
 func (m *Machine) Agent(ctx context.Context) (net.Conn, error) {
 	if m.spec.AgentPort == 0 {
 		return nil, errors.New("firecracker: the VM has no vsock device (Spec.AgentPort is 0)")
 	}
 	ctx, cancel := m.bind(ctx)
 	defer cancel()
+	if m.agentLn != nil {
+		return m.acceptAgent(ctx)
+	}
 	path := filepath.Join(m.spec.Dir, vsockSocket)
 	backoff := 5 * time.Millisecond
 	for {
@@ -115,4 +124,27 @@ func parseOK(line string) (uint32, bool) {
 	}
 	n, err := strconv.ParseUint(rest, 10, 32)
 	return uint32(n), err == nil
+}
+
+// acceptAgent waits for the guest's connection to AgentPort.
+func (m *Machine) acceptAgent(ctx context.Context) (net.Conn, error) {
+	m.agentLn.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { m.agentLn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	conn, err := m.agentLn.Accept()
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			err = context.Cause(ctx)
+		case errors.Is(err, net.ErrClosed): // closed when the process was reaped
+			<-m.done
+			err = errExited
+		}
+		return nil, fmt.Errorf("firecracker: waiting for the guest agent to connect to vsock port %d: %w", m.spec.AgentPort, err)
+	}
+	if !stop() { // ctx ended meanwhile
+		conn.Close()
+		return nil, fmt.Errorf("firecracker: waiting for the guest agent to connect to vsock port %d: %w", m.spec.AgentPort, context.Cause(ctx))
+	}
+	return conn, nil
 }
