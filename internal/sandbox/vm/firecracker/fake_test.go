@@ -87,6 +87,7 @@ func fakeMain(args []string) int {
 	}
 	if cfg.Args != "" {
 		os.WriteFile(cfg.Args, []byte(strings.Join(args, "\n")), 0o644)
+		os.WriteFile(cfg.Args+".env", []byte(strings.Join(os.Environ(), "\n")), 0o644)
 	}
 	var sock, id string
 	for i := 0; i+1 < len(args); i += 2 {

@@ -13,6 +13,9 @@ import (
 	"time"
 )
 
+// LabelEnv is the environment variable carrying Spec.Label.
+const LabelEnv = "EXECD_VM"
+
 // A Machine is a running micro-VM: one firecracker process.
 type Machine struct {
 	spec    Spec // with absolute paths
@@ -86,6 +89,10 @@ func launch(bin string, spec Spec) (*Machine, error) {
 	apiPath := filepath.Join(spec.Dir, apiSocket)
 	cmd := exec.Command(bin, "--api-sock", apiPath, "--id", instanceID(spec.Dir))
 	cmd.Dir = spec.Dir
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if spec.Label != "" {
+		cmd.Env = append(cmd.Env, LabelEnv+"="+spec.Label)
+	}
 	cmd.Stdout = con
 	cmd.Stderr = con
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

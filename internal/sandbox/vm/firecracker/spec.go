@@ -45,6 +45,12 @@ type Spec struct {
 	// connection with the CONNECT handshake).
 	AgentDials bool
 
+	// Label is put in the firecracker process's environment as
+	// EXECD_VM=<Label>, for a janitor to find it after its executor died
+	// (as vmm.Spec.Label). Nothing else of the executor's environment is
+	// passed on: the process gets only that and a fixed PATH.
+	Label string
+
 	// Dir holds the VM's sockets (api.sock, vsock.sock) and logs
 	// (console.log, firecracker.log). It is made if missing. Its path must
 	// be short: a Unix socket's path has at most 107 bytes.
@@ -116,6 +122,9 @@ func (s *Spec) validate() error {
 	}
 	if s.AgentDials && s.AgentPort == 0 {
 		bad("AgentDials without an AgentPort")
+	}
+	if strings.ContainsRune(s.Label, 0) {
+		bad("Label has a NUL byte")
 	}
 	if s.RxBytesPerSec < 0 || s.TxBytesPerSec < 0 {
 		bad("negative bandwidth limit")
