@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -11,13 +12,14 @@ import (
 	"github.com/execd/execd/internal/executor"
 	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/docker"
+	"github.com/execd/execd/internal/sandbox/dockerconfig"
 	"github.com/execd/execd/internal/sandbox/netpolicy"
 	"github.com/execd/execd/internal/sandbox/shell"
+	"github.com/execd/execd/internal/sandbox/vm"
 )
 
 // runtimes lists the sandbox runtimes, most isolating first: the order in
-// which EXECUTOR_RUNTIME=auto tries them (firecracker, not in this build,
-// would come first).
+// which EXECUTOR_RUNTIME=auto tries them.
 func runtimes(ctx context.Context, cfg executor.Config, logger *slog.Logger) []sandbox.Runtime {
 	dc := docker.Config{
 		RegistryMirrors:  cfg.DockerRegistryMirrors,
@@ -35,7 +37,22 @@ func runtimes(ctx context.Context, cfg executor.Config, logger *slog.Logger) []s
 	}
 	gvisor := dc
 	gvisor.GVisor = true
+	vc := vm.Config{
+		Owner: cfg.Name, Dir: filepath.Join(cfg.WorkspaceRoot, cfg.Name),
+		Machine: sandbox.Options{
+			Owner: cfg.Name, CPUs: cfg.JobCPUs, MemoryBytes: cfg.JobMemory, DiskBytes: cfg.DiskSpace,
+			Network: sandbox.Network(cmp.Or(cfg.JobNetwork, string(sandbox.NetworkInternet))),
+		},
+		WarmPool: cfg.VMWarmPool, Monitor: cfg.VMMonitor, AllowEmulation: cfg.VMAllowEmulation, Assets: cfg.VMAssets,
+		BandwidthIngress: cfg.BandwidthIngress, BandwidthEgress: cfg.BandwidthEgress,
+		RegistryMirrors: cfg.DockerRegistryMirrors, RegistryAuth: registryAuth(cfg, logger),
+		Logger: logger,
+	}
+	if cfg.JobNetwork != string(sandbox.NetworkNone) {
+		vc.Firewall = firewall(cfg, logger)
+	}
 	return []sandbox.Runtime{
+		vm.New(vc),
 		docker.New(gvisor),
 		docker.New(dc),
 		shell.New(shell.Config{Init: shellInit(ctx, cfg, logger), WorkspaceRoot: cfg.WorkspaceRoot, Logger: logger}),
@@ -112,4 +129,17 @@ func (c cleanupOnly) Bridges(ctx context.Context) ([]string, error) {
 		return nil, nil
 	}
 	return c.fw.Bridges(ctx)
+}
+
+// registryAuth is EXECUTOR_DOCKER_AUTH_CONFIG's credentials (checked by
+// the configuration).
+func registryAuth(cfg executor.Config, logger *slog.Logger) map[string]string {
+	if cfg.DockerAuthConfig == "" {
+		return nil
+	}
+	auths, err := dockerconfig.ParseAuthConfig(cfg.DockerAuthConfig)
+	if err != nil {
+		logger.Warn("EXECUTOR_DOCKER_AUTH_CONFIG", "err", err)
+	}
+	return auths
 }

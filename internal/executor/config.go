@@ -45,6 +45,9 @@ type Config struct {
 	BandwidthIngress, BandwidthEgress int64
 
 	// Ours.
+	// Name is this executor's name ("<hostname>-<random id>"), set by Run
+	// and Validate before they make the runtimes.
+	Name            string
 	Version         string // the executor's version, reported to the coordinator
 	Runtime         string // auto, shell, docker, gvisor, firecracker
 	ShellInit       string // auto, self, or the path of execd-sandbox-init

@@ -35,6 +35,7 @@ import (
 // stopped and marked failed).
 func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slog.Logger) error {
 	name := Name()
+	cfg.Name = name
 	logger = logger.With("executor", name)
 	for _, warning := range cfg.FitHost(ThisHost()) {
 		logger.Warn("job limits lowered to fit this machine: " + warning)

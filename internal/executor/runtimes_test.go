@@ -23,11 +23,17 @@ func (f fakeRuntime) Prepare(context.Context, sandbox.Options) (sandbox.Sandbox,
 	return nil, errors.New("fake")
 }
 
+// emulatedRuntime runs, but not fast enough to be picked unasked.
+type emulatedRuntime struct{ fakeRuntime }
+
+func (emulatedRuntime) AutoSelectable(context.Context) error { return errors.New("software emulation") }
+
 func TestSelectRuntime(t *testing.T) {
+	emu := emulatedRuntime{fakeRuntime{name: "emu", caps: sandbox.Capabilities{Images: true, Networks: []sandbox.Network{sandbox.NetworkNone}}}}
 	vm := fakeRuntime{name: "vm", caps: sandbox.Capabilities{Images: true, Networks: []sandbox.Network{sandbox.NetworkInternet, sandbox.NetworkNone}}, checkErr: errors.New("no kvm")}
 	box := fakeRuntime{name: "box", caps: sandbox.Capabilities{Images: true, Networks: []sandbox.Network{sandbox.NetworkNone}}}
 	open := fakeRuntime{name: "open", caps: sandbox.Capabilities{Networks: []sandbox.Network{sandbox.NetworkInternet, sandbox.NetworkNone}}}
-	all := []sandbox.Runtime{vm, box, open}
+	all := []sandbox.Runtime{emu, vm, box, open}
 	tests := []struct {
 		runtime, network string
 		want             string // the runtime chosen, or "error: <part of the message>"
@@ -38,8 +44,8 @@ func TestSelectRuntime(t *testing.T) {
 		{"box", "", "box"},
 		{"box", "internet", "error: the box runtime cannot give a job that network"},
 		{"vm", "", "error: no kvm"},
-		{"firecracker", "", "error: not available in this build"},
-		{"other", "", "error: this program runs only vm, box, open"},
+		{"emu", "", "emu"},
+		{"other", "", "error: this program runs only emu, vm, box, open"},
 	}
 	for _, tt := range tests {
 		rt, why, err := selectRuntime(context.Background(), Config{Runtime: tt.runtime, JobNetwork: tt.network}, all)
@@ -53,7 +59,7 @@ func TestSelectRuntime(t *testing.T) {
 			t.Errorf("EXECUTOR_RUNTIME=%s EXECUTOR_JOB_NETWORK=%s: got %q (%s), want %q", tt.runtime, tt.network, got, why, tt.want)
 		}
 	}
-	if _, why, _ := selectRuntime(context.Background(), Config{Runtime: "auto", JobNetwork: "internet"}, all); !strings.Contains(why, "vm: no kvm") || !strings.Contains(why, "box: EXECUTOR_JOB_NETWORK=internet") {
+	if _, why, _ := selectRuntime(context.Background(), Config{Runtime: "auto", JobNetwork: "internet"}, all); !strings.Contains(why, "vm: no kvm") || !strings.Contains(why, "emu: software emulation") || !strings.Contains(why, "box: EXECUTOR_JOB_NETWORK=internet") {
 		t.Errorf("auto's reason %q does not say why vm and box were skipped", why)
 	}
 }

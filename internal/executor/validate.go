@@ -59,6 +59,7 @@ func Validate(ctx context.Context, getenv func(string) string, runtimes Runtimes
 	report("git", err, git)
 
 	logger := slog.New(slog.DiscardHandler)
+	cfg.Name = Name()
 	all := runtimes(ctx, cfg, logger)
 	for _, rt := range all {
 		if err := rt.Check(ctx); err != nil {
@@ -93,12 +94,6 @@ func Validate(ctx context.Context, getenv func(string) string, runtimes Runtimes
 		fmt.Fprintf(out, "-     workspaces     not bounded: %v\n", err)
 	} else {
 		fmt.Fprintf(out, "ok    workspaces     each a file system of %s (EXECUTOR_FIRECRACKER_DISK_SPACE)\n", formatSize(cfg.DiskSpace))
-	}
-	// The reference's guide checks KVM before installing firecracker.
-	if err := checkKVM("/dev/kvm"); err != nil {
-		fmt.Fprintf(out, "-     kvm            unavailable: %v\n", err)
-	} else {
-		fmt.Fprintf(out, "ok    kvm            /dev/kvm can run virtual machines (firecracker could run here)\n")
 	}
 	// The docker and gvisor runtimes need the firewall for the network
 	// policy of EXECUTOR_JOB_NETWORK=internet jobs; the shell runtime does not.

@@ -50,6 +50,9 @@ type Harness struct {
 	// Settings are the runtime's settings for the stand-in executor
 	// (RunHelper's newRuntime).
 	Settings any
+	// Emulated says the sandbox's CPU is emulated in software (a VM
+	// without KVM): its timings tell nothing of a CPU limit.
+	Emulated bool
 }
 
 // PrepareError is an invalid change to valid Options, and what Prepare's
@@ -488,6 +491,9 @@ func (s *suite) cpuLimit(t *testing.T) {
 	}
 	if runtime.NumCPU() < 2 {
 		t.Skip("one CPU: a limit of one cannot be told from none")
+	}
+	if s.h.Emulated {
+		t.Skip("an emulated CPU's timings tell nothing of a limit")
 	}
 	sb, _ := s.prepare(t, sandbox.Options{CPUs: 1})
 	out := s.runOK(t, sb,

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -37,6 +38,8 @@ type Config struct {
 	// AllowEmulation lets QEMU run machines without KVM, in software
 	// (EXECUTOR_VM_ALLOW_EMULATION).
 	AllowEmulation bool
+	// FirecrackerBinary is Firecracker's path; "" finds it on PATH.
+	FirecrackerBinary string
 	// Assets is where `executor install vm` put the guest; its images/
 	// holds the root file system images.
 	Assets string
@@ -57,13 +60,22 @@ type Config struct {
 func New(cfg Config) *Runtime {
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	a := assets{dir: cfg.Assets}
-	var m monitor
+	fc := &firecrackerMonitor{binary: cfg.FirecrackerBinary, assets: a}
 	q := &qemuMonitor{q: &qemu.Monitor{}, assets: a, allowEmulation: cfg.AllowEmulation}
+	var m monitor
 	switch cfg.Monitor {
-	case "", "auto", "qemu":
+	case "firecracker":
+		m = fc
+	case "qemu":
 		m = q
+	case "", "auto":
+		// Firecracker where it can run (KVM), else QEMU.
+		m = q
+		if fc.Check(context.Background()) == nil {
+			m = fc
+		}
 	default:
-		cfg.noMonitor = fmt.Sprintf("EXECUTOR_VM_MONITOR=%s: not in this build; use qemu", cfg.Monitor)
+		cfg.noMonitor = fmt.Sprintf("EXECUTOR_VM_MONITOR=%s: want auto, firecracker or qemu", cfg.Monitor)
 	}
 	var images imageSource
 	cache, err := rootfs.New(rootfs.Config{Dir: filepath.Join(cfg.Assets, "images"), RegistryMirrors: cfg.RegistryMirrors, Auth: cfg.RegistryAuth, Logger: cfg.Logger})
@@ -80,7 +92,9 @@ func New(cfg Config) *Runtime {
 			Logger:    cfg.Logger,
 		}}
 	}
-	return newRuntime(cfg, m, images, nets)
+	r := newRuntime(cfg, m, images, nets)
+	r.monitors = []monitor{fc, q}
+	return r
 }
 
 // newRuntime returns a runtime with the given parts; nets is nil when

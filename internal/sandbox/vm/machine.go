@@ -20,6 +20,9 @@ type monitor interface {
 	Check(ctx context.Context) error
 	// Version is the monitor's version, and its acceleration.
 	Version(ctx context.Context) (string, error)
+	// Emulated reports whether machines would run in software
+	// emulation, not on KVM.
+	Emulated() bool
 	// Boot starts a machine and returns once its agent said hello.
 	Boot(ctx context.Context, spec machineSpec) (machine, error)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/vm/agent"
+	"github.com/execd/execd/internal/sandbox/vm/firecracker"
 	"github.com/execd/execd/internal/sandbox/vm/qemu"
 	"github.com/execd/execd/internal/sandbox/vm/rootfs"
 	"github.com/execd/execd/internal/sandbox/vm/vmm"
@@ -58,6 +59,11 @@ func (m *qemuMonitor) binary() (string, error) {
 		return "", errors.New("qemu-system-x86_64 is not installed: run `executor install vm`")
 	}
 	return bin, nil
+}
+
+func (m *qemuMonitor) Emulated() bool {
+	accel, err := m.q.ChooseAccel(m.allowEmulation)
+	return err == nil && accel == qemu.AccelTCG
 }
 
 func (m *qemuMonitor) Check(ctx context.Context) error {
@@ -213,3 +219,102 @@ func (t tapNetwork) Device() *vmm.Net {
 }
 
 func (t tapNetwork) Remove(ctx context.Context) error { return t.n.Remove(ctx) }
+
+// agentPort is the vsock port the guest's agent dials under Firecracker.
+const agentPort = 1024
+
+// firecrackerMonitor runs machines under Firecracker.
+type firecrackerMonitor struct {
+	binary string // "" finds firecracker on PATH
+	assets assets
+}
+
+func (m *firecrackerMonitor) Name() string { return "firecracker" }
+
+func (m *firecrackerMonitor) Emulated() bool { return false }
+
+func (m *firecrackerMonitor) Check(ctx context.Context) error {
+	err := firecracker.Check(ctx, m.binary)
+	if err == nil {
+		err = vmm.CheckNotPVM("/dev/kvm")
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", vmm.ErrNoKVM, err)
+	}
+	return m.assets.check()
+}
+
+func (m *firecrackerMonitor) Version(ctx context.Context) (string, error) {
+	return firecracker.Version(ctx, m.binary)
+}
+
+func (m *firecrackerMonitor) Boot(ctx context.Context, spec machineSpec) (machine, error) {
+	if spec.VCPUs > 1 && spec.VCPUs%2 != 0 {
+		return nil, fmt.Errorf("firecracker takes 1 or an even number of vCPUs, not %d: set EXECUTOR_JOB_NUM_CPUS accordingly", spec.VCPUs)
+	}
+	// The guest finds its drives by their order (Firecracker has no
+	// serials), and the agent dials the host over vsock.
+	vs := vmSpec(m.assets, spec, false)
+	cmdline := "console=ttyS0 reboot=k panic=1 " + vs.GuestCmdline() + fmt.Sprintf(" execd.vsock=%d", agentPort)
+	// Unix socket paths are short (108 bytes): the sockets get a
+	// directory of their own.
+	dir, err := os.MkdirTemp("", "fc")
+	if err != nil {
+		return nil, err
+	}
+	fs := firecracker.Spec{
+		Kernel: vs.Kernel, Initrd: vs.Initramfs, Cmdline: cmdline,
+		VCPUs: max(spec.VCPUs, 1), MemoryMiB: vs.MemoryMiB,
+		Drives: []firecracker.Drive{
+			{ID: "d0", Path: spec.Workspace},
+			{ID: "d1", Path: spec.Root, ReadOnly: true},
+		},
+		RxBytesPerSec: spec.RxBytesPerSec, TxBytesPerSec: spec.TxBytesPerSec,
+		AgentPort: agentPort, AgentDials: true, Label: spec.Name, Dir: dir,
+	}
+	if spec.Net != nil {
+		fs.Tap, fs.MAC = spec.Net.Tap, spec.Net.MAC
+	}
+	fm, err := firecracker.Start(ctx, m.binary, fs)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	conn, err := fm.Agent(ctx)
+	var ac *agent.Conn
+	if err == nil {
+		ac, err = agent.Handshake(ctx, conn)
+	}
+	if err != nil {
+		_ = fm.Kill()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("the guest did not start: %w; console:\n%s", err, fm.Console())
+	}
+	return &fcMachine{m: fm, agent: ac, dir: dir}, nil
+}
+
+// fcMachine is a Firecracker machine.
+type fcMachine struct {
+	m     *firecracker.Machine
+	agent *agent.Conn
+	dir   string
+}
+
+func (f *fcMachine) Guest() guest { return agentGuest{f.agent} }
+
+func (f *fcMachine) Alive() bool {
+	select {
+	case <-f.m.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+func (f *fcMachine) Kill() error {
+	err := f.m.Kill()
+	os.RemoveAll(f.dir)
+	return err
+}
+
+func (f *fcMachine) Console() string { return string(f.m.Console()) }

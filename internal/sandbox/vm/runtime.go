@@ -30,6 +30,8 @@ type Runtime struct {
 	monitor monitor
 	images  imageSource
 	nets    networks
+	// monitors are those that could be used, for Explain.
+	monitors []monitor
 
 	mu      sync.Mutex
 	pool    *warmPool[*vmachine]
@@ -126,6 +128,44 @@ func (r *Runtime) Monitor(ctx context.Context) string {
 		return r.monitor.Name()
 	}
 	return r.monitor.Name() + " " + v
+}
+
+// Explain says, for `executor validate`, which monitor runs the
+// machines and with what acceleration, and why not the others.
+func (r *Runtime) Explain(ctx context.Context) []string {
+	var lines []string
+	if r.monitor == nil {
+		return []string{"-     vm monitor     none: " + r.cfg.noMonitor}
+	}
+	if err := r.monitor.Check(ctx); err != nil {
+		lines = append(lines, fmt.Sprintf("-     vm monitor     %s cannot run here: %v", r.monitor.Name(), err))
+	} else {
+		lines = append(lines, fmt.Sprintf("ok    vm monitor     %s", r.Monitor(ctx)))
+	}
+	for _, m := range r.monitors {
+		if m.Name() == r.monitor.Name() {
+			continue
+		}
+		if err := m.Check(ctx); err != nil {
+			lines = append(lines, fmt.Sprintf("-     vm monitor     not %s: %v", m.Name(), err))
+		} else {
+			lines = append(lines, fmt.Sprintf("-     vm monitor     not %s: EXECUTOR_VM_MONITOR=%s", m.Name(), r.cfg.Monitor))
+		}
+	}
+	return lines
+}
+
+// Emulated reports whether machines run in software emulation.
+func (r *Runtime) Emulated() bool { return r.monitor != nil && r.monitor.Emulated() }
+
+// AutoSelectable reports why EXECUTOR_RUNTIME=auto must not pick this
+// runtime though it can run: its machines would run in software
+// emulation. Only an explicit EXECUTOR_RUNTIME=firecracker takes that.
+func (r *Runtime) AutoSelectable(ctx context.Context) error {
+	if r.Emulated() {
+		return errors.New("no usable KVM: its machines would run in software emulation (set EXECUTOR_RUNTIME=firecracker to use them anyway)")
+	}
+	return nil
 }
 
 // Start starts filling the warm pool.

@@ -16,6 +16,7 @@ import (
 	"github.com/execd/execd/internal/sandbox/netpolicy"
 	"github.com/execd/execd/internal/sandbox/sandboxtest"
 	"github.com/execd/execd/internal/sandbox/vm"
+	"github.com/execd/execd/internal/sandbox/vm/vmtest"
 	"github.com/execd/execd/internal/testutil"
 )
 
@@ -29,14 +30,12 @@ var testOwner = fmt.Sprintf("vm-test-%d", os.Getpid())
 // executor the conformance suite kills.
 type settings struct {
 	Dir     string
+	Assets  string
 	Network bool
 }
 
 func newRuntime(s settings) *vm.Runtime {
-	cfg := vm.Config{
-		Owner: testOwner, Dir: s.Dir, AllowEmulation: true,
-		Assets: cmp.Or(os.Getenv("EXECD_VM_GUEST_DIR"), "/var/lib/execd/vm"),
-	}
+	cfg := vm.Config{Owner: testOwner, Dir: s.Dir, AllowEmulation: true, Assets: s.Assets}
 	if s.Network {
 		cfg.Firewall = &netpolicy.Firewall{}
 	}
@@ -86,7 +85,7 @@ func leftovers(t *testing.T, owner, job string) []string {
 
 // TestConformance runs the sandbox conformance suite against micro-VMs.
 func TestConformance(t *testing.T) {
-	s := settings{Dir: filepath.Join(t.TempDir(), testOwner), Network: os.Geteuid() == 0}
+	s := settings{Dir: filepath.Join(t.TempDir(), testOwner), Assets: vmtest.Need(t).Dir, Network: os.Geteuid() == 0}
 	sandboxtest.Run(t, sandboxtest.Harness{
 		Runtime: func(t *testing.T) sandbox.Runtime { return needRuntime(t, s) },
 		Image:   testImage,
@@ -96,6 +95,7 @@ func TestConformance(t *testing.T) {
 		},
 		Leftovers: func(t *testing.T, opts sandbox.Options) []string { return leftovers(t, opts.Owner, "") },
 		Settings:  s,
+		Emulated:  needRuntime(t, s).Emulated(),
 		PrepareErrors: []sandboxtest.PrepareError{
 			{Name: "tiny memory", Modify: func(o *sandbox.Options) { o.MemoryBytes = 1 << 20 }, Want: "minimum"},
 		},

@@ -101,10 +101,7 @@ func CheckKVM(path string) error {
 		return fmt.Errorf("KVM: %s cannot create a VM: %v", path, errno)
 	}
 	unix.Close(int(vm))
-	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {
-		return fmt.Errorf("KVM: %s is PVM (kvm_pvm), which boots only PVM guest kernels, not Debian's", path)
-	}
-	return nil
+	return vmm.CheckNotPVM(path)
 }
 
 // Args returns QEMU's arguments for spec with accel; the agent's

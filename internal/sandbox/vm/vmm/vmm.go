@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -176,6 +177,16 @@ func (s *Spec) Validate() error {
 		if d.Path == "" {
 			return fmt.Errorf("vm: drive %q has no file", d.ID)
 		}
+	}
+	return nil
+}
+
+// CheckNotPVM reports a KVM that is PVM (kvm_pvm: nested virtualisation
+// without hardware support), which boots only PVM-enabled guest kernels,
+// not Debian's: every monitor's KVM check asks it.
+func CheckNotPVM(device string) error {
+	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {
+		return fmt.Errorf("KVM: %s is PVM (kvm_pvm), which boots only PVM guest kernels, not Debian's", device)
 	}
 	return nil
 }
