@@ -76,7 +76,9 @@ func Validate(ctx context.Context, getenv func(string) string, runtimes Runtimes
 			}
 		}
 		// The micro-VM runtime's monitors: which one, and why not the others.
-		if e, ok := rt.(interface{ Explain(context.Context) []string }); ok {
+		if e, ok := rt.(interface {
+			Explain(context.Context) []string
+		}); ok {
 			for _, line := range e.Explain(ctx) {
 				fmt.Fprintf(out, "%s\n", line)
 			}

@@ -16,8 +16,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
 
