@@ -1,0 +1,75 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/execd/execd/internal/sandbox/vm/vmtest"
+	"github.com/execd/execd/internal/testutil"
+)
+
+// TestE2E_VM: jobs in micro-VMs (QEMU microvm; software emulation where
+// there is no KVM) through the real executor: the cloned repository in
+// the workspace disk, steps in the test image's root file system, the
+// second job on a machine of the warm pool, the monitor in the heartbeat,
+// and nothing left once the executor stopped.
+func TestE2E_VM(t *testing.T) {
+	guest := vmtest.Need(t)
+	if err := exec.Command("docker", "image", "inspect", testImage).Run(); err != nil {
+		testutil.Missing(t, "docker", "test image "+testImage+": run deploy/images/build-test-images.sh")
+	}
+	s := newSystem(t, `{}`)
+	ex := s.startExecutor("EXECUTOR_RUNTIME=firecracker", "EXECUTOR_VM_ALLOW_EMULATION=true",
+		"EXECUTOR_VM_ASSETS="+guest.Dir, "EXECUTOR_VM_WARM_POOL=1", "EXECUTOR_FIRECRACKER_DISK_SPACE=1G",
+		"EXECUTOR_JOB_NETWORK=none")
+	spec := fmt.Sprintf(`{"repositoryName": %q, "commit": %q,
+		"dockerSteps": [
+			{"key": "build", "image": %q, "env": ["TOKEN=%s"], "commands": [
+				"cat README.md", "ls", "sh src/main.sh", "echo token is $TOKEN",
+				"echo built by step one > out.txt", "echo to stderr >&2"]},
+			{"key": "check", "image": %q, "dir": "src", "commands": [
+				"pwd", "cat ../out.txt", "cat /etc/execd-test-image", "uname -r"]}],
+		"redactedValues": {%q: "[REDACTED]"}}`,
+		repoName, s.repo.commits[1], testImage, secret, testImage, secret)
+	for i := range 2 {
+		start := time.Now()
+		id := s.submit(spec)
+		j := s.waitState(id, 3*time.Minute, "completed", "failed", "errored")
+		logs := formatLogs(j)
+		if j.State != "completed" {
+			t.Fatalf("job %d %s, want completed; logs:\n%s\nexecutor:\n%s", i+1, j.State, logs, ex.log)
+		}
+		t.Logf("job %d completed in %v", i+1, time.Since(start).Round(time.Millisecond))
+		for _, want := range []string{
+			"== setup.docker.pull",
+			"stdout: demo v1\nstdout: demo v2\n", "stdout: README.md\nstdout: docs\nstdout: src\n", "stdout: built from src",
+			"stdout: token is [REDACTED]", "stderr: to stderr",
+			"stdout: /workspace/src\nstdout: built by step one\nstdout: execd-test-image\nstdout: " + guest.KernelRelease + "\n",
+		} {
+			if !strings.Contains(logs, want) {
+				t.Errorf("job %d: logs lack %q:\n%s", i+1, want, logs)
+			}
+		}
+		if strings.Contains(logs, secret) {
+			t.Errorf("the secret is in the logs:\n%s", logs)
+		}
+	}
+	execs, err := s.api.Executors(context.Background())
+	if err != nil || len(execs) == 0 || !strings.HasPrefix(execs[0].IgniteVersion, "qemu ") || execs[0].Runtime != "firecracker" {
+		t.Errorf("executors = %+v, %v; want one of runtime firecracker whose igniteVersion names qemu", execs, err)
+	}
+	ex.stop()
+	if left := vmProcesses(); len(left) > 0 {
+		t.Errorf("machines left after the executor stopped: %v", left)
+	}
+}
+
+// vmProcesses lists the machines' monitors still running.
+func vmProcesses() []string {
+	out, _ := exec.Command("sh", "-c", "grep -l EXECD_VM=execd-vm: /proc/[0-9]*/environ 2>/dev/null").Output()
+	return strings.Fields(string(out))
+}
