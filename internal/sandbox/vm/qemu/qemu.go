@@ -147,6 +147,9 @@ func Args(spec vmm.Spec, accel Accel, agentFD int) []string {
 		"-initrd", spec.Initramfs,
 		"-append", cmdline,
 	}
+	if spec.Name != "" {
+		args = append(args, "-name", spec.Name+",process="+spec.Name)
+	}
 	for i, d := range spec.Drives {
 		id := "d" + strconv.Itoa(i)
 		opt := "if=none,id=" + id + ",format=raw,file=" + escapeOpt(d.Path)

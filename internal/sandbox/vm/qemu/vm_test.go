@@ -163,6 +163,7 @@ func TestVM(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	m, err := (&qemu.Monitor{}).Start(ctx, vmm.Spec{
+		Name:   "execd-test-vm",
 		Kernel: g.kernel, Initramfs: g.initramfs,
 		MemoryMiB: 256, AllowEmulation: true,
 		Drives: []vmm.Drive{

@@ -25,6 +25,10 @@ import (
 
 // Spec is one virtual machine.
 type Spec struct {
+	// Name, when set, names the VM's process on the host (QEMU:
+	// -name NAME,process=NAME), for janitors and ps: 1 to 64 of
+	// A-Z a-z 0-9 . _ -.
+	Name string
 	// Kernel is an uncompressed kernel (vmlinux, ELF), booted by PVH.
 	Kernel string
 	// Initramfs is the cpio archive (compressed or not) with the agent as
@@ -142,7 +146,10 @@ type Monitor interface {
 // emulation when Spec.AllowEmulation is false.
 var ErrNoKVM = errors.New("no usable KVM")
 
-var validID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,20}$`)
+var (
+	validID   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,20}$`)
+	validName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+)
 
 // Validate checks spec's fields that every monitor needs.
 func (s *Spec) Validate() error {
@@ -151,6 +158,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.VCPUs < 0 || s.VCPUs > 64 || s.MemoryMiB < 0 {
 		return fmt.Errorf("vm: %d vCPUs, %d MiB is not a machine", s.VCPUs, s.MemoryMiB)
+	}
+	if s.Name != "" && !validName.MatchString(s.Name) {
+		return fmt.Errorf("vm: name %q: want 1 to 64 of A-Z a-z 0-9 . _ -", s.Name)
 	}
 	if s.Net != nil {
 		if s.Net.Tap == "" {
