@@ -145,6 +145,8 @@ func TestServe_Refuses(t *testing.T) {
 	expectError("malformed Run")
 	agent.WriteMessage(host, agent.TypeRun, agent.Run{Commands: []string{"true"}})
 	expectError("names no root")
+	agent.WriteFrame(host, agent.TypeMount, []byte(`{"workspace":1}`))
+	expectError("malformed Mount")
 	agent.WriteMessage(host, agent.TypeCancel, nil) // no step: ignored
 	host.Write([]byte{'Z', 0, 0, 0, 0})
 	expectError("unknown frame type")

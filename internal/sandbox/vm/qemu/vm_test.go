@@ -180,6 +180,11 @@ func TestVM(t *testing.T) {
 	if got := m.Agent().Hello().Kernel; got != g.kernelRelease {
 		t.Errorf("hello kernel = %q, want %q", got, g.kernelRelease)
 	}
+	var se *agent.StepError
+	if err := m.Agent().MountWorkspace(ctx, "nope"); !errors.As(err, &se) {
+		t.Fatalf("mount of a missing drive: %v", err)
+	}
+	must(t, m.Agent().MountWorkspace(ctx, "workspace"))
 
 	type result struct {
 		stdout, stderr string
