@@ -148,13 +148,16 @@ func Args(spec vmm.Spec, accel Accel, agentFD int) []string {
 		"-append", cmdline,
 	}
 	if spec.Name != "" {
-		args = append(args, "-name", spec.Name+",process="+spec.Name)
+		args = append(args, "-name", escapeOpt(spec.Name)+",process="+escapeOpt(spec.Name))
 	}
 	for i, d := range spec.Drives {
 		id := "d" + strconv.Itoa(i)
 		opt := "if=none,id=" + id + ",format=raw,file=" + escapeOpt(d.Path)
 		if d.ReadOnly {
 			opt += ",read-only=on"
+		}
+		if d.Direct {
+			opt += ",cache=none"
 		}
 		args = append(args, "-drive", opt, "-device", "virtio-blk-device,drive="+id+",serial="+d.ID)
 	}
@@ -248,6 +251,10 @@ func (m *Monitor) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error)
 	cmd.ExtraFiles = []*os.File{guestEnd}
 	cmd.Stdout, cmd.Stderr = mc.console, mc.console
 	cmd.Stdin = nil
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	if spec.Name != "" {
+		cmd.Env = append(cmd.Env, vmm.NameEnv+"="+spec.Name)
+	}
 	// Its own process group; killed with the executor if it dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

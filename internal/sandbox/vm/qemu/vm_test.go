@@ -163,13 +163,13 @@ func TestVM(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	m, err := (&qemu.Monitor{}).Start(ctx, vmm.Spec{
-		Name:   "execd-test-vm",
+		Name:   "execd-test-vm:" + t.Name(),
 		Kernel: g.kernel, Initramfs: g.initramfs,
 		MemoryMiB: 256, AllowEmulation: true,
 		Drives: []vmm.Drive{
 			{ID: "workspace", Path: ws},
 			{ID: "root-ext4", Path: extRoot, ReadOnly: true},
-			{ID: "root-erofs", Path: eroRoot, ReadOnly: true},
+			{ID: "root-erofs", Path: eroRoot, ReadOnly: true, Direct: true},
 		},
 	})
 	if err != nil {
@@ -177,6 +177,9 @@ func TestVM(t *testing.T) {
 	}
 	defer m.Kill()
 	t.Logf("boot to hello: %v", time.Since(start))
+	if !labelled("execd-test-vm:" + t.Name()) {
+		t.Errorf("no process has %s=execd-test-vm:%s in its environment", vmm.NameEnv, t.Name())
+	}
 	if got := m.Agent().Hello().Kernel; got != g.kernelRelease {
 		t.Errorf("hello kernel = %q, want %q", got, g.kernelRelease)
 	}
@@ -352,6 +355,18 @@ func TestStart_BootFailure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "console:") || !strings.Contains(err.Error(), "Kernel panic") {
 		t.Fatalf("Start = %v, want an error quoting the kernel's panic", err)
 	}
+}
+
+// labelled reports whether a process carries name as vmm.NameEnv.
+func labelled(name string) bool {
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		env, err := os.ReadFile(filepath.Join("/proc", p.Name(), "environ"))
+		if err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00"+vmm.NameEnv+"="+name+"\x00")) {
+			return true
+		}
+	}
+	return false
 }
 
 type writerFunc func([]byte) (int, error)

@@ -25,9 +25,10 @@ import (
 
 // Spec is one virtual machine.
 type Spec struct {
-	// Name, when set, names the VM's process on the host (QEMU:
-	// -name NAME,process=NAME), for janitors and ps: 1 to 64 of
-	// A-Z a-z 0-9 . _ -.
+	// Name, when set, labels the VM's monitor process on the host: in
+	// its environment as [NameEnv]=Name, which a janitor reads from
+	// /proc/PID/environ after a crash (QEMU also gets -name). Up to 200
+	// printable characters without spaces or '='.
 	Name string
 	// Kernel is an uncompressed kernel (vmlinux, ELF), booted by PVH.
 	Kernel string
@@ -72,6 +73,11 @@ type Drive struct {
 	ID       string
 	Path     string
 	ReadOnly bool
+	// Direct bypasses the host's page cache (QEMU cache=none, O_DIRECT):
+	// for a file or device whose content the host changes while the VM
+	// runs (a root slot re-pointed between steps). The file system
+	// holding Path must support O_DIRECT (tmpfs may not).
+	Direct bool
 }
 
 // Net is a virtio-net device on an existing tap device, and the
@@ -142,13 +148,18 @@ type Monitor interface {
 	Start(ctx context.Context, spec Spec) (Machine, error)
 }
 
+// NameEnv is the environment variable that carries [Spec.Name] in the
+// monitor's process. The monitor's environment holds nothing else of
+// the executor's but PATH: no secret of the executor reaches it.
+const NameEnv = "EXECD_VM"
+
 // ErrNoKVM wraps the errors of a Start that would need software
 // emulation when Spec.AllowEmulation is false.
 var ErrNoKVM = errors.New("no usable KVM")
 
 var (
 	validID   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,20}$`)
-	validName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	validName = regexp.MustCompile(`^[!-<>-~]{1,200}$`)
 )
 
 // Validate checks spec's fields that every monitor needs.
@@ -160,7 +171,7 @@ func (s *Spec) Validate() error {
 		return fmt.Errorf("vm: %d vCPUs, %d MiB is not a machine", s.VCPUs, s.MemoryMiB)
 	}
 	if s.Name != "" && !validName.MatchString(s.Name) {
-		return fmt.Errorf("vm: name %q: want 1 to 64 of A-Z a-z 0-9 . _ -", s.Name)
+		return fmt.Errorf("vm: name %q: want up to 200 printable characters without spaces or '='", s.Name)
 	}
 	if s.Net != nil {
 		if s.Net.Tap == "" {
