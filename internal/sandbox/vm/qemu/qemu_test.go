@@ -3,6 +3,7 @@ package qemu_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -52,6 +53,14 @@ func TestChooseAccel(t *testing.T) {
 	}
 	if a, err := m.ChooseAccel(true); err != nil || a != qemu.AccelTCG {
 		t.Fatalf("ChooseAccel(true) = %v, %v", a, err)
+	}
+	if err := (&qemu.Monitor{Binary: "/nonexistent/qemu"}).Check(context.Background(), true); err != nil {
+		t.Errorf("Check with a given binary: %v", err)
+	}
+	if err := (&qemu.Monitor{KVMDevice: m.KVMDevice}).Check(context.Background(), false); !errors.Is(err, vmm.ErrNoKVM) {
+		if !strings.Contains(fmt.Sprint(err), "not installed") {
+			t.Errorf("Check without KVM: %v", err)
+		}
 	}
 	// Start refuses before running anything.
 	_, err = m.Start(context.Background(), vmm.Spec{Kernel: "/nonexistent", Initramfs: "/nonexistent"})

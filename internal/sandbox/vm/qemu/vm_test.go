@@ -161,6 +161,11 @@ func TestVM(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if v, err := (&qemu.Monitor{}).Version(ctx, true); err != nil || !strings.HasPrefix(v, "qemu ") {
+		t.Errorf("Version = %q, %v", v, err)
+	} else {
+		t.Logf("monitor: %s", v)
+	}
 	start := time.Now()
 	m, err := (&qemu.Monitor{}).Start(ctx, vmm.Spec{
 		Name:   "execd-test-vm:" + t.Name(),

@@ -142,6 +142,13 @@ type Machine interface {
 type Monitor interface {
 	// Name is the monitor's name (qemu, firecracker).
 	Name() string
+	// Check reports whether machines can start here, with software
+	// emulation or not; the error says what is missing and how to get
+	// it (wrapping ErrNoKVM when only emulation is missing).
+	Check(ctx context.Context, allowEmulation bool) error
+	// Version is the monitor's version and how it would run machines,
+	// e.g. "qemu 7.2.22 (tcg)".
+	Version(ctx context.Context, allowEmulation bool) (string, error)
 	// Start boots spec's VM and returns once the guest's agent said
 	// Hello; ctx bounds the boot only. A VM that fails to boot is an
 	// error quoting the end of its console, and leaves nothing behind.
