@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -346,6 +347,50 @@ func TestVM_Network(t *testing.T) {
 	}
 	m.Agent().Shutdown()
 	must(t, m.Wait())
+}
+
+// TestVM_HostileGuest: a guest whose init says Hello and then writes
+// garbage, or claims a huge frame, fails the step with a protocol error;
+// the host goes on.
+func TestVM_HostileGuest(t *testing.T) {
+	g := needGuest(t)
+	mods, err := vmguest.InstalledModules(guestDir())
+	must(t, err)
+	for name, garbage := range map[string]string{
+		"garbage":    `printf 'Zgarbage'`,
+		"huge frame": `printf 'o\377\377\377\377'`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			// An init of busybox sh, with the modules the agent would load.
+			script := `#!/bin/sh
+b=/bin/busybox
+$b mount -t devtmpfs dev /dev; $b mount -t proc proc /proc; $b mount -t sysfs sys /sys
+for m in /lib/modules/*.ko; do $b insmod $m; done
+for p in /sys/class/virtio-ports/*; do [ "$($b cat $p/name)" = org.execd.agent ] && dev=/dev/${p##*/}; done
+exec 3<>$dev
+printf 'H\000\000\000\015{"version":1}' >&3
+` + garbage + ` >&3
+$b sleep 1000
+`
+			initramfs := filepath.Join(t.TempDir(), "hostile.cpio")
+			must(t, (vmguest.Initramfs{Agent: []byte(script), Modules: mods, Busybox: vmguest.StaticBusybox("/bin/busybox")}).WriteFile(initramfs))
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			m, err := (&qemu.Monitor{}).Start(ctx, vmm.Spec{Kernel: g.kernel, Initramfs: initramfs, MemoryMiB: 256, AllowEmulation: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Kill()
+			_, err = m.Agent().Run(ctx, agent.Run{Commands: []string{"true"}, Root: agent.RootNone}, io.Discard, io.Discard)
+			var pe *agent.ProtocolError
+			if !errors.As(err, &pe) {
+				t.Fatalf("Run = %v, want a protocol error", err)
+			}
+			t.Logf("the host says: %v", err)
+			must(t, m.Kill())
+			must(t, m.Wait())
+		})
+	}
 }
 
 // TestStart_BootFailure: a guest that cannot boot is an error quoting its
