@@ -375,6 +375,8 @@ func (mc *machine) Kill() error {
 
 func (mc *machine) Console() string { return mc.console.String() }
 
+func (mc *machine) Done() <-chan struct{} { return mc.done }
+
 // ring keeps the last n bytes written to it.
 type ring struct {
 	mu   sync.Mutex

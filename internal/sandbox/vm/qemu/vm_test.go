@@ -388,6 +388,11 @@ $b sleep 1000
 			}
 			t.Logf("the host says: %v", err)
 			must(t, m.Kill())
+			select {
+			case <-m.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the VM still runs 10 s after Kill")
+			}
 			must(t, m.Wait())
 		})
 	}

@@ -56,9 +56,6 @@ type Spec struct {
 	// faster under TCG, but binaries built for x86-64-v2 or later fail
 	// on it.
 	EmulatedCPU string
-	// Dir is a directory the monitor may keep its sockets and files in
-	// for the machine's life; "" makes a temporary one, removed after.
-	Dir string
 	// ConsoleBytes bounds the kept end of the guest's console; 0 means
 	// 64 KiB.
 	ConsoleBytes int
@@ -131,8 +128,10 @@ type Machine interface {
 	// returns the monitor's error, if any.
 	Wait() error
 	// Kill stops the VM at once. It is idempotent and safe to call
-	// concurrently with Wait.
+	// concurrently with Wait; Wait (or Done) tells when it is gone.
 	Kill() error
+	// Done is closed when the VM has ended.
+	Done() <-chan struct{}
 	// Console returns the end of the guest's console output, for error
 	// messages.
 	Console() string
