@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -249,15 +251,33 @@ func (w *firstByteWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// prepareSealed prepares a sandbox whose empty workspace is made in
+// directory opts.Workspace, and seals the workspace, as the job runner
+// does.
+func prepareSealed(ctx context.Context, rt sandbox.Runtime, opts sandbox.Options) (sandbox.Sandbox, error) {
+	opts.Workspace = filepath.Join(opts.Workspace, "ws-"+rand.Text())
+	sb, err := rt.Prepare(ctx, opts)
+	if err == nil {
+		err = sb.Workspace().Seal(ctx)
+	}
+	if err != nil {
+		if sb != nil {
+			sb.Destroy(context.WithoutCancel(ctx))
+		}
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	return sb, nil
+}
+
 // firstByte prepares a sandbox, runs step (which prints), destroys the
 // sandbox, and returns the time from the start of Prepare to the output's
 // first byte.
 func firstByte(ctx context.Context, rt sandbox.Runtime, opts sandbox.Options, step sandbox.Step) (time.Duration, error) {
 	w := &firstByteWriter{}
 	start := time.Now()
-	sb, err := rt.Prepare(ctx, opts)
+	sb, err := prepareSealed(ctx, rt, opts)
 	if err != nil {
-		return 0, fmt.Errorf("prepare: %w", err)
+		return 0, err
 	}
 	defer sb.Destroy(context.WithoutCancel(ctx))
 	res, err := sb.Run(ctx, step, sandbox.Output{Stdout: w, Stderr: io.Discard})
@@ -273,9 +293,9 @@ func firstByte(ctx context.Context, rt sandbox.Runtime, opts sandbox.Options, st
 // runtimeSteps returns the mean time of n runs of step in one prepared
 // sandbox.
 func runtimeSteps(ctx context.Context, rt sandbox.Runtime, opts sandbox.Options, n int, s sandbox.Step) (time.Duration, error) {
-	sb, err := rt.Prepare(ctx, opts)
+	sb, err := prepareSealed(ctx, rt, opts)
 	if err != nil {
-		return 0, fmt.Errorf("prepare: %w", err)
+		return 0, err
 	}
 	defer sb.Destroy(context.WithoutCancel(ctx))
 	out := sandbox.Output{Stdout: io.Discard, Stderr: io.Discard}

@@ -41,6 +41,8 @@ type Config struct {
 	DockerAuthConfig      string
 	VMPrefix              string
 	VMStartupScriptPath   string
+	// Bytes per second a job's machine may receive and send.
+	BandwidthIngress, BandwidthEgress int64
 
 	// Ours.
 	Version         string // the executor's version, reported to the coordinator
@@ -52,7 +54,12 @@ type Config struct {
 	WorkspaceRoot   string
 	MetricsAddr     string // empty: off
 	LongPoll        time.Duration
-	memoryText      string
+	// The micro-VM runtime's.
+	VMMonitor        string // auto, firecracker, qemu
+	VMAllowEmulation bool   // QEMU without KVM, by software emulation
+	VMWarmPool       int    // machines booted ahead of jobs
+	VMAssets         string // the kernel and initramfs (executor install vm)
+	memoryText       string
 }
 
 // runtimeNames are the values of EXECUTOR_RUNTIME.
@@ -83,16 +90,22 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		DockerAuthConfig:      p.json("EXECUTOR_DOCKER_AUTH_CONFIG"),
 		VMPrefix:              p.str("EXECUTOR_VM_PREFIX", "executor"),
 		VMStartupScriptPath:   p.file("EXECUTOR_VM_STARTUP_SCRIPT_PATH"),
+		BandwidthIngress:      p.size("EXECUTOR_FIRECRACKER_BANDWIDTH_INGRESS", "500M"),
+		BandwidthEgress:       p.size("EXECUTOR_FIRECRACKER_BANDWIDTH_EGRESS", "500M"),
 
-		Runtime:         p.oneOf("EXECUTOR_RUNTIME", "auto", runtimeNames),
-		ShellInit:       p.str("EXECUTOR_SHELL_INIT", "auto"),
-		JobNetwork:      p.oneOf("EXECUTOR_JOB_NETWORK", "", []string{"", "none", "internet"}),
-		JobMaxProcesses: p.int("EXECUTOR_JOB_MAX_PROCESSES", 1024, 16),
-		MaxStepOutput:   p.size("EXECUTOR_MAX_STEP_OUTPUT", "4M"),
-		WorkspaceRoot:   p.dir("EXECUTOR_WORKSPACE_ROOT", filepath.Join(os.TempDir(), "execd-workspaces")),
-		MetricsAddr:     p.str("EXECUTOR_METRICS_ADDR", "127.0.0.1:6060"),
-		LongPoll:        p.duration("EXECUTOR_LONG_POLL", 30*time.Second, 0),
-		memoryText:      p.getenv("EXECUTOR_JOB_MEMORY"),
+		Runtime:          p.oneOf("EXECUTOR_RUNTIME", "auto", runtimeNames),
+		ShellInit:        p.str("EXECUTOR_SHELL_INIT", "auto"),
+		JobNetwork:       p.oneOf("EXECUTOR_JOB_NETWORK", "", []string{"", "none", "internet"}),
+		JobMaxProcesses:  p.int("EXECUTOR_JOB_MAX_PROCESSES", 1024, 16),
+		MaxStepOutput:    p.size("EXECUTOR_MAX_STEP_OUTPUT", "4M"),
+		WorkspaceRoot:    p.dir("EXECUTOR_WORKSPACE_ROOT", filepath.Join(os.TempDir(), "execd-workspaces")),
+		MetricsAddr:      p.str("EXECUTOR_METRICS_ADDR", "127.0.0.1:6060"),
+		LongPoll:         p.duration("EXECUTOR_LONG_POLL", 30*time.Second, 0),
+		VMMonitor:        p.oneOf("EXECUTOR_VM_MONITOR", "auto", []string{"auto", "firecracker", "qemu"}),
+		VMAllowEmulation: p.bool("EXECUTOR_VM_ALLOW_EMULATION", false),
+		VMWarmPool:       p.int("EXECUTOR_VM_WARM_POOL", 1, 0),
+		VMAssets:         p.dir("EXECUTOR_VM_ASSETS", "/var/lib/execd/vm"),
+		memoryText:       p.getenv("EXECUTOR_JOB_MEMORY"),
 	}
 	c.Queues = p.queues()
 	if c.MetricsAddr == "off" {

@@ -86,6 +86,12 @@ func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slo
 	}); ok {
 		dockerVersion, _ = v.ServerVersion(drain)
 	}
+	// The micro-VM runtime's monitor and version, in the field the
+	// reference fills with ignite's.
+	var vmVersion string
+	if v, ok := rt.(interface{ Monitor(context.Context) string }); ok {
+		vmVersion = v.Monitor(drain)
+	}
 	root := filepath.Join(cfg.WorkspaceRoot, name)
 	cleanWorkspaces(cfg.WorkspaceRoot, logger)
 	release, err := lockWorkspaceRoot(root)
@@ -93,6 +99,13 @@ func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slo
 		return err
 	}
 	defer release()
+	if s, ok := rt.(sandbox.Starter); ok {
+		if err := s.Start(drain); err != nil {
+			return fmt.Errorf("start the %s runtime: %w", rt.Name(), err)
+		}
+		// After the last job's teardown (runner.Wait, below).
+		defer s.Stop()
+	}
 
 	runner := &job.Runner{
 		Client:         client,
@@ -132,7 +145,7 @@ func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slo
 		},
 		Telemetry: protocol.HeartbeatRequest{
 			OS: runtime.GOOS, Architecture: runtime.GOARCH, ExecutorVersion: cfg.Version, GitVersion: git, DockerVersion: dockerVersion,
-			Runtime: rt.Name(),
+			IgniteVersion: vmVersion, Runtime: rt.Name(),
 		},
 		Metrics: func() string { return gatherText(reg) },
 		Logger:  logger,

@@ -65,6 +65,14 @@ func Validate(ctx context.Context, getenv func(string) string, runtimes Runtimes
 			fmt.Fprintf(out, "-     runtime %-6s unavailable: %v\n", rt.Name(), err)
 		} else {
 			fmt.Fprintf(out, "ok    runtime %-6s available\n", rt.Name())
+			// What bounds a step's writes outside its workspace.
+			if d, ok := rt.(interface{ DiskBound() string }); ok && d.DiskBound() != "" {
+				if rt.Capabilities().Limits.Disk {
+					fmt.Fprintf(out, "ok    %-6s disk    %s\n", rt.Name(), d.DiskBound())
+				} else {
+					fmt.Fprintf(out, "warn  %-6s disk    %s\n", rt.Name(), d.DiskBound())
+				}
+			}
 		}
 		// The shell runtime's init program.
 		if s, ok := rt.(interface{ InitProgram() string }); ok {

@@ -20,10 +20,9 @@ import (
 //
 // The directory is its owner's alone (0700): steps reach their workspace
 // through the mounts their sandbox makes as root, and no host user can
-// reach what a step leaves there. Run as root, the executor also mounts
-// it on itself nosuid,nodev, and every mount of a workspace made from it
-// (a container's bind mount) inherits those flags: a setuid-root binary
-// or a device node that a step plants is inert on the host.
+// reach what a step leaves there. Each workspace in it is its sandbox's
+// (package sandbox/hostdir: mounted nosuid,nodev, bounded by the disk
+// limit; a disk image for a virtual machine).
 
 const lockName = ".lock"
 
@@ -57,33 +56,11 @@ func lockWorkspaceRoot(dir string) (release func(), err error) {
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: %w", err)
 	}
-	unmount := func() {}
-	if os.Geteuid() == 0 {
-		if err := mountNosuid(dir); err != nil {
-			f.Close()
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("EXECUTOR_WORKSPACE_ROOT: mount %s nosuid,nodev: %w", dir, err)
-		}
-		unmount = func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) }
-	}
 	return func() {
 		f.Close()
 		_ = diskimage.UnmountUnder(dir)
-		unmount()
 		_ = os.RemoveAll(dir)
 	}, nil
-}
-
-// mountNosuid mounts dir on itself with nosuid and nodev.
-func mountNosuid(dir string) error {
-	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
-		return err
-	}
-	if err := syscall.Mount("", dir, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_NOSUID|syscall.MS_NODEV, ""); err != nil {
-		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-		return err
-	}
-	return nil
 }
 
 // cleanWorkspaces removes the workspace directories under root whose
@@ -108,13 +85,9 @@ func cleanWorkspaces(root string, logger *slog.Logger) {
 			}
 		}
 		dir := filepath.Join(root, e.Name())
-		// Its jobs' workspace file systems, then its nosuid mount, if
-		// any (EINVAL: there is none), go first.
+		// Its jobs' workspace mounts go first.
 		if err := diskimage.UnmountUnder(dir); err != nil {
 			logger.Warn("workspace janitor: unmount workspaces", "dir", dir, "err", err)
-		}
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.EPERM) {
-			logger.Warn("workspace janitor: unmount", "dir", dir, "err", err)
 		}
 		if err := os.RemoveAll(dir); err != nil {
 			logger.Warn("workspace janitor: remove", "dir", dir, "err", err)

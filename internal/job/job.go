@@ -26,7 +26,6 @@ import (
 	"github.com/execd/execd/internal/protocol"
 	"github.com/execd/execd/internal/redact"
 	"github.com/execd/execd/internal/sandbox"
-	"github.com/execd/execd/internal/sandbox/diskimage"
 )
 
 // Error is a job failure with the message the coordinator records.
@@ -68,9 +67,9 @@ type Runner struct {
 	// WorkspaceRoot holds the jobs' workspaces.
 	WorkspaceRoot  string
 	KeepWorkspaces bool
-	// DiskBytes bounds each workspace (EXECUTOR_FIRECRACKER_DISK_SPACE):
-	// when set, a workspace is a file system of that size (package
-	// diskimage). 0: plain directories, unbounded.
+	// DiskBytes bounds each job's workspace, and what else its steps
+	// write to the host's disk (EXECUTOR_FIRECRACKER_DISK_SPACE); 0: no
+	// limit. See [sandbox.Options].
 	DiskBytes int64
 	// Limits of each job's sandbox.
 	CPUs        int
@@ -166,55 +165,21 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, lo
 	untrack := r.track(job.UID())
 	var teardown []func()
 	defer func() { r.teardown(ctx, untrack, teardown) }()
-	endWorkspace := phase.Start(ctx, phase.Workspace)
-	if err := r.makeWorkspace(dir); err != nil {
+	if err := os.MkdirAll(r.WorkspaceRoot, 0o700); err != nil {
 		return &Error{Msg: "create workspace: " + err.Error(), Retryable: true}
 	}
-	bounded := r.DiskBytes > 0
-	if bounded {
-		if err := diskimage.Mount(exec, dir+".img", dir, r.DiskBytes); err != nil {
-			os.Remove(dir)
-			return &Error{Msg: "create workspace: " + err.Error(), Retryable: true}
-		}
-	}
-	if !r.KeepWorkspaces {
-		teardown = append(teardown, func() {
-			if bounded {
-				if err := diskimage.Unmount(dir, dir+".img"); err != nil {
-					r.logger().Warn("unmount workspace", "dir", dir, "err", err)
-				}
-			}
-			if err := os.RemoveAll(dir); err != nil {
-				r.logger().Warn("remove workspace", "dir", dir, "err", err)
-			}
-		})
-	}
-	if r.Preparer != nil {
-		host := &hostRunner{ctx: ctx, logs: logs}
-		if err := r.Preparer.Prepare(exec, job, dir, host); err != nil {
-			if exec.Err() != nil {
-				return exec.Err()
-			}
-			retryable := true
-			var jerr *Error
-			if errors.As(err, &jerr) {
-				retryable = jerr.Retryable
-			}
-			return &Error{Msg: "prepare workspace: " + err.Error(), Retryable: retryable}
-		}
-	}
-	endWorkspace()
 	jobSteps := steps(job)
 	endPrepare := phase.Start(ctx, phase.Prepare)
 	sb, err := r.Runtime.Prepare(exec, sandbox.Options{
-		JobID: job.UID(), Owner: r.ExecutorName, Workspace: dir,
+		JobID: job.UID(), Owner: r.ExecutorName,
+		Workspace: dir, DiskBytes: r.DiskBytes, KeepWorkspace: r.KeepWorkspaces,
 		CPUs: r.CPUs, MemoryBytes: r.MemoryBytes, PIDs: r.PIDs, Network: r.Network,
 		RegistryAuth: dockerAuth(job.DockerAuthConfig), Steps: len(jobSteps),
 	})
 	endPrepare()
 	if sb != nil {
 		// Destroy is owed even after a failed Prepare: it removes what
-		// Prepare made before it failed.
+		// Prepare made before it failed, the workspace included.
 		teardown = append(teardown, func() {
 			// Teardown outlives a cancelled job: it must not be skipped.
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -233,6 +198,12 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, lo
 		e.Finish(1)
 		return &Error{Msg: fmt.Sprintf("prepare %s sandbox: %v", r.Runtime.Name(), err), Retryable: true}
 	}
+	endWorkspace := phase.Start(ctx, phase.Workspace)
+	err = r.fillWorkspace(ctx, exec, job, sb.Workspace(), logs)
+	endWorkspace()
+	if err != nil {
+		return err
+	}
 	endPull := phase.Start(ctx, phase.Pull)
 	err = r.pullImages(ctx, exec, sb, logs, job)
 	endPull()
@@ -241,11 +212,37 @@ func (r *Runner) run(ctx, exec context.Context, job protocol.Job, dir string, lo
 	}
 	for _, st := range jobSteps {
 		end := phase.Start(ctx, phase.Step)
-		err := r.runStep(ctx, exec, sb, logs, dir, st)
+		err := r.runStep(ctx, exec, sb, logs, st)
 		end()
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// fillWorkspace fills the sandbox's workspace with the job's repository
+// and files, then seals it for the steps.
+func (r *Runner) fillWorkspace(ctx, exec context.Context, job protocol.Job, ws sandbox.Workspace, logs *Streamer) error {
+	if r.Preparer != nil {
+		host := &hostRunner{ctx: ctx, logs: logs}
+		if err := r.Preparer.Prepare(exec, job, ws.HostDir(), host); err != nil {
+			if exec.Err() != nil {
+				return exec.Err()
+			}
+			retryable := true
+			var jerr *Error
+			if errors.As(err, &jerr) {
+				retryable = jerr.Retryable
+			}
+			return &Error{Msg: "prepare workspace: " + err.Error(), Retryable: retryable}
+		}
+	}
+	if err := ws.Seal(exec); err != nil {
+		if exec.Err() != nil {
+			return exec.Err()
+		}
+		return &Error{Msg: "prepare workspace: " + err.Error(), Retryable: true}
 	}
 	return nil
 }
@@ -354,24 +351,24 @@ func steps(job protocol.Job) []namedStep {
 	return out
 }
 
-func (r *Runner) runStep(ctx, exec context.Context, sb sandbox.Sandbox, logs *Streamer, workspace string, st namedStep) error {
+func (r *Runner) runStep(ctx, exec context.Context, sb sandbox.Sandbox, logs *Streamer, st namedStep) error {
 	e := logs.Start(ctx, st.key, st.display)
 	if st.step.Image != "" && !r.Runtime.Capabilities().Images {
 		e.Printf("execd: the %s runtime runs steps on the host's system files; image %q is not used\n", r.Runtime.Name(), st.step.Image)
 	}
-	// Checked here, the same for every runtime: docker would create a
-	// missing working directory, and a typo would pass unnoticed.
-	if err := sandbox.CheckDir(workspace, st.step.Dir); err != nil {
-		e.Printf("execd: %v\n", err)
-		e.Finish(-1)
-		return &Error{Msg: fmt.Sprintf("%s: %v", st.key, err)}
-	}
 	res, err := sb.Run(exec, st.step, sandbox.Output{Stdout: e.Stdout(), Stderr: e.Stderr()})
+	var dirErr *sandbox.DirError
 	switch {
 	case exec.Err() != nil:
 		e.Printf("execd: step stopped: %v\n", context.Cause(exec))
 		e.Finish(-1)
 		return exec.Err()
+	case errors.As(err, &dirErr):
+		// Every runtime refuses a missing dir rather than make it (as
+		// docker would): a typo fails at once, the same everywhere.
+		e.Printf("execd: %v\n", dirErr)
+		e.Finish(-1)
+		return &Error{Msg: fmt.Sprintf("%s: %v", st.key, dirErr)}
 	case err != nil:
 		e.Printf("execd: step could not run: %v\n", err)
 		e.Finish(-1)
@@ -381,7 +378,7 @@ func (r *Runner) runStep(ctx, exec context.Context, sb sandbox.Sandbox, logs *St
 		e.Finish(res.ExitCode)
 		return &Error{Msg: fmt.Sprintf("%s was killed: it exceeded the job's memory limit of %s (EXECUTOR_JOB_MEMORY)", st.key, formatBytes(r.MemoryBytes)), Retryable: true}
 	}
-	if res.ExitCode != 0 && r.DiskBytes > 0 && diskimage.Full(workspace) {
+	if res.ExitCode != 0 && res.DiskFull {
 		// No retry can write more than the limit allows.
 		e.Printf("execd: the workspace is full: it holds at most %s (EXECUTOR_FIRECRACKER_DISK_SPACE)\n", formatBytes(r.DiskBytes))
 		e.Finish(res.ExitCode)
@@ -400,13 +397,6 @@ func (r *Runner) workspacePath(job protocol.Job) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return filepath.Join(r.WorkspaceRoot, fmt.Sprintf("%s-%s", job.UID(), hex.EncodeToString(b)))
-}
-
-func (r *Runner) makeWorkspace(dir string) error {
-	if err := os.MkdirAll(r.WorkspaceRoot, 0o700); err != nil {
-		return err
-	}
-	return os.Mkdir(dir, 0o777)
 }
 
 func (r *Runner) logger() *slog.Logger {

@@ -68,6 +68,10 @@ func (f *fakeRuntime) Prepare(_ context.Context, opts sandbox.Options) (sandbox.
 	if f.prepareErr != nil {
 		return plainSandbox{f}, f.prepareErr
 	}
+	// As every runtime, the sandbox makes its workspace.
+	if err := os.Mkdir(opts.Workspace, 0o777); err != nil {
+		return plainSandbox{f}, err
+	}
 	if f.noPull {
 		return plainSandbox{f}, nil
 	}
@@ -75,6 +79,22 @@ func (f *fakeRuntime) Prepare(_ context.Context, opts sandbox.Options) (sandbox.
 }
 
 type plainSandbox struct{ f *fakeRuntime }
+
+// fakeWorkspace is a host directory.
+type fakeWorkspace struct{ f *fakeRuntime }
+
+func (w fakeWorkspace) HostDir() string {
+	w.f.mu.Lock()
+	defer w.f.mu.Unlock()
+	return w.f.opts.Workspace
+}
+
+func (w fakeWorkspace) Seal(context.Context) error {
+	w.f.record("seal")
+	return nil
+}
+
+func (s plainSandbox) Workspace() sandbox.Workspace { return fakeWorkspace(s) }
 
 // fakeStep is what a fake sandbox's Run of a step does.
 type fakeStep struct {
@@ -85,6 +105,10 @@ type fakeStep struct {
 
 func (s plainSandbox) Run(ctx context.Context, st sandbox.Step, out sandbox.Output) (sandbox.Result, error) {
 	s.f.record("run " + st.Key)
+	// As every runtime, it refuses a dir that is not in the workspace.
+	if err := sandbox.CheckDir(s.f.opts.Workspace, st.Dir); err != nil {
+		return sandbox.Result{}, fmt.Errorf("fake: step %q: %w", st.Key, err)
+	}
 	fmt.Fprintf(out.Stdout, "ran %s in %s\n", st.Key, st.Image)
 	script := s.f.steps[st.Key]
 	if script.block {
@@ -96,6 +120,7 @@ func (s plainSandbox) Run(ctx context.Context, st sandbox.Step, out sandbox.Outp
 
 func (s plainSandbox) Destroy(context.Context) error {
 	s.f.record("destroy")
+	os.RemoveAll(s.f.opts.Workspace)
 	if s.f.destroying != nil {
 		s.f.destroying()
 	}
@@ -192,7 +217,7 @@ func TestRunner_PullsEachImageOnce(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	want := []string{"prepare", "pull img-a", "pull img-b", "run a", "run b", "run c", "run cli", "destroy"}
+	want := []string{"prepare", "seal", "pull img-a", "pull img-b", "run a", "run b", "run c", "run cli", "destroy"}
 	if !slices.Equal(rt.calls, want) {
 		t.Errorf("calls = %q, want %q", rt.calls, want)
 	}
@@ -236,7 +261,7 @@ func TestRunner_PullFails(t *testing.T) {
 	if !jerr.Retryable {
 		t.Errorf("Run = %+v, want a retryable error: the registry may be reachable later", jerr)
 	}
-	if want := []string{"prepare", "pull img-a", "pull img-b", "destroy"}; !slices.Equal(rt.calls, want) {
+	if want := []string{"prepare", "seal", "pull img-a", "pull img-b", "destroy"}; !slices.Equal(rt.calls, want) {
 		t.Errorf("calls = %q, want %q (no step after a failed pull)", rt.calls, want)
 	}
 	es := c.entries(j.ID)
@@ -252,7 +277,7 @@ func TestRunner_NoPullWithoutPuller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"prepare", "run a", "destroy"}; !slices.Equal(rt.calls, want) {
+	if want := []string{"prepare", "seal", "run a", "destroy"}; !slices.Equal(rt.calls, want) {
 		t.Errorf("calls = %q, want %q", rt.calls, want)
 	}
 	if es := c.entries(j.ID); len(es) != 1 || es[0].Key != "step.docker.a" {

@@ -40,6 +40,22 @@ func Check(ctx context.Context) error {
 // file system's root is left as dir was (mode 0777, as a new workspace)
 // and without lost+found, which a step would see.
 func Mount(ctx context.Context, image, dir string, size int64) error {
+	err := Create(ctx, image, size)
+	if err == nil {
+		if err = MountImage(ctx, image, dir); err != nil {
+			_ = os.Remove(image)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bounded workspace of %d bytes: %w", size, err)
+	}
+	return nil
+}
+
+// Create makes image, a new sparse file of size bytes holding an empty
+// ext4 file system whose root anyone may write (mode 0777, as a new
+// workspace) and without lost+found, which a step would see.
+func Create(ctx context.Context, image string, size int64) error {
 	if size < 1<<20 {
 		return fmt.Errorf("disk limit of %d bytes is below 1 MiB", size)
 	}
@@ -54,36 +70,30 @@ func Mount(ctx context.Context, image, dir string, size int64) error {
 	if err == nil {
 		// No reserved blocks: the whole limit is the step's. Lazy
 		// initialisation keeps a 20G image's creation at milliseconds.
+		// The root's mode is set when mounted: mkfs.ext4 (1.47) has no
+		// option for it.
 		err = run(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", image)
-	}
-	if err == nil {
-		err = run(ctx, "mount", "-o", "loop,nosuid,nodev", image, dir)
-	}
-	if err == nil {
-		_ = os.Remove(filepath.Join(dir, "lost+found"))
-		err = os.Chmod(dir, 0o777)
-		if err != nil {
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
 	}
 	if err != nil {
 		_ = os.Remove(image)
-		return fmt.Errorf("bounded workspace of %d bytes: %w", size, err)
+		return err
 	}
 	return nil
 }
 
-// Unmount detaches the file system on dir (lazily: a process still inside
-// cannot keep it) and removes its image.
-func Unmount(dir, image string) error {
-	err := syscall.Unmount(dir, syscall.MNT_DETACH)
-	if errors.Is(err, syscall.EINVAL) {
-		err = nil // not mounted
+// MountImage mounts the file system of image on dir (an existing
+// directory) through a loop device, nosuid,nodev, with its root writable
+// by anyone and without lost+found.
+func MountImage(ctx context.Context, image, dir string) error {
+	if err := run(ctx, "mount", "-o", "loop,nosuid,nodev", image, dir); err != nil {
+		return err
 	}
-	if rerr := os.Remove(image); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
-		err = rerr
+	_ = os.Remove(filepath.Join(dir, "lost+found"))
+	if err := os.Chmod(dir, 0o777); err != nil {
+		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		return err
 	}
-	return err
+	return nil
 }
 
 // UnmountUnder detaches every mount below dir (not dir itself), deepest

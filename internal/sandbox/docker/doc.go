@@ -15,9 +15,10 @@
 // /.execd-step.sh instead). PID 1 is docker's minimal init, which
 // forwards signals and reaps orphans; when the shell exits the container
 // ends, and every process a step started in the background with it. The
-// job's workspace is bind-mounted read-write at /workspace, and the
-// working directory is /workspace/<Step.Dir> (docker creates it when
-// missing). Nothing else of the host is there but the additional mounts
+// job's workspace (made by Prepare with package hostdir: nosuid, nodev,
+// bounded by Options.DiskBytes) is bind-mounted read-write at
+// /workspace, and the working directory is /workspace/<Step.Dir> (Run
+// refuses a missing one, which docker would create). Nothing else of the host is there but the additional mounts
 // of [Config.AdditionalMounts]: the root file system is the image's,
 // writable, and a fresh copy for each step, so only the workspace carries
 // files from one step to the next. The environment is the image's
@@ -35,7 +36,9 @@
 //
 // # Limits
 //
-// Each container gets the job's limits: Options.CPUs as a CPU quota
+// Each container gets the job's limits: Options.DiskBytes as the size
+// of its writable layer where dockerd can bound it (see disk.go; with
+// gVisor, runsc's root overlay in memory bounds it), Options.CPUs as a CPU quota
 // (NanoCPUs), Options.MemoryBytes as its memory limit with the same
 // memory-plus-swap limit (no swap), and Options.PIDs as its process
 // limit. Result.OOMKilled is dockerd's OOMKilled of a step that failed.

@@ -214,6 +214,15 @@ func TestConformance(t *testing.T) {
 					id, _, _ := docker.SandboxInfo(sb)
 					return stepsOf(t, rt, id)
 				},
+				Leftovers: func(t *testing.T, opts sandbox.Options) []string {
+					byJob := docker.LabelJob + "=" + opts.JobID
+					left := containersLabelled(t, rt, false, byJob)
+					for _, n := range networksLabelled(t, rt, byJob) {
+						left = append(left, "network "+n)
+					}
+					return left
+				},
+				Settings: docker.Config{GVisor: r.gvisor},
 			})
 		})
 	}

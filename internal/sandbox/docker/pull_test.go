@@ -181,7 +181,7 @@ func TestCheck_DaemonDown(t *testing.T) {
 				t.Errorf("Check = %v, want ErrUnavailable saying %q", err, want)
 			}
 			// Prepare of a job with a network, and Clean, say the same.
-			sb, err := rt.Prepare(context.Background(), sandbox.Options{JobID: "1-q", Owner: testOwner, Workspace: t.TempDir(), Network: sandbox.NetworkInternet})
+			sb, err := rt.Prepare(context.Background(), sandbox.Options{JobID: "1-q", Owner: testOwner, Workspace: sandboxtest.WorkspacePath(t), Network: sandbox.NetworkInternet})
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Errorf("Prepare = %v, want an error saying %q", err, want)
 			}
@@ -195,7 +195,7 @@ func TestCheck_DaemonDown(t *testing.T) {
 	}
 	t.Run("during a job", func(t *testing.T) {
 		rt := docker.New(docker.Config{Host: host})
-		sb, err := rt.Prepare(context.Background(), sandbox.Options{JobID: "1-q", Owner: testOwner, Workspace: t.TempDir(), Network: sandbox.NetworkNone})
+		sb, err := rt.Prepare(context.Background(), sandbox.Options{JobID: "1-q", Owner: testOwner, Workspace: sandboxtest.WorkspacePath(t), Network: sandbox.NetworkNone})
 		if err != nil {
 			t.Fatal(err) // nothing to create: the daemon is not asked
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/network"
@@ -20,6 +21,7 @@ import (
 	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/dockerconfig"
+	"github.com/execd/execd/internal/sandbox/hostdir"
 )
 
 // Labels on everything the runtime creates, for Destroy and the janitor.
@@ -44,6 +46,9 @@ type Runtime struct {
 	cfgErr error
 	cli    *client.Client
 	cliErr error
+
+	diskMu sync.Mutex
+	disk   diskBound
 }
 
 var (
@@ -82,9 +87,10 @@ func (r *Runtime) Name() string {
 // [Config.Firewall]) or no network, and CPU, memory and process limits.
 func (r *Runtime) Capabilities() sandbox.Capabilities {
 	return sandbox.Capabilities{
-		Images:   true,
-		Networks: []sandbox.Network{sandbox.NetworkInternet, sandbox.NetworkNone},
-		Limits:   sandbox.Limits{CPU: true, Memory: true, Processes: true},
+		Images:    true,
+		Workspace: sandbox.WorkspaceHostDir,
+		Networks:  []sandbox.Network{sandbox.NetworkInternet, sandbox.NetworkNone},
+		Limits:    sandbox.Limits{CPU: true, Memory: true, Processes: true, Disk: r.boundsDisk()},
 	}
 }
 
@@ -135,6 +141,7 @@ func (r *Runtime) check(ctx context.Context) error {
 	if r.cfg.GVisor {
 		errs = append(errs, r.checkGVisor(info.Runtimes))
 	}
+	r.checkDisk(ctx, info)
 	if c, ok := r.cfg.Firewall.(interface{ Check(context.Context) error }); ok {
 		if err := c.Check(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("%s: the network policy of jobs' networks cannot be installed: %w "+
@@ -205,12 +212,15 @@ func (r *Runtime) Prepare(ctx context.Context, opts sandbox.Options) (sandbox.Sa
 	if err := validateOptions(opts); err != nil {
 		return sb, err
 	}
+	w, err := hostdir.Create(ctx, opts, nil)
+	if err != nil {
+		return sb, fmt.Errorf("docker: %w", err)
+	}
+	sb.ws = w
+	// Docker resolves a bind mount's source; the janitor matches labels.
 	ws, err := filepath.EvalSymlinks(opts.Workspace)
 	if err != nil {
 		return sb, fmt.Errorf("docker: workspace: %w", err)
-	}
-	if fi, err := os.Stat(ws); err != nil || !fi.IsDir() {
-		return sb, fmt.Errorf("docker: workspace %s is not a directory", ws)
 	}
 	opts.Workspace = ws
 	auths := r.set.auths

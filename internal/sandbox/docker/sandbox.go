@@ -24,6 +24,7 @@ import (
 	"github.com/execd/execd/internal/phase"
 	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/dockerconfig"
+	"github.com/execd/execd/internal/sandbox/hostdir"
 )
 
 const (
@@ -57,6 +58,8 @@ type Sandbox struct {
 	// base64 user:password.
 	auths  map[string]string
 	labels map[string]string
+	// ws is the job's workspace; nil if Prepare failed before making it.
+	ws *hostdir.Workspace
 
 	mu        sync.Mutex
 	prepared  bool
@@ -269,6 +272,8 @@ func (s *Sandbox) run(ctx context.Context, id string, stdout, stderr io.Writer, 
 		// A process other than the step's shell may have been killed and
 		// the step succeeded all the same: not a failure.
 		res.OOMKilled = false
+	} else {
+		res.DiskFull = s.ws.Full() || s.layerFull(context.WithoutCancel(ctx), id)
 	}
 	return res, nil
 }
@@ -442,6 +447,9 @@ func (s *Sandbox) hostConfig() *container.HostConfig {
 	if opts.CPUs > 0 {
 		hc.NanoCPUs = int64(opts.CPUs) * 1e9
 	}
+	if opts.DiskBytes > 0 && s.r.layerQuota() {
+		hc.StorageOpt = map[string]string{"size": strconv.FormatInt(opts.DiskBytes, 10)}
+	}
 	if opts.MemoryBytes > 0 {
 		// No swap: memory plus swap is the memory limit.
 		hc.Memory = opts.MemoryBytes
@@ -487,7 +495,8 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	s.networkID, s.bridge, s.holderID = "", "", ""
 	s.mu.Unlock()
 	if !prepared && netID == "" {
-		return nil // Prepare failed before creating anything
+		// Prepare failed before creating anything but the workspace.
+		return s.removeWorkspace()
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
@@ -516,7 +525,24 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		s.mu.Unlock()
 		return fmt.Errorf("docker: destroy sandbox: %w", err)
 	}
+	if err := s.removeWorkspace(); err != nil {
+		return err
+	}
 	s.log.Debug("sandbox destroyed")
+	return nil
+}
+
+// Workspace is the job's workspace. See [sandbox.Sandbox].
+func (s *Sandbox) Workspace() sandbox.Workspace { return s.ws }
+
+// removeWorkspace removes the job's workspace, once nothing mounts it.
+func (s *Sandbox) removeWorkspace() error {
+	if s.ws == nil {
+		return nil
+	}
+	if err := s.ws.Remove(); err != nil {
+		return fmt.Errorf("docker: destroy sandbox: %w", err)
+	}
 	return nil
 }
 

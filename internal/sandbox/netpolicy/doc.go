@@ -57,7 +57,9 @@
 // bridge, and EXECD-<hash>-IN for the host's INPUT, jumped to for packets
 // in from the bridge. The jumps carry the comment "execd:<bridge>". Our
 // chains only drop or return: what they let through meets docker's rules
-// and the host's policy as if they were not there. An Apply writes its
+// and the host's policy as if they were not there, unless
+// [Firewall.Accept] asks them to accept it (for a VM's tap device, which
+// no other rules forward). An Apply writes its
 // chains and inserts missing jumps in one iptables-restore transaction
 // (atomic), so a running job never sees a half-written policy; an Apply
 // over existing rules rewrites the chains in place. When DOCKER-USER does

@@ -33,6 +33,12 @@ type Firewall struct {
 	// AllowHost lets sandboxes connect to the host's own addresses, as
 	// EXECUTOR_DOCKER_ADD_HOST_GATEWAY asks; the rest of the policy stays.
 	AllowHost bool
+	// Accept makes the rules accept the forwarded traffic the policy lets
+	// through, instead of returning it to the host's other rules and the
+	// FORWARD chain's policy. It is for interfaces that no other rules
+	// forward, such as a micro-VM's tap device, on hosts whose FORWARD
+	// policy drops (docker sets it so): docker's bridges need it not.
+	Accept bool
 	// Logger receives a debug line for each change; nil discards them.
 	Logger *slog.Logger
 }
@@ -76,7 +82,7 @@ func (f *Firewall) Apply(ctx context.Context, bridge string, subnet netip.Prefix
 		return err
 	}
 	defer unlock()
-	opts := options{allowDNS: f.AllowDNS, allowHost: f.AllowHost}
+	opts := options{allowDNS: f.AllowDNS, allowHost: f.AllowHost, accept: f.Accept}
 	for _, fam := range families() {
 		if err := f.apply(ctx, makePlan(fam, bridge, subnet, opts)); err != nil {
 			return fmt.Errorf("netpolicy: apply the %s rules of bridge %s: %w", fam.name, bridge, err)

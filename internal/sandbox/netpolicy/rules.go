@@ -86,6 +86,7 @@ func chainNames(bridge string) (forward, input string) {
 type options struct {
 	allowDNS  []netip.Addr
 	allowHost bool
+	accept    bool
 }
 
 // makePlan returns the rules of bridge in fam. When the subnet is of
@@ -102,9 +103,14 @@ func makePlan(fam family, bridge string, subnet netip.Prefix, opts options) plan
 	add := func(chain string, args ...string) { p.rules = append(p.rules, rule{chain, args}) }
 	sameFamily := subnet.Addr().Is4() == (fam.name == "IPv4")
 
-	// Forwarded traffic, in or out of the bridge.
-	add(fwd, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
-	add(fwd, "-i", bridge, "-o", bridge, "-j", "RETURN")
+	// Forwarded traffic, in or out of the bridge. What passes returns to
+	// the host's rules, or is accepted.
+	pass := "RETURN"
+	if opts.accept {
+		pass = "ACCEPT"
+	}
+	add(fwd, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", pass)
+	add(fwd, "-i", bridge, "-o", bridge, "-j", pass)
 	add(fwd, "-o", bridge, "-j", "DROP")
 	if !sameFamily {
 		add(fwd, "-j", "DROP")
@@ -114,12 +120,15 @@ func makePlan(fam family, bridge string, subnet netip.Prefix, opts options) plan
 		for _, a := range opts.allowDNS {
 			if a.Is4() == (fam.name == "IPv4") {
 				for _, proto := range []string{"udp", "tcp"} {
-					add(fwd, "-d", netip.PrefixFrom(a, a.BitLen()).String(), "-p", proto, "--dport", "53", "-j", "RETURN")
+					add(fwd, "-d", netip.PrefixFrom(a, a.BitLen()).String(), "-p", proto, "--dport", "53", "-j", pass)
 				}
 			}
 		}
 		for _, b := range fam.blocked {
 			add(fwd, "-d", b.String(), "-j", "DROP")
+		}
+		if opts.accept {
+			add(fwd, "-j", "ACCEPT")
 		}
 	}
 

@@ -107,6 +107,24 @@ func TestRestoreScript(t *testing.T) {
 				strings.Join(strings.SplitAfter(v4, "\n")[6:15], "") +
 				"COMMIT\n",
 		},
+		{
+			name: "accept, for a VM's tap", fam: ipv4(), st: docker, present: []bool{true, true, true},
+			opts: options{allowDNS: []netip.Addr{netip.MustParseAddr("10.0.0.2")}, accept: true},
+			want: "*filter\n:EXECD-8F160A1A09 - [0:0]\n:EXECD-8F160A1A09-IN - [0:0]\n" +
+				"-A EXECD-8F160A1A09 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n" +
+				"-A EXECD-8F160A1A09 -i execd-t0 -o execd-t0 -j ACCEPT\n" +
+				"-A EXECD-8F160A1A09 -o execd-t0 -j DROP\n" +
+				"-A EXECD-8F160A1A09 ! -s 10.213.1.0/24 -j DROP\n" +
+				"-A EXECD-8F160A1A09 -d 10.0.0.2/32 -p udp --dport 53 -j ACCEPT\n" +
+				"-A EXECD-8F160A1A09 -d 10.0.0.2/32 -p tcp --dport 53 -j ACCEPT\n" +
+				strings.Join(strings.SplitAfter(v4, "\n")[6:15], "") +
+				"-A EXECD-8F160A1A09 -j ACCEPT\n" +
+				"-A EXECD-8F160A1A09-IN -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n" +
+				"-A EXECD-8F160A1A09-IN -d 10.0.0.2/32 -p udp --dport 53 -j RETURN\n" +
+				"-A EXECD-8F160A1A09-IN -d 10.0.0.2/32 -p tcp --dport 53 -j RETURN\n" +
+				"-A EXECD-8F160A1A09-IN -j DROP\n" +
+				"COMMIT\n",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

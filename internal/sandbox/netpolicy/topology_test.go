@@ -1,20 +1,13 @@
 package netpolicy_test
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"runtime"
-	"strings"
-	"sync"
 	"testing"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/execd/execd/internal/testutil"
+	"github.com/execd/execd/internal/testutil/netns"
 )
 
 // topology is a little network in namespaces of its own, playing the
@@ -46,14 +39,7 @@ func newTopology(t *testing.T) *topology {
 	tp := &topology{prefix: fmt.Sprintf("execd-np%d", os.Getpid())}
 	names := []string{"host", "c0", "c1", "inet", "priv", "meta"}
 	for _, n := range names {
-		if out, err := exec.Command("ip", "netns", "add", tp.ns(n)).CombinedOutput(); err != nil {
-			testutil.Missing(t, "netns", fmt.Sprintf("ip netns add: %v: %s", err, out))
-		}
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", tp.ns(n)).Run() })
-		// No duplicate address detection, so that IPv6 link-local
-		// addresses are usable at once.
-		tp.in(t, n, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
-		tp.in(t, n, "ip", "link", "set", "lo", "up")
+		netns.Add(t, tp.ns(n))
 	}
 	tp.in(t, "host", "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	for i, br := range []string{"execd-t0", "execd-t1"} {
@@ -89,72 +75,20 @@ func newTopology(t *testing.T) *topology {
 // hostAddr unless empty.
 func (tp *topology) link(t *testing.T, name, addr, gw, hostSide, hostAddr string) {
 	t.Helper()
-	tp.in(t, "host", "ip", "link", "add", hostSide, "type", "veth", "peer", "name", "eth0", "netns", tp.ns(name))
-	if hostAddr != "" {
-		tp.in(t, "host", "ip", "addr", "add", hostAddr, "dev", hostSide)
-	}
-	tp.in(t, "host", "ip", "link", "set", hostSide, "up")
-	tp.in(t, name, "ip", "addr", "add", addr, "dev", "eth0")
-	tp.in(t, name, "ip", "link", "set", "eth0", "up")
-	tp.in(t, name, "ip", "route", "add", "default", "via", gw)
+	netns.Link(t, tp.ns("host"), hostSide, hostAddr, tp.ns(name), addr, gw)
 }
 
 // in runs a command in namespace name and returns its output.
 func (tp *topology) in(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	argv := append([]string{"netns", "exec", tp.ns(name)}, args...)
-	out, err := exec.Command("ip", argv...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(argv, " "), err, out)
-	}
-	return string(out)
-}
-
-// inNetNS runs fn on a thread in namespace ns. The thread is left there,
-// locked, and exits with its goroutine.
-func inNetNS(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		f, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	return netns.Run(t, tp.ns(name), args...)
 }
 
 // serve runs a TCP server greeting with name at addr in namespace name
 // until the test ends.
 func (tp *topology) serve(t *testing.T, name, addr string) {
 	t.Helper()
-	var ln net.Listener
-	err := inNetNS(tp.ns(name), func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen on %s in %s: %v", addr, name, err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintln(c, name)
-			c.Close()
-		}
-	})
+	netns.Serve(t, tp.ns(name), addr, name)
 }
 
 // probe is a connection a test tries: from a namespace to an address,
@@ -180,55 +114,16 @@ var probes = []probe{
 	{"from other sandbox", "c1", "10.213.1.2:8080", "c0"},
 }
 
-// reach tries every probe at once and returns which connected and were
-// greeted by their server.
-func (tp *topology) reach(t *testing.T) map[string]bool {
-	t.Helper()
-	got := make(map[string]bool)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, p := range probes {
-		wg.Go(func() {
-			err := inNetNS(tp.ns(p.from), func() error {
-				c, err := net.DialTimeout("tcp", p.addr, time.Second)
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(2 * time.Second))
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if err != nil {
-					return err
-				}
-				if line = strings.TrimSpace(line); line != p.want {
-					return fmt.Errorf("greeted by %q, want %q", line, p.want)
-				}
-				return nil
-			})
-			mu.Lock()
-			got[p.name] = err == nil
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return got
-}
-
 // wantReach fails the test for every probe whose outcome is not the
 // expected one: reachable are the probes that must connect, the others
 // must not.
 func (tp *topology) wantReach(t *testing.T, reachable ...string) {
 	t.Helper()
-	got := tp.reach(t)
+	var ps []netns.Probe
 	for _, p := range probes {
-		want := false
-		for _, r := range reachable {
-			want = want || r == p.name
-		}
-		if got[p.name] != want {
-			t.Errorf("%s (%s -> %s): reachable = %v, want %v", p.name, p.from, p.addr, got[p.name], want)
-		}
+		ps = append(ps, netns.Probe{Name: p.name, From: tp.ns(p.from), Addr: p.addr, Want: p.want})
 	}
+	netns.WantReach(t, ps, reachable...)
 }
 
 // allProbes names every probe.
@@ -244,17 +139,5 @@ func allProbes() []string {
 // comment lines and counters of iptables-save.
 func (tp *topology) rules(t *testing.T) string {
 	t.Helper()
-	var b strings.Builder
-	for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
-		for line := range strings.Lines(tp.in(t, "host", cmd, "-t", "filter")) {
-			if strings.HasPrefix(line, "#") {
-				continue
-			}
-			if i := strings.Index(line, " ["); strings.HasPrefix(line, ":") && i > 0 {
-				line = line[:i] + "\n"
-			}
-			b.WriteString(line)
-		}
-	}
-	return b.String()
+	return netns.Tables(t, tp.ns("host"), "filter")
 }

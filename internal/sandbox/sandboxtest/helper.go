@@ -45,6 +45,9 @@ func RunHelper(newRuntime func(settings json.RawMessage) (sandbox.Runtime, error
 		sb, err = rt.Prepare(context.Background(), spec.Opts)
 	}
 	if err == nil {
+		err = sb.Workspace().Seal(context.Background())
+	}
+	if err == nil {
 		step := sandbox.Step{Key: "sleep", Image: spec.Image, Commands: []string{"echo ready", "sleep 1000"}}
 		var res sandbox.Result
 		res, err = sb.Run(context.Background(), step, sandbox.Output{Stdout: os.Stdout, Stderr: os.Stderr})

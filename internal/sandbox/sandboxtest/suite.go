@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/diskimage"
 )
 
 // Harness tells the conformance suite how to use the runtime under test.
@@ -38,6 +41,15 @@ type Harness struct {
 	// PrepareErrors are the runtime's own invalid options, besides those
 	// every runtime refuses.
 	PrepareErrors []PrepareError
+	// Leftovers lists what a sandbox prepared with opts left on the host
+	// (processes, cgroups, containers, networks), found from opts alone.
+	// The suite uses it after killing a stand-in executor that runs a
+	// step (see [StartHelper]), and again after the runtime's janitor
+	// ran. Nil skips that case: the runtime leaves nothing behind.
+	Leftovers func(t *testing.T, opts sandbox.Options) []string
+	// Settings are the runtime's settings for the stand-in executor
+	// (RunHelper's newRuntime).
+	Settings any
 }
 
 // PrepareError is an invalid change to valid Options, and what Prepare's
@@ -65,6 +77,11 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Cancel", s.cancel)
 	t.Run("CancelEarly", s.cancelEarly)
 	t.Run("MemoryLimit", s.memoryLimit)
+	t.Run("ProcessLimit", s.processLimit)
+	t.Run("CPULimit", s.cpuLimit)
+	t.Run("DiskLimit", s.diskLimit)
+	t.Run("SetuidInert", s.setuidInert)
+	t.Run("JanitorAfterCrash", s.janitorAfterCrash)
 	t.Run("Concurrent", s.concurrent)
 	t.Run("DestroyIdempotent", s.destroyIdempotent)
 }
@@ -202,11 +219,11 @@ func (s *suite) env(t *testing.T) {
 // dir: a step runs in its dir, relative to the workspace; a dir that does
 // not exist is an error (never made silently), the same everywhere.
 func (s *suite) dir(t *testing.T) {
-	ws := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(ws, "sub", "dir"), 0o777); err != nil {
-		t.Fatal(err)
-	}
-	sb, _ := s.prepare(t, sandbox.Options{Workspace: ws})
+	sb, _ := Prepare(t, s.h.Runtime(t), sandbox.Options{}, s.h.Owner, s.h.Left, func(ws string) {
+		if err := os.MkdirAll(filepath.Join(ws, "sub", "dir"), 0o777); err != nil {
+			t.Fatal(err)
+		}
+	})
 	for dir, want := range map[string]string{"": "/workspace\n", ".": "/workspace\n", "sub/dir": "/workspace/sub/dir\n", "sub/../sub": "/workspace/sub\n"} {
 		st := s.step("pwd")
 		st.Dir = dir
@@ -221,28 +238,37 @@ func (s *suite) dir(t *testing.T) {
 		var out bytes.Buffer
 		res, err := sb.Run(ctx, st, sandbox.Output{Stdout: &out, Stderr: &out})
 		cancel()
-		if err == nil || !strings.Contains(err.Error(), dir) || strings.Contains(out.String(), "should not run") {
-			t.Errorf("Run in dir %q = %+v, %v, output %q; want an error naming it, and nothing run", dir, res, err, out.String())
+		var dirErr *sandbox.DirError
+		if !errors.As(err, &dirErr) || !strings.Contains(err.Error(), dir) || strings.Contains(out.String(), "should not run") {
+			t.Errorf("Run in dir %q = %+v, %v, output %q; want a sandbox.DirError naming it, and nothing run", dir, res, err, out.String())
 		}
 	}
-	if _, err := os.Stat(filepath.Join(ws, "no")); err == nil {
+	if out := s.runOK(t, sb, "test -e no && echo created || true"); out != "" {
 		t.Error("the missing dir was created")
 	}
 }
 
-// workspace: the host's files are the step's at /workspace, and what the
-// step writes there is on the host.
+// workspace: what the job runner put in the workspace is the step's at
+// /workspace, and what a step writes there the next step's; in a host
+// directory, the host sees it as the step runs.
 func (s *suite) workspace(t *testing.T) {
-	ws := t.TempDir()
-	if err := os.WriteFile(filepath.Join(ws, "from-host"), []byte("host\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sb, _ := s.prepare(t, sandbox.Options{Workspace: ws})
+	rt := s.h.Runtime(t)
+	sb, opts := Prepare(t, rt, sandbox.Options{}, s.h.Owner, s.h.Left, func(dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "from-host"), []byte("host\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 	if out := s.runOK(t, sb, "cat /workspace/from-host", "echo step > from-step", "mkdir -p d/e && echo deep > d/e/f"); out != "host\n" {
 		t.Errorf("the step read %q from the workspace, want host", out)
 	}
+	if out := s.runOK(t, sb, "cat from-step d/e/f"); out != "step\ndeep\n" {
+		t.Errorf("the next step read %q, want what the first wrote", out)
+	}
+	if rt.Capabilities().Workspace != sandbox.WorkspaceHostDir {
+		return
+	}
 	for name, want := range map[string]string{"from-step": "step\n", "d/e/f": "deep\n"} {
-		if b, err := os.ReadFile(filepath.Join(ws, name)); err != nil || string(b) != want {
+		if b, err := os.ReadFile(filepath.Join(opts.Workspace, name)); err != nil || string(b) != want {
 			t.Errorf("%s on the host = %q, %v; want %q", name, b, err, want)
 		}
 	}
@@ -398,6 +424,7 @@ func (s *suite) memoryLimit(t *testing.T) {
 // concurrent: sandboxes of different jobs run at once, each in its own
 // workspace.
 func (s *suite) concurrent(t *testing.T) {
+	hostDir := s.h.Runtime(t).Capabilities().Workspace == sandbox.WorkspaceHostDir
 	var wg sync.WaitGroup
 	for i := range 3 {
 		sb, opts := s.prepare(t, sandbox.Options{})
@@ -406,6 +433,9 @@ func (s *suite) concurrent(t *testing.T) {
 			res, err := sb.Run(context.Background(), s.step(fmt.Sprintf("echo %d > f", i), "cat f", "ls /workspace"), sandbox.Output{Stdout: &out, Stderr: &out})
 			if err != nil || res.ExitCode != 0 || out.String() != fmt.Sprintf("%d\nf\n", i) {
 				t.Errorf("sandbox %d: %+v, %v, output %q", i, res, err, out.String())
+			}
+			if !hostDir {
+				return
 			}
 			if b, _ := os.ReadFile(filepath.Join(opts.Workspace, "f")); string(b) != fmt.Sprintf("%d\n", i) {
 				t.Errorf("sandbox %d wrote %q", i, b)
@@ -423,5 +453,150 @@ func (s *suite) destroyIdempotent(t *testing.T) {
 		if err := sb.Destroy(context.Background()); err != nil {
 			t.Errorf("Destroy %d: %v", i+1, err)
 		}
+	}
+}
+
+// processLimit: a fork bomb meets the process limit: the step ends by
+// itself, nothing of it is left, and the host and the sandbox go on.
+func (s *suite) processLimit(t *testing.T) {
+	if !s.h.Runtime(t).Capabilities().Limits.Processes {
+		t.Skip("the runtime does not limit processes")
+	}
+	sb, opts := s.prepare(t, sandbox.Options{PIDs: 64})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	res, err := sb.Run(ctx, s.step("bomb() { bomb | bomb & }", "bomb", "sleep 2"), sandbox.Output{Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatalf("Run: %v (a fork bomb must not keep the step from ending)", err)
+	}
+	t.Logf("fork bomb: %+v", res)
+	s.waitNothingRuns(t, sb, opts)
+	if err := exec.Command("true").Run(); err != nil {
+		t.Errorf("the host cannot start a process: %v", err)
+	}
+	s.runOK(t, sb, "true")
+}
+
+// cpuLimit: limited to one CPU, two busy processes take about twice as
+// long as one does. (CPU times measured inside the sandbox cannot tell:
+// gVisor counts a throttled task's time as used.) The fastest of three
+// runs of one is the measure least slowed by a busy host.
+func (s *suite) cpuLimit(t *testing.T) {
+	if !s.h.Runtime(t).Capabilities().Limits.CPU {
+		t.Skip("the runtime does not limit CPU")
+	}
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: a limit of one cannot be told from none")
+	}
+	sb, _ := s.prepare(t, sandbox.Options{CPUs: 1})
+	out := s.runOK(t, sb,
+		// Hundredths of a second since boot, from "12.34" or "0.08".
+		`now() { read u _ < /proc/uptime; echo $(( ${u%.*} * 100 + 1${u#*.} - 100 )); }`,
+		`work() { i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; }`,
+		"one=1000000; for r in 1 2 3; do t0=$(now); work; t1=$(now); [ $((t1-t0)) -lt $one ] && one=$((t1-t0)); done",
+		"t1=$(now); work & work & wait; t2=$(now)",
+		"echo $one $((t2-t1))")
+	var one, two float64
+	if _, err := fmt.Sscanf(out, "%g %g", &one, &two); err != nil || one <= 0 {
+		t.Fatalf("the step printed %q: %v", out, err)
+	}
+	if two/one < 1.5 {
+		t.Errorf("one busy process took %vs, two took %vs: want about twice as long on one CPU", one/100, two/100)
+	}
+	t.Logf("one busy process: %vs; two: %vs", one/100, two/100)
+}
+
+// diskLimit: a step cannot write more than the disk limit to its
+// workspace, and fails saying the workspace is full, in every runtime;
+// nor, where the runtime's Limits say Disk, can it fill the host's disk
+// anywhere else (a container's writable layer, /tmp).
+func (s *suite) diskLimit(t *testing.T) {
+	if err := diskimage.Check(context.Background()); err != nil {
+		t.Skipf("no bounded workspaces here: %v", err)
+	}
+	rt := s.h.Runtime(t)
+	sb, _ := s.prepare(t, sandbox.Options{DiskBytes: 64 << 20, MemoryBytes: 128 << 20})
+	t.Run("workspace", func(t *testing.T) {
+		_, errs, res := s.run(t, sb, s.step("head -c $((100<<20)) /dev/zero > big"))
+		if res.ExitCode == 0 || !res.DiskFull {
+			t.Errorf("writing 100M to a workspace of 64M: %+v (stderr %q), want a failure with DiskFull", res, errs)
+		}
+		s.runOK(t, sb, "rm big", "echo fits > small")
+	})
+	t.Run("elsewhere", func(t *testing.T) {
+		if !rt.Capabilities().Limits.Disk {
+			t.Skip("the runtime bounds only the workspace here")
+		}
+		for _, dir := range []string{"/tmp", "/"} {
+			_, errs, res := s.run(t, sb, s.step(fmt.Sprintf("head -c $((400<<20)) /dev/zero > %s/big-outside", strings.TrimSuffix(dir, "/"))))
+			if res.ExitCode == 0 {
+				t.Errorf("writing 400M to %s with 64M of disk and 128M of memory succeeded (stderr %q)", dir, errs)
+			}
+		}
+	})
+}
+
+// setuidInert: a set-user-ID binary a step makes in its workspace is
+// inert on the host: the workspace is mounted nosuid and nodev there.
+func (s *suite) setuidInert(t *testing.T) {
+	rt := s.h.Runtime(t)
+	if rt.Capabilities().Workspace != sandbox.WorkspaceHostDir {
+		t.Skip("the host never mounts the workspace while steps run")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("not root: a step cannot make a file of host root's")
+	}
+	for _, bounded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("bounded=%v", bounded), func(t *testing.T) {
+			opts := sandbox.Options{}
+			if bounded {
+				if err := diskimage.Check(context.Background()); err != nil {
+					t.Skipf("no bounded workspaces here: %v", err)
+				}
+				opts.DiskBytes = 64 << 20
+			}
+			sb, opts := s.prepare(t, opts)
+			s.runOK(t, sb, "cp /bin/sh suid && chmod 4755 suid || true", "mknod dev c 1 3 2>/dev/null || true")
+			var st unix.Statfs_t
+			if err := unix.Statfs(opts.Workspace, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Flags&unix.ST_NOSUID == 0 || st.Flags&unix.ST_NODEV == 0 {
+				t.Errorf("the workspace %s is mounted with flags %#x on the host, want nosuid and nodev", opts.Workspace, st.Flags)
+			}
+		})
+	}
+}
+
+// janitorAfterCrash: what a killed executor's sandbox left running is
+// removed by the runtime's janitor, told that the owner is dead; a live
+// owner's sandbox is left alone.
+func (s *suite) janitorAfterCrash(t *testing.T) {
+	if s.h.Leftovers == nil {
+		t.Skip("the runtime leaves nothing behind")
+	}
+	rt := s.h.Runtime(t)
+	j, ok := rt.(sandbox.Janitor)
+	if !ok {
+		t.Fatal("the runtime leaves things behind but is no sandbox.Janitor")
+	}
+	dead := fmt.Sprintf("%s-dead-%d", s.h.Owner, Seq())
+	network := rt.Capabilities().DefaultNetwork()
+	opts := Options(t, sandbox.Options{Owner: dead, Network: network}, dead)
+	StartHelper(t, s.h.Settings, s.h.Image, opts)()
+	if left := s.h.Leftovers(t, opts); len(left) == 0 {
+		t.Fatal("a killed executor's running step left nothing: the test cannot tell a janitor's work")
+	}
+	live, _ := s.prepare(t, sandbox.Options{Network: network})
+	if err := j.Clean(context.Background(), func(l sandbox.Leftover) bool { return l.Owner == dead }); err != nil {
+		t.Fatalf("Clean: %v", err)
+	}
+	if left := s.h.Leftovers(t, opts); len(left) > 0 {
+		t.Errorf("left after Clean: %v", left)
+	}
+	s.runOK(t, live, "true")
+	if err := j.Clean(context.Background(), func(l sandbox.Leftover) bool { return l.Owner == dead }); err != nil {
+		t.Errorf("Clean with nothing to do: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/sandboxtest"
 	"github.com/execd/execd/internal/sandbox/shell"
 )
 
@@ -43,7 +44,7 @@ func BenchmarkRun_True(b *testing.B) {
 		}
 	})
 	b.Run("prepare-run-destroy", func(b *testing.B) {
-		opts := sandbox.Options{JobID: "bench", Owner: testOwner, Workspace: b.TempDir(), MemoryBytes: 256 << 20, PIDs: 256, CPUs: 1}
+		opts := sandbox.Options{JobID: "bench", Owner: testOwner, Workspace: sandboxtest.WorkspacePath(b), MemoryBytes: 256 << 20, PIDs: 256, CPUs: 1}
 		for b.Loop() {
 			sb, err := rt.Prepare(ctx, opts)
 			if err != nil {

@@ -82,13 +82,16 @@ func (r *Runtime) clean(ctx context.Context, stale func(sandbox.Leftover) bool) 
 			continue
 		}
 		left := len(jobs)
+		ownerLeft := sandbox.Leftover{Owner: owner, Workspace: filepath.Join(r.cfg.WorkspaceRoot, owner)}
 		for _, jobID := range jobs {
 			l := sandbox.Leftover{JobID: jobID, Owner: owner, Workspace: filepath.Join(r.cfg.WorkspaceRoot, owner, jobID)}
 			if !stale(l) {
 				continue
 			}
 			cg := host.job(path.Join(parent, owner, jobID))
-			if pids, err := cg.procs(); err == nil && len(pids) > 0 && !stale(sandbox.Leftover{Owner: owner, Workspace: l.Workspace}) {
+			// A job that is over may still have processes: only when its
+			// whole executor is gone are they orphans to kill.
+			if pids, err := cg.procs(); err == nil && len(pids) > 0 && !stale(ownerLeft) {
 				continue
 			}
 			if err := cg.remove(ctx); err != nil {
@@ -98,7 +101,7 @@ func (r *Runtime) clean(ctx context.Context, stale func(sandbox.Leftover) bool) 
 			left--
 			r.cfg.Logger.Info("janitor: removed the cgroup of a job that is over", "job", jobID, "owner", owner)
 		}
-		if left == 0 && stale(sandbox.Leftover{Owner: owner, Workspace: filepath.Join(r.cfg.WorkspaceRoot, owner)}) {
+		if left == 0 && stale(ownerLeft) {
 			if err := host.job(path.Join(parent, owner)).rmdirs(); err != nil && !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.ENOTEMPTY) {
 				errs = append(errs, err)
 			}

@@ -34,7 +34,7 @@
 // # Privileges
 //
 // When the executor runs as root, a step runs as nobody (65534:65534)
-// and Prepare makes that user the owner of the workspace's files (except
+// and the workspace's Seal makes that user the owner of its files (except
 // files with several hard links, which may be shared with files outside
 // it), so that steps can write there; the executor, as root, can still
 // read and remove them. Otherwise the executor's user is mapped to root

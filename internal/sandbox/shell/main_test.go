@@ -62,9 +62,9 @@ func needSandbox(t testing.TB) *shell.Runtime {
 // prepare prepares a sandbox with opts, defaults filled in: a new job of
 // testOwner, a temporary workspace and generous limits. The sandbox is
 // destroyed, and its removal checked, when the test ends.
-func prepare(t testing.TB, rt *shell.Runtime, opts sandbox.Options) (sandbox.Sandbox, sandbox.Options) {
+func prepare(t testing.TB, rt *shell.Runtime, opts sandbox.Options, fill ...func(dir string)) (sandbox.Sandbox, sandbox.Options) {
 	t.Helper()
-	return sandboxtest.Prepare(t, rt, opts, testOwner, cgroupsLeft(t))
+	return sandboxtest.Prepare(t, rt, opts, testOwner, cgroupsLeft(t), fill...)
 }
 
 // cgroupsLeft lists the cgroup directories of a sandbox that exist.
@@ -169,15 +169,23 @@ func TestConformance(t *testing.T) {
 			{Name: "dot-dot job ID", Modify: func(o *sandbox.Options) { o.JobID = ".." }, Want: "job ID"},
 		},
 		Running: func(t *testing.T, _ sandbox.Sandbox, opts sandbox.Options) []string {
-			pids, err := jobCgroup(t, newRuntime(), opts).Procs()
-			if err != nil {
-				return nil // the cgroup is gone
-			}
-			var left []string
-			for _, pid := range pids {
-				left = append(left, fmt.Sprintf("process %d", pid))
-			}
-			return left
+			return processesOf(t, opts)
+		},
+		Leftovers: func(t *testing.T, opts sandbox.Options) []string {
+			return append(processesOf(t, opts), cgroupsLeft(t)(nil, opts)...)
 		},
 	})
+}
+
+// processesOf lists the processes in a job's cgroup.
+func processesOf(t *testing.T, opts sandbox.Options) []string {
+	pids, err := jobCgroup(t, newRuntime(), opts).Procs()
+	if err != nil {
+		return nil // the cgroup is gone
+	}
+	var left []string
+	for _, pid := range pids {
+		left = append(left, fmt.Sprintf("process %d", pid))
+	}
+	return left
 }

@@ -35,8 +35,11 @@ func (r *Runtime) InitProgram() string { return r.cfg.Init }
 // with CPU, memory and process limits.
 func (r *Runtime) Capabilities() sandbox.Capabilities {
 	return sandbox.Capabilities{
-		Networks: []sandbox.Network{sandbox.NetworkNone},
-		Limits:   sandbox.Limits{CPU: true, Memory: true, Processes: true},
+		Workspace: sandbox.WorkspaceHostDir,
+		Networks:  []sandbox.Network{sandbox.NetworkNone},
+		// A step writes to the host's disk only in its workspace; its
+		// /tmp is a tmpfs charged to the job's memory.
+		Limits: sandbox.Limits{CPU: true, Memory: true, Processes: true, Disk: true},
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/hostdir"
 )
 
 const (
@@ -57,6 +58,9 @@ type Sandbox struct {
 	// cgroup v2 (Linux 5.7).
 	cloneIntoCgroup bool
 
+	// ws is the job's workspace; nil if Prepare failed before making it.
+	ws *hostdir.Workspace
+
 	mu        sync.Mutex
 	cg        *jobCgroup // nil unless Prepare succeeded
 	destroyed bool
@@ -70,22 +74,36 @@ func (r *Runtime) prepare(ctx context.Context, opts sandbox.Options) (sandbox.Sa
 		userNS:          os.Geteuid() != 0,
 		cloneIntoCgroup: kernelAtLeast(5, 7),
 	}
-	// The init binds the workspace through the host tree mounted
-	// elsewhere, where absolute symbolic links would not resolve.
-	ws, err := filepath.EvalSymlinks(opts.Workspace)
-	if err != nil {
-		return sb, fmt.Errorf("shell: workspace: %w", err)
-	}
-	if fi, err := os.Stat(ws); err != nil || !fi.IsDir() {
-		return sb, fmt.Errorf("shell: workspace %s is not a directory", ws)
-	}
-	opts.Workspace = ws
-	sb.opts = opts
-
 	host, err := findCgroups()
 	if err != nil {
 		return sb, fmt.Errorf("shell: %w", err)
 	}
+	var seal func(ctx context.Context, dir string) error
+	if !sb.userNS {
+		// The step runs as sandboxUID, which must be able to write the
+		// workspace that the job runner filled as root.
+		seal = func(ctx context.Context, dir string) error {
+			start := time.Now()
+			n, err := chownTree(dir, sandboxUID, sandboxGID)
+			if err != nil {
+				return fmt.Errorf("shell: hand the workspace to the sandbox user: %w", err)
+			}
+			sb.log.Debug("workspace handed to the sandbox user", "files", n, "duration", time.Since(start))
+			return nil
+		}
+	}
+	ws, err := hostdir.Create(ctx, opts, seal)
+	if err != nil {
+		return sb, fmt.Errorf("shell: %w", err)
+	}
+	sb.ws = ws
+	// The init binds the workspace through the host tree mounted
+	// elsewhere, where absolute symbolic links would not resolve.
+	if opts.Workspace, err = filepath.EvalSymlinks(opts.Workspace); err != nil {
+		return sb, fmt.Errorf("shell: workspace: %w", err)
+	}
+	sb.opts = opts
+
 	job, _ := cgroupName(opts.JobID)
 	owner, _ := cgroupName(opts.Owner)
 	cg := host.job(path.Join(r.cfg.cgroupParent(), owner, job))
@@ -95,17 +113,6 @@ func (r *Runtime) prepare(ctx context.Context, opts sandbox.Options) (sandbox.Sa
 			return sb, fmt.Errorf("shell: %w (the executor is not root: delegate cgroup %s to its user)", err, r.cfg.CgroupParent)
 		}
 		return sb, fmt.Errorf("shell: %w", err)
-	}
-	if !sb.userNS {
-		// The step runs as sandboxUID, which must be able to write the
-		// workspace that the executor made as root.
-		start := time.Now()
-		n, err := chownTree(ws, sandboxUID, sandboxGID)
-		if err != nil {
-			cg.remove(context.WithoutCancel(ctx))
-			return sb, fmt.Errorf("shell: hand the workspace to the sandbox user: %w", err)
-		}
-		sb.log.Debug("workspace handed to the sandbox user", "files", n, "duration", time.Since(start))
 	}
 	sb.cg = cg
 	sb.log.Debug("sandbox prepared", "cgroup", cg.dirs)
@@ -145,6 +152,7 @@ func (s *Sandbox) Run(ctx context.Context, step sandbox.Step, out sandbox.Output
 	if res.ExitCode != 0 {
 		n, err := cg.oomKills()
 		res.OOMKilled = err == nil && n > oomBefore
+		res.DiskFull = s.ws.Full()
 	}
 	return res, nil
 }
@@ -373,18 +381,26 @@ func stepEnv(vars []string) ([]string, error) {
 	return env, nil
 }
 
-// Destroy kills whatever still runs in the job's cgroup and removes it.
-// It is idempotent, and runs even when ctx is already cancelled.
+// Workspace is the job's workspace. See [sandbox.Sandbox].
+func (s *Sandbox) Workspace() sandbox.Workspace { return s.ws }
+
+// Destroy kills whatever still runs in the job's cgroup and removes it,
+// then the workspace. It is idempotent, and runs even when ctx is
+// already cancelled.
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	cg := s.cg
 	s.destroyed = true
 	s.mu.Unlock()
-	if cg == nil {
-		return nil
+	if cg != nil {
+		if err := cg.remove(context.WithoutCancel(ctx)); err != nil {
+			return fmt.Errorf("shell: destroy sandbox: %w", err)
+		}
 	}
-	if err := cg.remove(context.WithoutCancel(ctx)); err != nil {
-		return fmt.Errorf("shell: destroy sandbox: %w", err)
+	if s.ws != nil {
+		if err := s.ws.Remove(); err != nil {
+			return fmt.Errorf("shell: destroy sandbox: %w", err)
+		}
 	}
 	return nil
 }

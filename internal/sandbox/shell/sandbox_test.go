@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/execd/execd/internal/sandbox/sandboxtest"
-
 	"github.com/execd/execd/internal/sandbox"
 )
 
@@ -291,33 +289,4 @@ type startedWriter struct {
 func (w *startedWriter) Write(p []byte) (int, error) {
 	w.once.Do(func() { close(w.started) })
 	return len(p), nil
-}
-
-func TestRun_ExecutorKilled(t *testing.T) {
-	rt := needSandbox(t)
-	opts := sandbox.Options{
-		JobID: fmt.Sprintf("%d-killed", sandboxtest.Seq()), Owner: testOwner, Workspace: t.TempDir(),
-		MemoryBytes: 256 << 20, PIDs: 64, CPUs: 1, Network: sandbox.NetworkNone,
-	}
-	kill := sandboxtest.StartHelper(t, nil, "", opts)
-
-	cg := jobCgroup(t, rt, opts)
-	pids, err := cg.Procs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(pids) < 2 {
-		t.Fatalf("job cgroup holds %v, want the init and sleep", pids)
-	}
-	kill()
-	waitGone(t, cg, pids, 5*time.Second)
-
-	// A new executor's Prepare for the same job replaces the stale cgroup.
-	sb, err := rt.Prepare(context.Background(), opts)
-	if err != nil {
-		t.Fatalf("Prepare over a stale cgroup: %v", err)
-	}
-	if err := sb.Destroy(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 }

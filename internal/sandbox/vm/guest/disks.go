@@ -96,6 +96,10 @@ func ensureWorkspace(id string) error {
 		if err != nil {
 			return fmt.Errorf("the workspace: %w", err)
 		}
+		// The host filled the disk after this kernel first read it.
+		if err := dropCache(dev); err != nil {
+			return fmt.Errorf("the workspace: %w", err)
+		}
 		if err := unix.Mount(dev, workspaceDir, "ext4", flags, ""); err != nil {
 			return fmt.Errorf("mount the workspace %s (ext4) on %s: %w", dev, workspaceDir, err)
 		}
@@ -104,19 +108,29 @@ func ensureWorkspace(id string) error {
 	return nil
 }
 
-// mountRoot mounts the root drive id read-only (erofs or ext4), once,
-// and returns where.
+// mountRoot mounts the root drive id read-only (erofs or ext4) afresh
+// for each step, and returns where: the host may have pointed the drive
+// at another image since the last step (a warm VM's root slot).
 func mountRoot(id string) (string, error) {
-	if dir, ok := mounted.roots[id]; ok {
-		return dir, nil
+	dir := filepath.Join(rootsDir, id)
+	if _, ok := mounted.roots[id]; ok {
+		// The last step's overlay on it is gone.
+		if err := unix.Unmount(dir, 0); err != nil {
+			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+				return "", fmt.Errorf("unmount the last step's root: %w", err)
+			}
+		}
+		delete(mounted.roots, id)
 	}
 	dev, err := findDrive("/sys/block", id)
 	if err != nil {
 		return "", fmt.Errorf("the step's root: %w", err)
 	}
-	dir := filepath.Join(rootsDir, id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
+	}
+	if err := dropCache(dev); err != nil {
+		return "", fmt.Errorf("the step's root: %w", err)
 	}
 	flags := uintptr(unix.MS_RDONLY | unix.MS_NODEV)
 	errErofs := unix.Mount(dev, dir, "erofs", flags, "")
@@ -181,4 +195,18 @@ func setupOverlay(lower string) (string, error) {
 		}
 	}
 	return merged, nil
+}
+
+// dropCache drops the kernel's cache of a block device's content, which
+// the host may have changed since (BLKFLSBUF).
+func dropCache(dev string) error {
+	f, err := os.Open(dev)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.BLKFLSBUF, 0); err != nil {
+		return fmt.Errorf("drop the cache of %s: %w", dev, err)
+	}
+	return nil
 }

@@ -190,8 +190,8 @@ func Args(spec vmm.Spec, accel Accel, agentFD int) []string {
 		"-initrd", spec.Initramfs,
 		"-append", cmdline,
 	}
-	if spec.Name != "" {
-		args = append(args, "-name", escapeOpt(spec.Name)+",process="+escapeOpt(spec.Name))
+	if spec.Label != "" {
+		args = append(args, "-name", escapeOpt(spec.Label)+",process="+escapeOpt(spec.Label))
 	}
 	for i, d := range spec.Drives {
 		id := "d" + strconv.Itoa(i)
@@ -292,9 +292,11 @@ func (m *Monitor) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error)
 	cmd.ExtraFiles = []*os.File{guestEnd}
 	cmd.Stdout, cmd.Stderr = mc.console, mc.console
 	cmd.Stdin = nil
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	if spec.Name != "" {
-		cmd.Env = append(cmd.Env, vmm.NameEnv+"="+spec.Name)
+	// The executor's environment holds its secret: the monitor gets a
+	// PATH and its label only.
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if spec.Label != "" {
+		cmd.Env = append(cmd.Env, vmm.LabelEnv+"="+spec.Label)
 	}
 	// Its own process group; killed with the executor if it dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

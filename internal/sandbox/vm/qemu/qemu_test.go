@@ -15,7 +15,7 @@ import (
 
 func TestArgs(t *testing.T) {
 	spec := vmm.Spec{
-		Name:   "execd-vm:host,1:42",
+		Label:  "execd-vm:host,1:42",
 		Kernel: "/k/vmlinux", Initramfs: "/k/initramfs.cpio.gz", Cmdline: "foo=1",
 		VCPUs: 2, MemoryMiB: 1024,
 		Drives: []vmm.Drive{{ID: "workspace", Path: "/w/ws,1.img"}, {ID: "root", Path: "/r/root.erofs", ReadOnly: true, Direct: true}},
@@ -78,8 +78,8 @@ func TestSpec_Validate(t *testing.T) {
 		{Kernel: "k", Initramfs: "i", Drives: []vmm.Drive{{ID: "a"}}},
 		{Kernel: "k", Initramfs: "i", VCPUs: -1},
 		{Kernel: "k", Initramfs: "i", Net: &vmm.Net{}},
-		{Kernel: "k", Initramfs: "i", Name: "a b"},
-		{Kernel: "k", Initramfs: "i", Name: "a=b"},
+		{Kernel: "k", Initramfs: "i", Label: "a b"},
+		{Kernel: "k", Initramfs: "i", Label: "a=b"},
 		{Kernel: "k", Initramfs: "i", Net: &vmm.Net{Tap: "t", Address: netip.MustParsePrefix("fd00::2/64")}},
 	} {
 		if err := bad.Validate(); err == nil {

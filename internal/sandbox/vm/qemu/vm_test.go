@@ -169,7 +169,7 @@ func TestVM(t *testing.T) {
 	}
 	start := time.Now()
 	m, err := (&qemu.Monitor{}).Start(ctx, vmm.Spec{
-		Name:   "execd-test-vm:" + t.Name(),
+		Label:  "execd-test-vm:" + t.Name(),
 		Kernel: g.kernel, Initramfs: g.initramfs,
 		MemoryMiB: 256, AllowEmulation: true,
 		Drives: []vmm.Drive{
@@ -184,7 +184,7 @@ func TestVM(t *testing.T) {
 	defer m.Kill()
 	t.Logf("boot to hello: %v", time.Since(start))
 	if !labelled("execd-test-vm:" + t.Name()) {
-		t.Errorf("no process has %s=execd-test-vm:%s in its environment", vmm.NameEnv, t.Name())
+		t.Errorf("no process has %s=execd-test-vm:%s in its environment", vmm.LabelEnv, t.Name())
 	}
 	if got := m.Agent().Hello().Kernel; got != g.kernelRelease {
 		t.Errorf("hello kernel = %q, want %q", got, g.kernelRelease)
@@ -412,12 +412,12 @@ func TestStart_BootFailure(t *testing.T) {
 	}
 }
 
-// labelled reports whether a process carries name as vmm.NameEnv.
+// labelled reports whether a process carries name as vmm.LabelEnv.
 func labelled(name string) bool {
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
 		env, err := os.ReadFile(filepath.Join("/proc", p.Name(), "environ"))
-		if err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00"+vmm.NameEnv+"="+name+"\x00")) {
+		if err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00"+vmm.LabelEnv+"="+name+"\x00")) {
 			return true
 		}
 	}

@@ -25,11 +25,6 @@ import (
 
 // Spec is one virtual machine.
 type Spec struct {
-	// Name, when set, labels the VM's monitor process on the host: in
-	// its environment as [NameEnv]=Name, which a janitor reads from
-	// /proc/PID/environ after a crash (QEMU also gets -name). Up to 200
-	// printable characters without spaces or '='.
-	Name string
 	// Kernel is an uncompressed kernel (vmlinux, ELF), booted by PVH.
 	Kernel string
 	// Initramfs is the cpio archive (compressed or not) with the agent as
@@ -59,6 +54,16 @@ type Spec struct {
 	// ConsoleBytes bounds the kept end of the guest's console; 0 means
 	// 64 KiB.
 	ConsoleBytes int
+	// Label, when set, labels the VM's monitor process on the host: in
+	// its environment as [LabelEnv]=Label, which a janitor reads from
+	// /proc/PID/environ after a crash (QEMU also gets -name). Nothing
+	// else of the executor's environment but a PATH reaches the monitor.
+	// Up to 200 printable characters without spaces or '='.
+	Label string
+	// Dir is a directory of the machine's for monitors that keep files
+	// (Firecracker: its API and vsock sockets). QEMU keeps none: its
+	// channel is a socketpair, its console a ring in memory.
+	Dir string
 }
 
 // Drive is a virtio block device backed by a file on the host.
@@ -154,18 +159,18 @@ type Monitor interface {
 	Start(ctx context.Context, spec Spec) (Machine, error)
 }
 
-// NameEnv is the environment variable that carries [Spec.Name] in the
+// LabelEnv is the environment variable that carries [Spec.Label] in the
 // monitor's process. The monitor's environment holds nothing else of
 // the executor's but PATH: no secret of the executor reaches it.
-const NameEnv = "EXECD_VM"
+const LabelEnv = "EXECD_VM"
 
 // ErrNoKVM wraps the errors of a Start that would need software
 // emulation when Spec.AllowEmulation is false.
 var ErrNoKVM = errors.New("no usable KVM")
 
 var (
-	validID   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,20}$`)
-	validName = regexp.MustCompile(`^[!-<>-~]{1,200}$`)
+	validID    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,20}$`)
+	validLabel = regexp.MustCompile(`^[!-<>-~]{1,200}$`)
 )
 
 // Validate checks spec's fields that every monitor needs.
@@ -176,8 +181,8 @@ func (s *Spec) Validate() error {
 	if s.VCPUs < 0 || s.VCPUs > 64 || s.MemoryMiB < 0 {
 		return fmt.Errorf("vm: %d vCPUs, %d MiB is not a machine", s.VCPUs, s.MemoryMiB)
 	}
-	if s.Name != "" && !validName.MatchString(s.Name) {
-		return fmt.Errorf("vm: name %q: want up to 200 printable characters without spaces or '='", s.Name)
+	if s.Label != "" && !validLabel.MatchString(s.Label) {
+		return fmt.Errorf("vm: label %q: want up to 200 printable characters without spaces or '='", s.Label)
 	}
 	if s.Net != nil {
 		if s.Net.Tap == "" {

@@ -1,0 +1,172 @@
+package vm
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/vm/agent"
+	"github.com/execd/execd/internal/sandbox/vm/qemu"
+	"github.com/execd/execd/internal/sandbox/vm/vmm"
+)
+
+// Drive IDs, as the guest finds them.
+const (
+	workspaceDrive = "workspace"
+	rootDrive      = "root"
+)
+
+// assets are the guest's kernel and initramfs (executor install vm).
+type assets struct{ dir string }
+
+func (a assets) kernel() string    { return filepath.Join(a.dir, "vmlinux") }
+func (a assets) initramfs() string { return filepath.Join(a.dir, "initramfs.cpio") }
+
+func (a assets) check() error {
+	for _, p := range []string{a.kernel(), a.initramfs()} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("the guest is not installed (%w): run `executor install vm`", err)
+		}
+	}
+	return nil
+}
+
+// qemuMonitor runs machines under QEMU's microvm.
+type qemuMonitor struct {
+	q              *qemu.Monitor
+	assets         assets
+	allowEmulation bool
+}
+
+func (m *qemuMonitor) Name() string { return "qemu" }
+
+func (m *qemuMonitor) binary() (string, error) {
+	if m.q.Binary != "" {
+		return m.q.Binary, nil
+	}
+	bin, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return "", errors.New("qemu-system-x86_64 is not installed: run `executor install vm`")
+	}
+	return bin, nil
+}
+
+func (m *qemuMonitor) Check(ctx context.Context) error {
+	if _, err := m.binary(); err != nil {
+		return err
+	}
+	if _, err := m.q.ChooseAccel(m.allowEmulation); err != nil {
+		return err
+	}
+	return m.assets.check()
+}
+
+// Version is QEMU's version and the acceleration machines get.
+func (m *qemuMonitor) Version(ctx context.Context) (string, error) {
+	bin, err := m.binary()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return "", err
+	}
+	// "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"
+	v := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	v = strings.TrimPrefix(v, "QEMU emulator version ")
+	if f := strings.Fields(v); len(f) > 0 {
+		v = f[0]
+	}
+	accel, err := m.q.ChooseAccel(m.allowEmulation)
+	if err != nil {
+		return v, nil
+	}
+	return fmt.Sprintf("%s (%s)", v, accel), nil
+}
+
+func (m *qemuMonitor) Boot(ctx context.Context, spec machineSpec) (machine, error) {
+	mc, err := m.q.Start(ctx, vmSpec(m.assets, spec, m.allowEmulation))
+	if err != nil {
+		return nil, err
+	}
+	return newVMMMachine(mc), nil
+}
+
+// vmSpec is spec for a vmm.Monitor.
+func vmSpec(a assets, spec machineSpec, allowEmulation bool) vmm.Spec {
+	return vmm.Spec{
+		Kernel: a.kernel(), Initramfs: a.initramfs(),
+		VCPUs: spec.VCPUs, MemoryMiB: int(spec.MemoryBytes >> 20),
+		Drives: []vmm.Drive{
+			{ID: workspaceDrive, Path: spec.Workspace},
+			{ID: rootDrive, Path: spec.Root, ReadOnly: true},
+		},
+		Net:            spec.Net,
+		AllowEmulation: allowEmulation,
+		Dir:            spec.Dir,
+		Label:          spec.Name,
+	}
+}
+
+// vmmMachine is a machine of a vmm.Monitor.
+type vmmMachine struct {
+	m    vmm.Machine
+	done chan struct{}
+}
+
+func newVMMMachine(m vmm.Machine) *vmmMachine {
+	v := &vmmMachine{m: m, done: make(chan struct{})}
+	go func() {
+		_ = m.Wait()
+		close(v.done)
+	}()
+	return v
+}
+
+func (v *vmmMachine) Guest() guest { return agentGuest{v.m.Agent()} }
+
+func (v *vmmMachine) Alive() bool {
+	select {
+	case <-v.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (v *vmmMachine) Kill() error {
+	err := v.m.Kill()
+	<-v.done
+	return err
+}
+
+func (v *vmmMachine) Console() string { return v.m.Console() }
+
+// agentGuest is the guest's agent over its protocol.
+type agentGuest struct{ c *agent.Conn }
+
+// MountWorkspace: the agent mounts the workspace drive when the first
+// step runs, after the host released it at Seal.
+func (g agentGuest) MountWorkspace(context.Context) error { return nil }
+
+func (g agentGuest) Run(ctx context.Context, st guestStep, out sandbox.Output) (sandbox.Result, error) {
+	req := agent.Run{Commands: st.Commands, Env: st.Env, Dir: st.Dir, User: st.User, Workspace: workspaceDrive, Root: rootDrive}
+	exit, err := g.c.Run(ctx, req, cmp.Or[io.Writer](out.Stdout, io.Discard), cmp.Or[io.Writer](out.Stderr, io.Discard))
+	var stepErr *agent.StepError
+	switch {
+	case ctx.Err() != nil:
+		return sandbox.Result{ExitCode: exit.Code}, ctx.Err()
+	case errors.As(err, &stepErr) && strings.HasPrefix(stepErr.Msg, "the step's dir "):
+		return sandbox.Result{}, &sandbox.DirError{Msg: stepErr.Msg}
+	case err != nil:
+		return sandbox.Result{}, err
+	}
+	return sandbox.Result{ExitCode: exit.Code, OOMKilled: exit.OOMKilled}, nil
+}

@@ -1,0 +1,261 @@
+package vm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/diskimage"
+	"github.com/execd/execd/internal/sandbox/vm/slot"
+	"github.com/execd/execd/internal/sandbox/vm/vmm"
+)
+
+// Runtime is the micro-VM runtime. Each job runs in a virtual machine of
+// its own: the workspace is a disk image the host fills and then hands to
+// the machine; each step runs in its image's root file system, a
+// read-only disk the host swaps under the running machine (package
+// slot), with a writable overlay in the guest's memory; nothing of the
+// host's file system is shared with the guest. A warm pool of machines
+// booted ahead hides the boot from jobs.
+type Runtime struct {
+	cfg     Config
+	monitor monitor
+	images  imageSource
+	nets    networks
+
+	mu      sync.Mutex
+	pool    *warmPool[*vmachine]
+	started bool
+}
+
+var (
+	_ sandbox.Runtime = (*Runtime)(nil)
+	_ sandbox.Starter = (*Runtime)(nil)
+	_ sandbox.Janitor = (*Runtime)(nil)
+)
+
+// imageSource turns a step's image into a root file system image.
+type imageSource interface {
+	// Root returns the root file system image of image, built or
+	// cached, and the image's user and environment. Its errors wrap
+	// sandbox.ErrImageNotFound or sandbox.ErrRegistryDenied when no
+	// retry can help.
+	Root(ctx context.Context, image string, auth map[string]string) (rootImage, error)
+}
+
+// rootImage is a step image's root file system.
+type rootImage struct {
+	Path string
+	User string
+	Env  []string
+	// Release tells the cache the image is no longer in use.
+	Release func()
+}
+
+// networks make the machines' networks.
+type networks interface {
+	// Setup makes the network of a machine of owner.
+	Setup(ctx context.Context, owner, id string) (network, error)
+	// Clean removes the networks of owners for which stale reports true.
+	Clean(ctx context.Context, stale func(owner string) bool) error
+}
+
+// network is one machine's network.
+type network interface {
+	// Device is the machine's interface: its tap and the guest's side.
+	Device() *vmm.Net
+	Remove(ctx context.Context) error
+}
+
+// Name is the runtime's EXECUTOR_RUNTIME value: "firecracker", the
+// reference's name for its micro-VM isolation, whichever monitor runs
+// the machines.
+func (r *Runtime) Name() string { return "firecracker" }
+
+// Capabilities: steps run in their images, in a machine's own kernel;
+// the workspace is a disk image; CPU and memory are the machine's, the
+// disk its workspace's and its memory's (the overlay).
+func (r *Runtime) Capabilities() sandbox.Capabilities {
+	nets := []sandbox.Network{sandbox.NetworkNone}
+	if r.nets != nil {
+		nets = []sandbox.Network{sandbox.NetworkInternet, sandbox.NetworkNone}
+	}
+	return sandbox.Capabilities{
+		Images:    true,
+		Workspace: sandbox.WorkspaceDisk,
+		Networks:  nets,
+		Limits:    sandbox.Limits{CPU: true, Memory: true, Processes: true, Disk: true},
+	}
+}
+
+// Check reports whether machines can boot here.
+func (r *Runtime) Check(ctx context.Context) error {
+	var errs []error
+	if r.monitor == nil {
+		errs = append(errs, errors.New(r.cfg.noMonitor))
+	} else if err := r.monitor.Check(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := diskimage.Check(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("workspace disks: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: firecracker: %w", sandbox.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Monitor names the monitor in use and its version, for the heartbeat
+// (the reference's igniteVersion) and `executor validate`.
+func (r *Runtime) Monitor(ctx context.Context) string {
+	if r.monitor == nil {
+		return ""
+	}
+	v, err := r.monitor.Version(ctx)
+	if err != nil {
+		return r.monitor.Name()
+	}
+	return r.monitor.Name() + " " + v
+}
+
+// Start starts filling the warm pool.
+func (r *Runtime) Start(ctx context.Context) error {
+	if err := os.MkdirAll(r.cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("firecracker: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		return nil
+	}
+	r.started = true
+	shape := r.cfg.Machine
+	r.pool = newWarmPool(r.cfg.WarmPool,
+		func(ctx context.Context) (*vmachine, error) { return r.boot(ctx, shape, "pool") },
+		func(m *vmachine) bool { return m.m.Alive() },
+		func(m *vmachine) { m.destroy(context.Background(), r.cfg.Logger) },
+		r.cfg.Logger)
+	return nil
+}
+
+// Stop destroys the machines waiting in the pool.
+func (r *Runtime) Stop() {
+	r.mu.Lock()
+	p := r.pool
+	r.pool, r.started = nil, false
+	r.mu.Unlock()
+	if p != nil {
+		p.Close()
+	}
+}
+
+// machine returns a booted machine for a job of opts: from the pool when
+// its machines have opts' shape.
+func (r *Runtime) machine(ctx context.Context, opts sandbox.Options) (*vmachine, bool, error) {
+	r.mu.Lock()
+	p := r.pool
+	r.mu.Unlock()
+	shape := r.cfg.Machine
+	if p != nil && opts.CPUs == shape.CPUs && opts.MemoryBytes == shape.MemoryBytes &&
+		opts.DiskBytes == shape.DiskBytes && opts.Network == shape.Network {
+		return p.Get(ctx)
+	}
+	m, err := r.boot(ctx, opts, opts.JobID)
+	return m, false, err
+}
+
+// vmachine is a booted machine and what the host made for it.
+type vmachine struct {
+	id        string
+	dir       string
+	workspace string // the workspace's disk image
+	m         machine
+	root      *slot.Slot
+	net       network
+}
+
+// boot boots a machine of shape, for job (or "pool").
+func (r *Runtime) boot(ctx context.Context, shape sandbox.Options, job string) (_ *vmachine, err error) {
+	id := rand.Text()[:10]
+	v := &vmachine{id: id, dir: filepath.Join(r.cfg.Dir, "vm-"+id)}
+	defer func() {
+		if err != nil {
+			v.destroy(context.WithoutCancel(ctx), r.cfg.Logger)
+		}
+	}()
+	if err := os.Mkdir(v.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	disk := shape.DiskBytes
+	if disk <= 0 {
+		disk = defaultDisk
+	}
+	v.workspace = filepath.Join(v.dir, "workspace.img")
+	if err := diskimage.Create(ctx, v.workspace, disk); err != nil {
+		return nil, fmt.Errorf("firecracker: the workspace disk: %w", err)
+	}
+	// Until the first step, the root slot holds an empty image.
+	empty := filepath.Join(v.dir, "empty.img")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	if v.root, err = slot.New(empty); err != nil {
+		return nil, fmt.Errorf("firecracker: the root disk: %w", err)
+	}
+	spec := machineSpec{
+		Name: labelPrefix + r.cfg.Owner + ":" + job, Dir: v.dir,
+		VCPUs: max(shape.CPUs, 1), MemoryBytes: shape.MemoryBytes,
+		Workspace: v.workspace, Root: v.root.Device(),
+		RxBytesPerSec: r.cfg.BandwidthIngress, TxBytesPerSec: r.cfg.BandwidthEgress,
+	}
+	if spec.MemoryBytes <= 0 {
+		spec.MemoryBytes = defaultMemory
+	}
+	if shape.Network == sandbox.NetworkInternet {
+		if r.nets == nil {
+			return nil, errors.New("firecracker: no network for jobs here (EXECUTOR_JOB_NETWORK=none)")
+		}
+		if v.net, err = r.nets.Setup(ctx, r.cfg.Owner, id); err != nil {
+			return nil, fmt.Errorf("firecracker: the machine's network: %w", err)
+		}
+		spec.Net = v.net.Device()
+	}
+	if v.m, err = r.monitor.Boot(ctx, spec); err != nil {
+		return nil, fmt.Errorf("firecracker: boot a %s machine: %w", r.monitor.Name(), err)
+	}
+	return v, nil
+}
+
+// destroy stops the machine and removes what the host made for it.
+func (v *vmachine) destroy(ctx context.Context, log *slog.Logger) {
+	if v.m != nil {
+		if err := v.m.Kill(); err != nil {
+			log.Warn("firecracker: stop machine", "machine", v.id, "err", err)
+		}
+	}
+	if v.root != nil {
+		_ = v.root.Close()
+	}
+	if v.net != nil {
+		if err := v.net.Remove(ctx); err != nil {
+			log.Warn("firecracker: remove machine network", "machine", v.id, "err", err)
+		}
+	}
+	if err := os.RemoveAll(v.dir); err != nil {
+		log.Warn("firecracker: remove machine files", "machine", v.id, "err", err)
+	}
+}
+
+const (
+	// labelPrefix starts a machine's name: execd-vm:<owner>:<job>.
+	labelPrefix = "execd-vm:"
+	// Defaults of a machine whose job sets no limit.
+	defaultDisk   = 10 << 30
+	defaultMemory = 2 << 30
+)
