@@ -25,7 +25,7 @@ func TestArgs(t *testing.T) {
 	for _, want := range []string{
 		"-M microvm,x-option-roms=off -accel tcg -cpu max -smp 2 -m 1024",
 		"-kernel /k/vmlinux -initrd /k/initramfs.cpio.gz -append console=ttyS0 quiet panic=-1 reboot=t cryptomgr.notests ",
-		" tsc=reliable execd.ip=10.0.0.2/30 execd.gw=10.0.0.1 execd.drives=workspace,root foo=1 -name",
+		" tsc=reliable execd.ip=10.0.0.2/30 execd.gw=10.0.0.1 execd.mac=02:00:00:00:00:01 execd.drives=workspace,root foo=1 -name",
 		"-drive if=none,id=d0,format=raw,file=/w/ws,,1.img -device virtio-blk-device,drive=d0,serial=workspace",
 		"-drive if=none,id=d1,format=raw,file=/r/root.erofs,read-only=on,cache=none -device virtio-blk-device,drive=d1,serial=root",
 		"-netdev tap,id=net0,script=no,downscript=no,ifname=execd-tap0 -device virtio-net-device,netdev=net0,mac=02:00:00:00:00:01",

@@ -317,7 +317,7 @@ func TestVM_Network(t *testing.T) {
 		t.Fatalf("ip tuntap add: %v: %s", err, out)
 	}
 	defer exec.Command("ip", "link", "del", tap).Run()
-	for _, args := range [][]string{{"addr", "add", "10.213.77.1/30", "dev", tap}, {"link", "set", tap, "up"}} {
+	for _, args := range [][]string{{"addr", "add", "10.254.77.1/30", "dev", tap}, {"link", "set", tap, "up"}} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
@@ -328,9 +328,10 @@ func TestVM_Network(t *testing.T) {
 		Kernel: g.kernel, Initramfs: g.initramfs, MemoryMiB: 256, AllowEmulation: true,
 		Net: &vmm.Net{
 			Tap:     tap,
-			Address: netip.MustParsePrefix("10.213.77.2/30"),
-			Gateway: netip.MustParseAddr("10.213.77.1"),
-			DNS:     []netip.Addr{netip.MustParseAddr("10.213.77.1")},
+			MAC:     "02:00:0a:fe:4d:02", // the guest finds its interface by it
+			Address: netip.MustParsePrefix("10.254.77.2/30"),
+			Gateway: netip.MustParseAddr("10.254.77.1"),
+			DNS:     []netip.Addr{netip.MustParseAddr("10.254.77.1")},
 		},
 	})
 	if err != nil {
@@ -338,11 +339,11 @@ func TestVM_Network(t *testing.T) {
 	}
 	defer m.Kill()
 	var stdout, stderr bytes.Buffer
-	ex, err := m.Agent().Run(ctx, agent.Run{Commands: []string{"ping -c 1 -W 10 10.213.77.1 >/dev/null", "echo reached", "cat /etc/resolv.conf", "ip route | grep default"}, Root: agent.RootNone}, &stdout, &stderr)
+	ex, err := m.Agent().Run(ctx, agent.Run{Commands: []string{"ping -c 1 -W 10 10.254.77.1 >/dev/null", "echo reached", "grep nameserver /etc/resolv.conf", "ip route | grep default"}, Root: agent.RootNone}, &stdout, &stderr)
 	if err != nil || ex.Code != 0 {
 		t.Fatalf("step: %+v, %v; stderr %s; console:\n%s", ex, err, stderr.String(), m.Console())
 	}
-	if want := "reached\nnameserver 10.213.77.1\ndefault via 10.213.77.1 dev eth0 "; !strings.HasPrefix(stdout.String(), want) {
+	if want := "reached\nnameserver 10.254.77.1\ndefault via 10.254.77.1 dev eth0 "; !strings.HasPrefix(stdout.String(), want) {
 		t.Errorf("stdout = %q, want %q...", stdout.String(), want)
 	}
 	m.Agent().Shutdown()

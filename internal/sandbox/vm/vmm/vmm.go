@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/execd/execd/internal/sandbox/vm/agent"
+	"github.com/execd/execd/internal/sandbox/vm/vmnet/guestnet"
 )
 
 // Spec is one virtual machine.
@@ -97,23 +98,13 @@ type Net struct {
 
 // GuestCmdline returns the kernel command line arguments by which every
 // monitor tells the agent its network and drives: execd.ip, execd.gw,
-// execd.dns, and execd.drives (the drive IDs in attachment order, for
+// execd.dns, execd.mac (package guestnet), and execd.drives (the drive IDs in attachment order, for
 // monitors that cannot give a drive a serial). Monitors add it to the
 // command line.
 func (s *Spec) GuestCmdline() string {
 	var args []string
 	if n := s.Net; n != nil && n.Address.IsValid() {
-		args = append(args, "execd.ip="+n.Address.String())
-		if n.Gateway.IsValid() {
-			args = append(args, "execd.gw="+n.Gateway.String())
-		}
-		if len(n.DNS) > 0 {
-			dns := make([]string, len(n.DNS))
-			for i, d := range n.DNS {
-				dns[i] = d.String()
-			}
-			args = append(args, "execd.dns="+strings.Join(dns, ","))
-		}
+		args = append(args, guestnet.Config{Address: n.Address, Gateway: n.Gateway, DNS: n.DNS, MAC: n.MAC}.Cmdline())
 	}
 	if len(s.Drives) > 0 {
 		ids := make([]string, len(s.Drives))
