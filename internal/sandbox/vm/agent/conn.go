@@ -117,8 +117,9 @@ func (c *Conn) Run(ctx context.Context, req Run, stdout, stderr io.Writer) (Exit
 	return ex, err
 }
 
-// StepError is the guest's Error: the step could not run.
-type StepError struct{ Msg string }
+// StepError is the guest's Error: the step could not run. Kind is the
+// guest's classification ([KindDir]), or "".
+type StepError struct{ Msg, Kind string }
 
 func (e *StepError) Error() string { return e.Msg }
 
@@ -159,7 +160,7 @@ func (c *Conn) readStep(stdout, stderr io.Writer) (Exit, error) {
 			if err := decode(p, &e); err != nil {
 				return Exit{}, c.fail(err)
 			}
-			return Exit{}, &StepError{Msg: "vm guest: " + sanitize(e.Msg)}
+			return Exit{}, &StepError{Msg: "vm guest: " + sanitize(e.Msg), Kind: e.Kind}
 		default:
 			return Exit{}, c.fail(protoErr("unexpected %s frame during a step", t))
 		}
@@ -198,7 +199,7 @@ func (c *Conn) MountWorkspace(ctx context.Context, id string) error {
 		if err := decode(p, &e); err != nil {
 			return c.fail(err)
 		}
-		return &StepError{Msg: "vm guest: " + sanitize(e.Msg)}
+		return &StepError{Msg: "vm guest: " + sanitize(e.Msg), Kind: e.Kind}
 	}
 	return c.fail(protoErr("unexpected %s frame answering Mount", t))
 }

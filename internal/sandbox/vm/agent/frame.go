@@ -148,7 +148,16 @@ type Exit struct {
 // Error ends a step that could not run, or answers a refused message.
 type Error struct {
 	Msg string `json:"msg"`
+	// Kind classifies the error for the host; "" is any other.
+	Kind string `json:"kind,omitempty"`
 }
+
+// Kinds of [Error].
+const (
+	// KindDir: the step's dir is missing from the workspace, or not a
+	// directory in it (the runtime's sandbox.DirError).
+	KindDir = "dir"
+)
 
 // ProtocolError is what the host reports when the guest broke the
 // protocol: the step (and the VM) must be failed.

@@ -139,7 +139,12 @@ func (s *server) startStep(req agent.Run) {
 		s.cur = nil
 		s.mu.Unlock()
 		if err != nil {
-			s.send(agent.TypeError, agent.Error{Msg: err.Error()})
+			e := agent.Error{Msg: err.Error()}
+			var de *dirError
+			if errors.As(err, &de) {
+				e.Kind = agent.KindDir
+			}
+			s.send(agent.TypeError, e)
 			return
 		}
 		s.send(agent.TypeExit, ex)

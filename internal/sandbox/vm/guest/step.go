@@ -225,7 +225,7 @@ func checkRequest(req agent.Run) (string, []string, error) {
 		return "", nil, errors.New("refused: the step names no root (a drive ID, or none)")
 	}
 	if !filepath.IsLocal(filepath.Clean("./"+req.Dir)) && filepath.Clean("./"+req.Dir) != "." {
-		return "", nil, fmt.Errorf("the step's dir %q is not inside the workspace", req.Dir)
+		return "", nil, &dirError{fmt.Sprintf("the step's dir %q is not inside the workspace", req.Dir)}
 	}
 	for i, kv := range req.Env {
 		name, _, ok := strings.Cut(kv, "=")
@@ -279,11 +279,16 @@ func checkDir(dir string) error {
 	fi, err := r.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("the step's dir %q does not exist in the workspace (dir is relative to the workspace root; an earlier step may create it)", dir)
+		return &dirError{fmt.Sprintf("the step's dir %q does not exist in the workspace (dir is relative to the workspace root; an earlier step may create it)", dir)}
 	case err != nil:
-		return fmt.Errorf("the step's dir %q is not a directory within the workspace", dir)
+		return &dirError{fmt.Sprintf("the step's dir %q is not a directory within the workspace", dir)}
 	case !fi.IsDir():
-		return fmt.Errorf("the step's dir %q is not a directory", dir)
+		return &dirError{fmt.Sprintf("the step's dir %q is not a directory", dir)}
 	}
 	return nil
 }
+
+// dirError is a step dir that is not a directory of the workspace.
+type dirError struct{ msg string }
+
+func (e *dirError) Error() string { return e.msg }

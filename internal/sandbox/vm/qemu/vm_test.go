@@ -245,6 +245,9 @@ func TestVM(t *testing.T) {
 				if !errors.As(r.err, &se) || !strings.Contains(r.err.Error(), s.wantErr) {
 					t.Fatalf("err = %v, want a step error with %q", r.err, s.wantErr)
 				}
+				if dirErr := strings.Contains(s.wantErr, "dir "); dirErr != (se.Kind == agent.KindDir) {
+					t.Errorf("kind = %q", se.Kind)
+				}
 				return
 			}
 			if r.err != nil {
