@@ -125,6 +125,11 @@ type Run struct {
 	// (erofs or ext4, mounted read-only under a fresh writable overlay
 	// for each step), or [RootNone] to run in the guest's own root.
 	Root string `json:"root"`
+	// RootKey, when not "", names the root drive's content (the image's
+	// digest): a step whose RootKey is the last step's keeps the
+	// guest's mount of the root and its cache. "" mounts the drive
+	// afresh, as after the host re-pointed it.
+	RootKey string `json:"rootKey,omitempty"`
 }
 
 // Mount asks the guest to mount the workspace drive at /workspace now

@@ -34,7 +34,7 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // (the running step's) uses it at a time.
 var mounted = struct {
 	workspace *string
-	roots     map[string]string
+	roots     map[string]string // drive ID -> Run.RootKey of the mounted content
 }{roots: map[string]string{}}
 
 // step is one running step.
@@ -68,7 +68,7 @@ func (st *step) run(req agent.Run) (agent.Exit, error) {
 	}
 	root := "/"
 	if req.Root != agent.RootNone {
-		lower, err := mountRoot(req.Root)
+		lower, err := mountRoot(req.Root, req.RootKey)
 		if err != nil {
 			return agent.Exit{}, err
 		}

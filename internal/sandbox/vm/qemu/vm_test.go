@@ -232,6 +232,9 @@ func TestVM(t *testing.T) {
 		{"erofs root", agent.Run{Commands: []string{"cat /etc/marker"}, Root: "root-erofs"}, "erofs\n", "", 0, ""},
 		{"root write", agent.Run{Commands: []string{"echo x > /etc/written", "cat /etc/written"}}, "x\n", "", 0, ""},
 		{"fresh overlay", agent.Run{Commands: []string{"test ! -e /etc/written && echo fresh"}}, "fresh\n", "", 0, ""},
+		{"root key", agent.Run{Commands: []string{"cat /etc/marker", "touch /etc/x"}, RootKey: "sha256:ext4"}, "ext4\n", "", 0, ""},
+		{"same root key", agent.Run{Commands: []string{"cat /etc/marker", "test ! -e /etc/x"}, RootKey: "sha256:ext4"}, "ext4\n", "", 0, ""},
+		{"other root, same drive key", agent.Run{Commands: []string{"cat /etc/marker"}, Root: "root-erofs", RootKey: "sha256:erofs"}, "erofs\n", "", 0, ""},
 		{"no such root", agent.Run{Commands: []string{"true"}, Root: "nope"}, "", "", 0, `no drive with the ID "nope"`},
 		{"background left", agent.Run{Commands: []string{"sleep 1000 >/dev/null 2>&1 &", "setsid sleep 999 >/dev/null 2>&1 &", "echo started"}}, "started\n", "", 0, ""},
 		{"background killed", agent.Run{Commands: []string{"ps -o comm | grep -c sleep || true"}}, "0\n", "", 0, ""},
@@ -456,8 +459,9 @@ func BenchmarkTrueStep(b *testing.B) {
 	b.ReportMetric(float64(boot.Milliseconds())/float64(b.N), "boot-ms/op")
 }
 
-// BenchmarkStep runs `true` in a running VM: in the initramfs's root,
-// and in an image root (a fresh overlay on an erofs root each step).
+// BenchmarkStep runs `true` in a running VM: in the initramfs's root;
+// in an image root mounted afresh (with a fresh overlay) each step; and
+// in the image of the step before (RootKey: the mount is kept).
 func BenchmarkStep(b *testing.B) {
 	g := needGuest(b)
 	root := filepath.Join(b.TempDir(), "root.erofs")
@@ -476,10 +480,14 @@ func BenchmarkStep(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Kill()
-	for _, r := range []string{agent.RootNone, "root"} {
-		b.Run("root="+r, func(b *testing.B) {
+	for _, c := range []struct{ name, root, key string }{
+		{"initramfs", agent.RootNone, ""},
+		{"image", "root", ""},
+		{"same-image", "root", "sha256:1"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
-				ex, err := m.Agent().Run(ctx, agent.Run{Commands: []string{"true"}, Root: r}, nil, nil)
+				ex, err := m.Agent().Run(ctx, agent.Run{Commands: []string{"true"}, Root: c.root, RootKey: c.key}, nil, nil)
 				if err != nil || ex.Code != 0 {
 					b.Fatalf("true: %+v, %v", ex, err)
 				}
