@@ -121,11 +121,11 @@ func mountRoot(id, key string) (string, error) {
 		return dir, nil
 	}
 	if _, ok := mounted.roots[id]; ok {
-		// The last step's overlay on it is gone.
-		if err := unix.Unmount(dir, 0); err != nil {
-			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-				return "", fmt.Errorf("unmount the last step's root: %w", err)
-			}
+		// The last step's overlay on it is gone, or going. A lazy
+		// unmount would not do: a new mount of the device while the old
+		// one lives shares its super block, and so its stale cache.
+		if err := unmountRetry(dir); err != nil {
+			return "", fmt.Errorf("unmount the last step's root: %w", err)
 		}
 		delete(mounted.roots, id)
 	}
@@ -202,6 +202,18 @@ func setupOverlay(lower string) (string, error) {
 		}
 	}
 	return merged, nil
+}
+
+// unmountRetry unmounts dir, retrying for a second while it is busy.
+func unmountRetry(dir string) error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := unix.Unmount(dir, 0)
+		if err != unix.EBUSY || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // dropCache drops the kernel's cache of a block device's content, which
