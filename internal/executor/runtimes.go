@@ -15,12 +15,6 @@ import (
 // quickstart: shell), so that this package links none.
 type Runtimes func(ctx context.Context, cfg Config, logger *slog.Logger) []sandbox.Runtime
 
-// plannedRuntimes are runtimes not built yet, named so that choosing one
-// gets a clear answer.
-var plannedRuntimes = map[string]string{
-	"firecracker": "the firecracker runtime is not available in this build; use EXECUTOR_RUNTIME=gvisor, docker or shell",
-}
-
 // selectRuntime returns the configured runtime, or with auto the first one
 // whose Check passes, and why it was chosen.
 func selectRuntime(ctx context.Context, cfg Config, all []sandbox.Runtime) (sandbox.Runtime, string, error) {
@@ -36,19 +30,20 @@ func selectRuntime(ctx context.Context, cfg Config, all []sandbox.Runtime) (sand
 				return rt, "EXECUTOR_RUNTIME=" + cfg.Runtime, nil
 			}
 		}
-		why := plannedRuntimes[cfg.Runtime]
-		if why == "" {
-			var names []string
-			for _, rt := range all {
-				names = append(names, rt.Name())
-			}
-			why = "this program runs only " + strings.Join(names, ", ")
+		var names []string
+		for _, rt := range all {
+			names = append(names, rt.Name())
 		}
-		return nil, "", fmt.Errorf("EXECUTOR_RUNTIME=%s: %s", cfg.Runtime, why)
+		return nil, "", fmt.Errorf("EXECUTOR_RUNTIME=%s: this program runs only %s", cfg.Runtime, strings.Join(names, ", "))
 	}
-	skipped := []string{"firecracker: not in this build"}
+	var skipped []string
 	for _, rt := range all {
 		err := rt.Check(ctx)
+		// A runtime may run here and still not be one to pick unasked
+		// (virtual machines in software emulation).
+		if a, ok := rt.(interface{ AutoSelectable(context.Context) error }); ok && err == nil {
+			err = a.AutoSelectable(ctx)
+		}
 		if n := sandbox.Network(cfg.JobNetwork); err == nil && n != "" && !rt.Capabilities().Supports(n) {
 			err = fmt.Errorf("EXECUTOR_JOB_NETWORK=%s: the %s runtime cannot give a job that network", n, rt.Name())
 		}

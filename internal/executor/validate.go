@@ -74,6 +74,12 @@ func Validate(ctx context.Context, getenv func(string) string, runtimes Runtimes
 				}
 			}
 		}
+		// The micro-VM runtime's monitors: which one, and why not the others.
+		if e, ok := rt.(interface{ Explain(context.Context) []string }); ok {
+			for _, line := range e.Explain(ctx) {
+				fmt.Fprintf(out, "%s\n", line)
+			}
+		}
 		// The shell runtime's init program.
 		if s, ok := rt.(interface{ InitProgram() string }); ok {
 			if init := s.InitProgram(); init != "" {
@@ -94,7 +100,6 @@ func Validate(ctx context.Context, getenv func(string) string, runtimes Runtimes
 	} else {
 		fmt.Fprintf(out, "ok    kvm            /dev/kvm can run virtual machines (firecracker could run here)\n")
 	}
-	fmt.Fprintf(out, "-     runtime %-6s unavailable: %s\n", "firecracker", plannedRuntimes["firecracker"])
 	// The docker and gvisor runtimes need the firewall for the network
 	// policy of EXECUTOR_JOB_NETWORK=internet jobs; the shell runtime does not.
 	if err := netpolicy.Check(ctx); err != nil {

@@ -147,7 +147,7 @@ func (s *suite) waitNothingRuns(t *testing.T, sb sandbox.Sandbox, opts sandbox.O
 // Destroy is safe after it.
 func (s *suite) prepareErrors(t *testing.T) {
 	rt := s.h.Runtime(t)
-	base := sandbox.Options{JobID: "1-q", Owner: s.h.Owner, Workspace: t.TempDir(), Network: sandbox.NetworkNone}
+	base := sandbox.Options{JobID: "1-q", Owner: s.h.Owner, Workspace: WorkspacePath(t), Network: sandbox.NetworkNone}
 	tests := append([]PrepareError{
 		{"unknown network", func(o *sandbox.Options) { o.Network = "bridge" }, "network"},
 		{"no job ID", func(o *sandbox.Options) { o.JobID = "" }, "job ID"},

@@ -14,7 +14,9 @@ import (
 	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/vm/agent"
 	"github.com/execd/execd/internal/sandbox/vm/qemu"
+	"github.com/execd/execd/internal/sandbox/vm/rootfs"
 	"github.com/execd/execd/internal/sandbox/vm/vmm"
+	"github.com/execd/execd/internal/sandbox/vm/vmnet"
 )
 
 // Drive IDs, as the guest finds them.
@@ -163,10 +165,51 @@ func (g agentGuest) Run(ctx context.Context, st guestStep, out sandbox.Output) (
 	switch {
 	case ctx.Err() != nil:
 		return sandbox.Result{ExitCode: exit.Code}, ctx.Err()
-	case errors.As(err, &stepErr) && strings.HasPrefix(stepErr.Msg, "the step's dir "):
+	case errors.As(err, &stepErr) && strings.Contains(stepErr.Msg, "the step's dir "):
 		return sandbox.Result{}, &sandbox.DirError{Msg: stepErr.Msg}
 	case err != nil:
 		return sandbox.Result{}, err
 	}
-	return sandbox.Result{ExitCode: exit.Code, OOMKilled: exit.OOMKilled}, nil
+	return sandbox.Result{ExitCode: exit.Code, OOMKilled: exit.OOMKilled, DiskFull: exit.DiskFull}, nil
 }
+
+// cacheImages is the root file system image cache.
+type cacheImages struct{ c *rootfs.Cache }
+
+func (i cacheImages) Root(ctx context.Context, image string, auth map[string]string, out io.Writer) (rootImage, error) {
+	im, err := i.c.Get(ctx, image, auth, cmp.Or[io.Writer](out, io.Discard))
+	if err != nil {
+		return rootImage{}, err
+	}
+	user := im.Config.User
+	return rootImage{Path: im.Path, User: user, Env: im.Config.Env, Release: func() { _ = im.Release() }}, nil
+}
+
+// tapNetworks are machines' networks on tap devices (package vmnet).
+type tapNetworks struct{ cfg vmnet.Config }
+
+func (t tapNetworks) Setup(ctx context.Context, owner, id string) (network, error) {
+	cfg := t.cfg
+	cfg.Owner, cfg.JobID = owner, id
+	n, err := vmnet.Setup(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return tapNetwork{n}, nil
+}
+
+func (t tapNetworks) Clean(ctx context.Context, stale func(owner string) bool) error {
+	// A tap without a label is being made, or its maker died making it:
+	// its owner is unknown, so it stays.
+	_, err := vmnet.Clean(ctx, func(l sandbox.Leftover) bool { return l.Owner != "" && stale(l.Owner) })
+	return err
+}
+
+type tapNetwork struct{ n *vmnet.Network }
+
+func (t tapNetwork) Device() *vmm.Net {
+	g := t.n.Guest()
+	return &vmm.Net{Tap: t.n.Tap, MAC: t.n.MAC, Address: g.Address, Gateway: g.Gateway, DNS: g.DNS}
+}
+
+func (t tapNetwork) Remove(ctx context.Context) error { return t.n.Remove(ctx) }

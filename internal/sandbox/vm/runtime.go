@@ -1,10 +1,12 @@
 package vm
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -46,7 +48,8 @@ type imageSource interface {
 	// cached, and the image's user and environment. Its errors wrap
 	// sandbox.ErrImageNotFound or sandbox.ErrRegistryDenied when no
 	// retry can help.
-	Root(ctx context.Context, image string, auth map[string]string) (rootImage, error)
+	// out receives what the build does (the job's pull log).
+	Root(ctx context.Context, image string, auth map[string]string, out io.Writer) (rootImage, error)
 }
 
 // rootImage is a step image's root file system.
@@ -80,7 +83,8 @@ func (r *Runtime) Name() string { return "firecracker" }
 
 // Capabilities: steps run in their images, in a machine's own kernel;
 // the workspace is a disk image; CPU and memory are the machine's, the
-// disk its workspace's and its memory's (the overlay).
+// disk its workspace's and its memory's (the overlay). Processes are not
+// limited: a step's fork bomb fills its own machine only.
 func (r *Runtime) Capabilities() sandbox.Capabilities {
 	nets := []sandbox.Network{sandbox.NetworkNone}
 	if r.nets != nil {
@@ -90,7 +94,7 @@ func (r *Runtime) Capabilities() sandbox.Capabilities {
 		Images:    true,
 		Workspace: sandbox.WorkspaceDisk,
 		Networks:  nets,
-		Limits:    sandbox.Limits{CPU: true, Memory: true, Processes: true, Disk: true},
+		Limits:    sandbox.Limits{CPU: true, Memory: true, Disk: true},
 	}
 }
 
@@ -183,12 +187,17 @@ type vmachine struct {
 // boot boots a machine of shape, for job (or "pool").
 func (r *Runtime) boot(ctx context.Context, shape sandbox.Options, job string) (_ *vmachine, err error) {
 	id := rand.Text()[:10]
+	// A pool's machine is the executor's; a job's, its owner's.
+	owner := cmp.Or(shape.Owner, r.cfg.Owner)
 	v := &vmachine{id: id, dir: filepath.Join(r.cfg.Dir, "vm-"+id)}
 	defer func() {
 		if err != nil {
 			v.destroy(context.WithoutCancel(ctx), r.cfg.Logger)
 		}
 	}()
+	if err := os.MkdirAll(r.cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
 	if err := os.Mkdir(v.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("firecracker: %w", err)
 	}
@@ -209,7 +218,7 @@ func (r *Runtime) boot(ctx context.Context, shape sandbox.Options, job string) (
 		return nil, fmt.Errorf("firecracker: the root disk: %w", err)
 	}
 	spec := machineSpec{
-		Name: labelPrefix + r.cfg.Owner + ":" + job, Dir: v.dir,
+		Name: labelPrefix + owner + ":" + job, Dir: v.dir,
 		VCPUs: max(shape.CPUs, 1), MemoryBytes: shape.MemoryBytes,
 		Workspace: v.workspace, Root: v.root.Device(),
 		RxBytesPerSec: r.cfg.BandwidthIngress, TxBytesPerSec: r.cfg.BandwidthEgress,
@@ -217,11 +226,13 @@ func (r *Runtime) boot(ctx context.Context, shape sandbox.Options, job string) (
 	if spec.MemoryBytes <= 0 {
 		spec.MemoryBytes = defaultMemory
 	}
+	// The guest's kernel needs its share: below this it does not boot.
+	spec.MemoryBytes = max(spec.MemoryBytes, minMemory)
 	if shape.Network == sandbox.NetworkInternet {
 		if r.nets == nil {
 			return nil, errors.New("firecracker: no network for jobs here (EXECUTOR_JOB_NETWORK=none)")
 		}
-		if v.net, err = r.nets.Setup(ctx, r.cfg.Owner, id); err != nil {
+		if v.net, err = r.nets.Setup(ctx, owner, id); err != nil {
 			return nil, fmt.Errorf("firecracker: the machine's network: %w", err)
 		}
 		spec.Net = v.net.Device()
@@ -258,4 +269,5 @@ const (
 	// Defaults of a machine whose job sets no limit.
 	defaultDisk   = 10 << 30
 	defaultMemory = 2 << 30
+	minMemory     = 128 << 20
 )

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -27,6 +29,7 @@ type Sandbox struct {
 
 var (
 	_ sandbox.Sandbox   = (*Sandbox)(nil)
+	_ sandbox.Puller    = (*Sandbox)(nil)
 	_ sandbox.Workspace = (*workspace)(nil)
 )
 
@@ -67,8 +70,12 @@ func validate(opts sandbox.Options) error {
 		return fmt.Errorf("firecracker: workspace %q is not an absolute path", opts.Workspace)
 	case opts.CPUs < 0 || opts.MemoryBytes < 0 || opts.DiskBytes < 0:
 		return fmt.Errorf("firecracker: negative limit (CPUs %d, memory %d, disk %d)", opts.CPUs, opts.MemoryBytes, opts.DiskBytes)
-	case opts.MemoryBytes > 0 && opts.MemoryBytes < 128<<20:
-		return fmt.Errorf("firecracker: memory limit %d is below a machine's minimum of 128M", opts.MemoryBytes)
+	case opts.MemoryBytes > 0 && opts.MemoryBytes < 64<<20:
+		return fmt.Errorf("firecracker: memory limit %d is below a machine's minimum of 64M", opts.MemoryBytes)
+	}
+	// Checked before a machine is taken for nothing.
+	if fi, err := os.Stat(filepath.Dir(opts.Workspace)); err != nil || !fi.IsDir() {
+		return fmt.Errorf("firecracker: the workspace's directory %s does not exist", filepath.Dir(opts.Workspace))
 	}
 	return nil
 }
@@ -118,6 +125,17 @@ func (w *workspace) unmount() error {
 // Workspace is the job's workspace disk.
 func (s *Sandbox) Workspace() sandbox.Workspace { return s.ws }
 
+// Pull makes image's root file system image, or finds it in the cache,
+// before the first step. See [sandbox.Puller].
+func (s *Sandbox) Pull(ctx context.Context, image string, out io.Writer) error {
+	root, err := s.r.images.Root(ctx, image, s.opts.RegistryAuth, out)
+	if err != nil {
+		return fmt.Errorf("firecracker: %w", err)
+	}
+	root.Release()
+	return nil
+}
+
 // Run runs step in the machine, in its image's root file system.
 func (s *Sandbox) Run(ctx context.Context, step sandbox.Step, out sandbox.Output) (sandbox.Result, error) {
 	s.mu.Lock()
@@ -129,7 +147,7 @@ func (s *Sandbox) Run(ctx context.Context, step sandbox.Step, out sandbox.Output
 	if step.Image == "" {
 		return sandbox.Result{}, errors.New("firecracker: no image: each step runs in its image's root file system")
 	}
-	root, err := s.r.images.Root(ctx, step.Image, s.opts.RegistryAuth)
+	root, err := s.r.images.Root(ctx, step.Image, s.opts.RegistryAuth, nil)
 	if err != nil {
 		return sandbox.Result{}, fmt.Errorf("firecracker: step %q: %w", step.Key, err)
 	}

@@ -148,6 +148,8 @@ type Exit struct {
 	// want of memory (the VM's memory is the job's).
 	OOMKilled bool `json:"oomKilled,omitempty"`
 	Canceled  bool `json:"canceled,omitempty"`
+	// DiskFull: the step failed and the workspace had no space left.
+	DiskFull bool `json:"diskFull,omitempty"`
 }
 
 // Error ends a step that could not run, or answers a refused message.

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/vm/agent"
 )
 
@@ -140,7 +141,7 @@ func (s *server) startStep(req agent.Run) {
 		s.mu.Unlock()
 		if err != nil {
 			e := agent.Error{Msg: err.Error()}
-			var de *dirError
+			var de *sandbox.DirError
 			if errors.As(err, &de) {
 				e.Kind = agent.KindDir
 			}

@@ -5,7 +5,6 @@ package guest
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path"
@@ -17,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/vm/agent"
 )
 
@@ -186,7 +186,19 @@ func (st *step) exec(root, script string, env []string, dir string, cred *syscal
 	// As docker's OOMKilled: the kernel killed a process of the step
 	// (the only processes but PID 1, which it never picks) for memory.
 	ex.OOMKilled = !canceled && oomKills() > oomBefore
+	ex.DiskFull = ex.Code != 0 && workspaceFull()
 	return ex, nil
+}
+
+// workspaceFull reports whether the workspace's file system has no space
+// left for a step: what a step that failed writing past the disk limit
+// leaves.
+func workspaceFull() bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(workspaceDir, &st); err != nil {
+		return false
+	}
+	return st.Bavail*uint64(st.Bsize) < 64<<10
 }
 
 // reapAll waits for every child of PID 1 until none is left.
@@ -225,7 +237,7 @@ func checkRequest(req agent.Run) (string, []string, error) {
 		return "", nil, errors.New("refused: the step names no root (a drive ID, or none)")
 	}
 	if !filepath.IsLocal(filepath.Clean("./"+req.Dir)) && filepath.Clean("./"+req.Dir) != "." {
-		return "", nil, &dirError{fmt.Sprintf("the step's dir %q is not inside the workspace", req.Dir)}
+		return "", nil, &sandbox.DirError{Msg: fmt.Sprintf("the step's dir %q is not inside the workspace", req.Dir)}
 	}
 	for i, kv := range req.Env {
 		name, _, ok := strings.Cut(kv, "=")
@@ -265,30 +277,7 @@ func withDefaults(env []string, home string) []string {
 	return out
 }
 
-// checkDir refuses a step dir missing from the workspace.
-func checkDir(dir string) error {
-	dir = filepath.Clean("./" + dir)
-	if dir == "." {
-		return nil
-	}
-	r, err := os.OpenRoot(workspaceDir)
-	if err != nil {
-		return fmt.Errorf("open the workspace: %w", err)
-	}
-	defer r.Close()
-	fi, err := r.Stat(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return &dirError{fmt.Sprintf("the step's dir %q does not exist in the workspace (dir is relative to the workspace root; an earlier step may create it)", dir)}
-	case err != nil:
-		return &dirError{fmt.Sprintf("the step's dir %q is not a directory within the workspace", dir)}
-	case !fi.IsDir():
-		return &dirError{fmt.Sprintf("the step's dir %q is not a directory", dir)}
-	}
-	return nil
-}
-
-// dirError is a step dir that is not a directory of the workspace.
-type dirError struct{ msg string }
-
-func (e *dirError) Error() string { return e.msg }
+// checkDir refuses a step dir that is not a directory of the workspace,
+// in the words every runtime uses (a *sandbox.DirError, sent as an
+// Error of kind dir).
+func checkDir(dir string) error { return sandbox.CheckDir(workspaceDir, dir) }
