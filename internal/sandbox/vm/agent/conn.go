@@ -117,8 +117,9 @@ func (c *Conn) Run(ctx context.Context, req Run, stdout, stderr io.Writer) (Exit
 	return ex, err
 }
 
-// StepError is the guest's Error: the step could not run.
-type StepError struct{ Msg string }
+// StepError is the guest's Error: the step could not run. Kind is the
+// guest's classification ([KindDir]), or "".
+type StepError struct{ Msg, Kind string }
 
 func (e *StepError) Error() string { return e.Msg }
 
@@ -159,11 +160,48 @@ func (c *Conn) readStep(stdout, stderr io.Writer) (Exit, error) {
 			if err := decode(p, &e); err != nil {
 				return Exit{}, c.fail(err)
 			}
-			return Exit{}, &StepError{Msg: "vm guest: " + sanitize(e.Msg)}
+			return Exit{}, &StepError{Msg: "vm guest: " + sanitize(e.Msg), Kind: e.Kind}
 		default:
 			return Exit{}, c.fail(protoErr("unexpected %s frame during a step", t))
 		}
 	}
+}
+
+// MountWorkspace asks the guest to mount the workspace drive id at
+// /workspace now, and waits for its answer. An Error from the guest is
+// a *StepError; anything else out of place a *ProtocolError.
+func (c *Conn) MountWorkspace(ctx context.Context, id string) error {
+	if c.broken != nil {
+		return c.broken
+	}
+	if err := c.send(TypeMount, Mount{Workspace: id}); err != nil {
+		return c.fail(fmt.Errorf("vm agent: send mount: %w", err))
+	}
+	// A guest that does not answer in time is given up: the channel is
+	// closed, which ends the read.
+	stop := context.AfterFunc(ctx, func() { c.rwc.Close() })
+	t, p, err := c.r.Next()
+	stop()
+	if err != nil {
+		if ctx.Err() != nil {
+			return c.fail(fmt.Errorf("vm agent: mount: %w", context.Cause(ctx)))
+		}
+		return c.fail(fmt.Errorf("vm agent: reading the mount's answer: %w", err))
+	}
+	switch t {
+	case TypeOK:
+		if len(p) != 0 {
+			return c.fail(protoErr("OK with a payload"))
+		}
+		return nil
+	case TypeError:
+		var e Error
+		if err := decode(p, &e); err != nil {
+			return c.fail(err)
+		}
+		return &StepError{Msg: "vm guest: " + sanitize(e.Msg), Kind: e.Kind}
+	}
+	return c.fail(protoErr("unexpected %s frame answering Mount", t))
 }
 
 // Shutdown asks the guest to sync, unmount its disks and power off. It

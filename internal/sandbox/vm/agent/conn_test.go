@@ -187,6 +187,50 @@ func TestConn_Run(t *testing.T) {
 	}
 }
 
+func TestConn_MountWorkspace(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer func(g *guest)
+		want   string // "" is success
+		broken bool
+	}{
+		{"ok", func(g *guest) { g.raw(frame('K', 0, "")) }, "", false},
+		{"error", func(g *guest) { g.send(agent.TypeError, agent.Error{Msg: "no such drive"}) }, "no such drive", false},
+		{"ok with payload", func(g *guest) { g.raw(frame('K', 2, "{}")) }, "OK with a payload", true},
+		{"exit", func(g *guest) { g.send(agent.TypeExit, agent.Exit{}) }, "unexpected Exit", true},
+		{"silence", func(g *guest) { time.Sleep(time.Second) }, "deadline exceeded", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err := agent.Handshake(ctx, fakeGuest(t, func(g *guest) {
+				hello(g)
+				if g.expect() != agent.TypeMount {
+					return
+				}
+				tt.answer(g)
+				if g.expect() == agent.TypeRun {
+					g.send(agent.TypeExit, agent.Exit{})
+				}
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mctx, mcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer mcancel()
+			err = c.MountWorkspace(mctx, "workspace")
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("MountWorkspace = %v, want %q", err, tt.want)
+			}
+			_, err = c.Run(ctx, agent.Run{Root: agent.RootNone}, io.Discard, io.Discard)
+			if broken := err != nil; broken != tt.broken {
+				t.Errorf("Run after: %v, want broken %v", err, tt.broken)
+			}
+		})
+	}
+}
+
 func TestConn_RunCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -272,11 +316,18 @@ func FuzzConn(f *testing.F) {
 	f.Add(frame('H', 12, `{"version":1`))
 	f.Add(append(frame('H', 13, `{"version":1}`), frame('E', 11, `{"msg":"x"}`)...))
 	f.Add(append(frame('H', 13, `{"version":1}`), frame('o', 0xffffffff, "")...))
+	f.Add(append(append(frame('H', 13, `{"version":1}`), frame('K', 0, "")...), frame('x', 10, `{"code":1}`)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rwc := &fuzzRWC{Reader: bytes.NewReader(data)}
 		c, err := agent.Handshake(context.Background(), rwc)
 		if err != nil {
 			return
+		}
+		if len(data) > 0 && data[len(data)-1]&1 == 1 { // some inputs answer a Mount first
+			var se *agent.StepError
+			if err := c.MountWorkspace(context.Background(), "w"); err != nil && !errors.As(err, &se) {
+				return
+			}
 		}
 		for range 3 {
 			if _, err := c.Run(context.Background(), agent.Run{Root: agent.RootNone}, io.Discard, io.Discard); err != nil {

@@ -14,6 +14,8 @@
 // # Conversation
 //
 //	guest: Hello{version, kernel}              first, once, after boot
+//	host:  Mount{workspace}                    optional: mount the workspace now
+//	guest: OK or Error{msg}
 //	host:  Run{...}                            one step at a time
 //	guest: Stdout/Stderr chunks ... Exit{code} or Error{msg}
 //	host:  Cancel                              during a step: kill it now
@@ -53,8 +55,8 @@ const (
 // Type is a frame's type byte.
 type Type byte
 
-// The frame types. Host to guest: Run, Cancel, Shutdown. Guest to host:
-// Hello, Stdout, Stderr, Exit, Error.
+// The frame types. Host to guest: Mount, Run, Cancel, Shutdown. Guest to
+// host: Hello, OK, Stdout, Stderr, Exit, Error.
 const (
 	TypeHello    Type = 'H'
 	TypeRun      Type = 'R'
@@ -64,6 +66,8 @@ const (
 	TypeStderr   Type = 'e'
 	TypeExit     Type = 'x'
 	TypeError    Type = 'E'
+	TypeMount    Type = 'M'
+	TypeOK       Type = 'K'
 )
 
 func (t Type) String() string {
@@ -84,6 +88,10 @@ func (t Type) String() string {
 		return "Exit"
 	case TypeError:
 		return "Error"
+	case TypeMount:
+		return "Mount"
+	case TypeOK:
+		return "OK"
 	}
 	return fmt.Sprintf("unknown(0x%02x)", byte(t))
 }
@@ -117,6 +125,17 @@ type Run struct {
 	// (erofs or ext4, mounted read-only under a fresh writable overlay
 	// for each step), or [RootNone] to run in the guest's own root.
 	Root string `json:"root"`
+	// RootKey, when not "", names the root drive's content (the image's
+	// digest): a step whose RootKey is the last step's keeps the
+	// guest's mount of the root and its cache. "" mounts the drive
+	// afresh, as after the host re-pointed it.
+	RootKey string `json:"rootKey,omitempty"`
+}
+
+// Mount asks the guest to mount the workspace drive at /workspace now
+// (the host filled it and let go of it), rather than at the first Run.
+type Mount struct {
+	Workspace string `json:"workspace"`
 }
 
 // RootNone as [Run.Root] runs the step in the initramfs's root.
@@ -136,7 +155,16 @@ type Exit struct {
 // Error ends a step that could not run, or answers a refused message.
 type Error struct {
 	Msg string `json:"msg"`
+	// Kind classifies the error for the host; "" is any other.
+	Kind string `json:"kind,omitempty"`
 }
+
+// Kinds of [Error].
+const (
+	// KindDir: the step's dir is missing from the workspace, or not a
+	// directory in it (the runtime's sandbox.DirError).
+	KindDir = "dir"
+)
 
 // ProtocolError is what the host reports when the guest broke the
 // protocol: the step (and the VM) must be failed.

@@ -110,15 +110,22 @@ func ensureWorkspace(id string) error {
 
 // mountRoot mounts the root drive id read-only (erofs or ext4) afresh
 // for each step, and returns where: the host may have pointed the drive
-// at another image since the last step (a warm VM's root slot).
-func mountRoot(id string) (string, error) {
+// at another image since the last step (a warm VM's root slot). When
+// the host names the content (key, such as the image's digest) and it is
+// the mounted one's, the mount, and the cache of what the last step
+// read, are kept: a step in the image of the step before costs no
+// re-reading of its binaries from the device.
+func mountRoot(id, key string) (string, error) {
 	dir := filepath.Join(rootsDir, id)
+	if have, ok := mounted.roots[id]; ok && key != "" && have == key {
+		return dir, nil
+	}
 	if _, ok := mounted.roots[id]; ok {
-		// The last step's overlay on it is gone.
-		if err := unix.Unmount(dir, 0); err != nil {
-			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-				return "", fmt.Errorf("unmount the last step's root: %w", err)
-			}
+		// The last step's overlay on it is gone, or going. A lazy
+		// unmount would not do: a new mount of the device while the old
+		// one lives shares its super block, and so its stale cache.
+		if err := unmountRetry(dir); err != nil {
+			return "", fmt.Errorf("unmount the last step's root: %w", err)
 		}
 		delete(mounted.roots, id)
 	}
@@ -139,7 +146,7 @@ func mountRoot(id string) (string, error) {
 			return "", fmt.Errorf("mount the step's root %s: neither erofs (%v) nor ext4 (%v)", dev, errErofs, err)
 		}
 	}
-	mounted.roots[id] = dir
+	mounted.roots[id] = key
 	return dir, nil
 }
 
@@ -195,6 +202,18 @@ func setupOverlay(lower string) (string, error) {
 		}
 	}
 	return merged, nil
+}
+
+// unmountRetry unmounts dir, retrying for a second while it is busy.
+func unmountRetry(dir string) error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := unix.Unmount(dir, 0)
+		if err != unix.EBUSY || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // dropCache drops the kernel's cache of a block device's content, which

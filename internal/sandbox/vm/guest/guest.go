@@ -64,19 +64,13 @@ func run() error {
 	} else {
 		logf("loaded %d modules in %v", n, time.Since(start).Round(time.Millisecond))
 	}
-	nc, err := parseNetConfig(string(cmdline))
-	if err == nil {
-		err = setupNetwork(nc)
-	}
+	rc, err := setupNetwork(string(cmdline))
 	if err != nil {
 		// Steps run, and find out: the job's network is broken, not the VM.
 		logf("network: %v", err)
 	}
-	resolvConf = nc.resolvConf()
-	if resolvConf != "" {
-		os.MkdirAll("/etc", 0o755)
-		os.WriteFile("/etc/resolv.conf", []byte(resolvConf), 0o644)
-	}
+	resolvConf = rc
+	writeResolvConf(rc)
 	ch, err := openChannel(10 * time.Second)
 	if err != nil {
 		return err

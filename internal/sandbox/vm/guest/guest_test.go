@@ -145,25 +145,12 @@ func TestServe_Refuses(t *testing.T) {
 	expectError("malformed Run")
 	agent.WriteMessage(host, agent.TypeRun, agent.Run{Commands: []string{"true"}})
 	expectError("names no root")
+	agent.WriteFrame(host, agent.TypeMount, []byte(`{"workspace":1}`))
+	expectError("malformed Mount")
 	agent.WriteMessage(host, agent.TypeCancel, nil) // no step: ignored
 	host.Write([]byte{'Z', 0, 0, 0, 0})
 	expectError("unknown frame type")
 	if err := <-done; err == nil {
 		t.Fatal("serve went on after an unreadable frame")
-	}
-}
-
-func TestParseNetConfig(t *testing.T) {
-	c, err := parseNetConfig("quiet execd.ip=10.1.2.3/24 execd.gw=10.1.2.1 execd.dns=1.1.1.1,8.8.8.8")
-	if err != nil || c.addr.String() != "10.1.2.3/24" || c.gw.String() != "10.1.2.1" || c.resolvConf() != "nameserver 1.1.1.1\nnameserver 8.8.8.8\n" {
-		t.Fatalf("%+v, %v", c, err)
-	}
-	if c, err := parseNetConfig("quiet"); c != nil || err != nil || c.resolvConf() != "" {
-		t.Fatalf("no network: %+v, %v", c, err)
-	}
-	for _, bad := range []string{"execd.ip=10.1.2.3", "execd.ip=::1/64", "execd.ip=10.0.0.2/8 execd.gw=x", "execd.ip=10.0.0.2/8 execd.dns=y"} {
-		if _, err := parseNetConfig(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
 	}
 }

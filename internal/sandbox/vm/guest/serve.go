@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/vm/agent"
 )
 
@@ -76,6 +77,13 @@ func (s *server) serve() error {
 				continue
 			}
 			s.startStep(req)
+		case agent.TypeMount:
+			var m agent.Mount
+			if err := decodeStrict(p, &m); err != nil {
+				s.send(agent.TypeError, agent.Error{Msg: "refused: malformed Mount: " + err.Error()})
+				continue
+			}
+			s.mount(m)
 		case agent.TypeCancel:
 			s.mu.Lock()
 			if s.cur != nil {
@@ -90,6 +98,22 @@ func (s *server) serve() error {
 			s.send(agent.TypeError, agent.Error{Msg: fmt.Sprintf("refused: a %s message from the host", t)})
 		}
 	}
+}
+
+// mount mounts the workspace, between steps only.
+func (s *server) mount(m agent.Mount) {
+	s.mu.Lock()
+	busy := s.cur != nil
+	s.mu.Unlock()
+	if busy {
+		s.send(agent.TypeError, agent.Error{Msg: "refused: a step is running"})
+		return
+	}
+	if err := ensureWorkspace(m.Workspace); err != nil {
+		s.send(agent.TypeError, agent.Error{Msg: err.Error()})
+		return
+	}
+	s.send(agent.TypeOK, nil)
 }
 
 // startStep runs req in the background, or refuses it while a step runs.
@@ -116,7 +140,12 @@ func (s *server) startStep(req agent.Run) {
 		s.cur = nil
 		s.mu.Unlock()
 		if err != nil {
-			s.send(agent.TypeError, agent.Error{Msg: err.Error()})
+			e := agent.Error{Msg: err.Error()}
+			var de *sandbox.DirError
+			if errors.As(err, &de) {
+				e.Kind = agent.KindDir
+			}
+			s.send(agent.TypeError, e)
 			return
 		}
 		s.send(agent.TypeExit, ex)

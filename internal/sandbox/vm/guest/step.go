@@ -34,7 +34,7 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // (the running step's) uses it at a time.
 var mounted = struct {
 	workspace *string
-	roots     map[string]string
+	roots     map[string]string // drive ID -> Run.RootKey of the mounted content
 }{roots: map[string]string{}}
 
 // step is one running step.
@@ -68,7 +68,7 @@ func (st *step) run(req agent.Run) (agent.Exit, error) {
 	}
 	root := "/"
 	if req.Root != agent.RootNone {
-		lower, err := mountRoot(req.Root)
+		lower, err := mountRoot(req.Root, req.RootKey)
 		if err != nil {
 			return agent.Exit{}, err
 		}
@@ -237,7 +237,7 @@ func checkRequest(req agent.Run) (string, []string, error) {
 		return "", nil, errors.New("refused: the step names no root (a drive ID, or none)")
 	}
 	if !filepath.IsLocal(filepath.Clean("./"+req.Dir)) && filepath.Clean("./"+req.Dir) != "." {
-		return "", nil, fmt.Errorf("the step's dir %q is not inside the workspace", req.Dir)
+		return "", nil, &sandbox.DirError{Msg: fmt.Sprintf("the step's dir %q is not inside the workspace", req.Dir)}
 	}
 	for i, kv := range req.Env {
 		name, _, ok := strings.Cut(kv, "=")
@@ -278,5 +278,6 @@ func withDefaults(env []string, home string) []string {
 }
 
 // checkDir refuses a step dir that is not a directory of the workspace,
-// in the words every runtime uses.
+// in the words every runtime uses (a *sandbox.DirError, sent as an
+// Error of kind dir).
 func checkDir(dir string) error { return sandbox.CheckDir(workspaceDir, dir) }

@@ -47,6 +47,49 @@ var _ vmm.Monitor = (*Monitor)(nil)
 // Name implements [vmm.Monitor].
 func (*Monitor) Name() string { return "qemu" }
 
+// Check implements [vmm.Monitor]: QEMU is installed, and KVM is usable
+// or emulation allowed.
+func (m *Monitor) Check(_ context.Context, allowEmulation bool) error {
+	if _, err := m.binary(); err != nil {
+		return err
+	}
+	_, err := m.ChooseAccel(allowEmulation)
+	return err
+}
+
+// Version implements [vmm.Monitor]: "qemu 7.2.22 (kvm)" or "(tcg)".
+func (m *Monitor) Version(ctx context.Context, allowEmulation bool) (string, error) {
+	bin, err := m.binary()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("vm: %s --version: %w", bin, err)
+	}
+	// "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"
+	v := strings.Fields(strings.TrimPrefix(strings.SplitN(string(out), "\n", 2)[0], "QEMU emulator version "))
+	if len(v) == 0 {
+		return "", fmt.Errorf("vm: %s --version said %q", bin, out)
+	}
+	accel, err := m.ChooseAccel(allowEmulation)
+	if err != nil {
+		return "qemu " + v[0], err
+	}
+	return fmt.Sprintf("qemu %s (%s)", v[0], accel), nil
+}
+
+func (m *Monitor) binary() (string, error) {
+	if m.Binary != "" {
+		return m.Binary, nil
+	}
+	bin, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return "", fmt.Errorf("vm: qemu-system-x86_64 is not installed (executor install vm): %w", err)
+	}
+	return bin, nil
+}
+
 // Accel is how a machine's CPU runs.
 type Accel string
 
@@ -144,11 +187,17 @@ func Args(spec vmm.Spec, accel Accel, agentFD int) []string {
 		"-initrd", spec.Initramfs,
 		"-append", cmdline,
 	}
+	if spec.Label != "" {
+		args = append(args, "-name", escapeOpt(spec.Label)+",process="+escapeOpt(spec.Label))
+	}
 	for i, d := range spec.Drives {
 		id := "d" + strconv.Itoa(i)
 		opt := "if=none,id=" + id + ",format=raw,file=" + escapeOpt(d.Path)
 		if d.ReadOnly {
 			opt += ",read-only=on"
+		}
+		if d.Direct {
+			opt += ",cache=none"
 		}
 		args = append(args, "-drive", opt, "-device", "virtio-blk-device,drive="+id+",serial="+d.ID)
 	}
@@ -214,11 +263,9 @@ func (m *Monitor) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error)
 	if err != nil {
 		return nil, err
 	}
-	bin := m.Binary
-	if bin == "" {
-		if bin, err = exec.LookPath("qemu-system-x86_64"); err != nil {
-			return nil, fmt.Errorf("vm: qemu-system-x86_64 is not installed (executor install vm): %w", err)
-		}
+	bin, err := m.binary()
+	if err != nil {
+		return nil, err
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -242,10 +289,11 @@ func (m *Monitor) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error)
 	cmd.ExtraFiles = []*os.File{guestEnd}
 	cmd.Stdout, cmd.Stderr = mc.console, mc.console
 	cmd.Stdin = nil
-	// The executor's environment holds its secret.
+	// The executor's environment holds its secret: the monitor gets a
+	// PATH and its label only.
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	if spec.Label != "" {
-		cmd.Env = append(cmd.Env, "EXECD_VM="+spec.Label)
+		cmd.Env = append(cmd.Env, vmm.LabelEnv+"="+spec.Label)
 	}
 	// Its own process group; killed with the executor if it dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -325,6 +373,8 @@ func (mc *machine) Kill() error {
 }
 
 func (mc *machine) Console() string { return mc.console.String() }
+
+func (mc *machine) Done() <-chan struct{} { return mc.done }
 
 // ring keeps the last n bytes written to it.
 type ring struct {

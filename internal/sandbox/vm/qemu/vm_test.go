@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -161,14 +162,20 @@ func TestVM(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if v, err := (&qemu.Monitor{}).Version(ctx, true); err != nil || !strings.HasPrefix(v, "qemu ") {
+		t.Errorf("Version = %q, %v", v, err)
+	} else {
+		t.Logf("monitor: %s", v)
+	}
 	start := time.Now()
 	m, err := (&qemu.Monitor{}).Start(ctx, vmm.Spec{
+		Label:  "execd-test-vm:" + t.Name(),
 		Kernel: g.kernel, Initramfs: g.initramfs,
 		MemoryMiB: 256, AllowEmulation: true,
 		Drives: []vmm.Drive{
 			{ID: "workspace", Path: ws},
 			{ID: "root-ext4", Path: extRoot, ReadOnly: true},
-			{ID: "root-erofs", Path: eroRoot, ReadOnly: true},
+			{ID: "root-erofs", Path: eroRoot, ReadOnly: true, Direct: true},
 		},
 	})
 	if err != nil {
@@ -176,9 +183,17 @@ func TestVM(t *testing.T) {
 	}
 	defer m.Kill()
 	t.Logf("boot to hello: %v", time.Since(start))
+	if !labelled("execd-test-vm:" + t.Name()) {
+		t.Errorf("no process has %s=execd-test-vm:%s in its environment", vmm.LabelEnv, t.Name())
+	}
 	if got := m.Agent().Hello().Kernel; got != g.kernelRelease {
 		t.Errorf("hello kernel = %q, want %q", got, g.kernelRelease)
 	}
+	var se *agent.StepError
+	if err := m.Agent().MountWorkspace(ctx, "nope"); !errors.As(err, &se) {
+		t.Fatalf("mount of a missing drive: %v", err)
+	}
+	must(t, m.Agent().MountWorkspace(ctx, "workspace"))
 
 	type result struct {
 		stdout, stderr string
@@ -217,6 +232,9 @@ func TestVM(t *testing.T) {
 		{"erofs root", agent.Run{Commands: []string{"cat /etc/marker"}, Root: "root-erofs"}, "erofs\n", "", 0, ""},
 		{"root write", agent.Run{Commands: []string{"echo x > /etc/written", "cat /etc/written"}}, "x\n", "", 0, ""},
 		{"fresh overlay", agent.Run{Commands: []string{"test ! -e /etc/written && echo fresh"}}, "fresh\n", "", 0, ""},
+		{"root key", agent.Run{Commands: []string{"cat /etc/marker", "touch /etc/x"}, RootKey: "sha256:ext4"}, "ext4\n", "", 0, ""},
+		{"same root key", agent.Run{Commands: []string{"cat /etc/marker", "test ! -e /etc/x"}, RootKey: "sha256:ext4"}, "ext4\n", "", 0, ""},
+		{"other root, same drive key", agent.Run{Commands: []string{"cat /etc/marker"}, Root: "root-erofs", RootKey: "sha256:erofs"}, "erofs\n", "", 0, ""},
 		{"no such root", agent.Run{Commands: []string{"true"}, Root: "nope"}, "", "", 0, `no drive with the ID "nope"`},
 		{"background left", agent.Run{Commands: []string{"sleep 1000 >/dev/null 2>&1 &", "setsid sleep 999 >/dev/null 2>&1 &", "echo started"}}, "started\n", "", 0, ""},
 		{"background killed", agent.Run{Commands: []string{"ps -o comm | grep -c sleep || true"}}, "0\n", "", 0, ""},
@@ -229,6 +247,9 @@ func TestVM(t *testing.T) {
 				var se *agent.StepError
 				if !errors.As(r.err, &se) || !strings.Contains(r.err.Error(), s.wantErr) {
 					t.Fatalf("err = %v, want a step error with %q", r.err, s.wantErr)
+				}
+				if dirErr := strings.Contains(s.wantErr, "dir "); dirErr != (se.Kind == agent.KindDir) {
+					t.Errorf("kind = %q", se.Kind)
 				}
 				return
 			}
@@ -302,7 +323,7 @@ func TestVM_Network(t *testing.T) {
 		t.Fatalf("ip tuntap add: %v: %s", err, out)
 	}
 	defer exec.Command("ip", "link", "del", tap).Run()
-	for _, args := range [][]string{{"addr", "add", "10.213.77.1/30", "dev", tap}, {"link", "set", tap, "up"}} {
+	for _, args := range [][]string{{"addr", "add", "10.254.77.1/30", "dev", tap}, {"link", "set", tap, "up"}} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
@@ -313,9 +334,10 @@ func TestVM_Network(t *testing.T) {
 		Kernel: g.kernel, Initramfs: g.initramfs, MemoryMiB: 256, AllowEmulation: true,
 		Net: &vmm.Net{
 			Tap:     tap,
-			Address: netip.MustParsePrefix("10.213.77.2/30"),
-			Gateway: netip.MustParseAddr("10.213.77.1"),
-			DNS:     []netip.Addr{netip.MustParseAddr("10.213.77.1")},
+			MAC:     "02:00:0a:fe:4d:02", // the guest finds its interface by it
+			Address: netip.MustParsePrefix("10.254.77.2/30"),
+			Gateway: netip.MustParseAddr("10.254.77.1"),
+			DNS:     []netip.Addr{netip.MustParseAddr("10.254.77.1")},
 		},
 	})
 	if err != nil {
@@ -323,15 +345,64 @@ func TestVM_Network(t *testing.T) {
 	}
 	defer m.Kill()
 	var stdout, stderr bytes.Buffer
-	ex, err := m.Agent().Run(ctx, agent.Run{Commands: []string{"ping -c 1 -W 10 10.213.77.1 >/dev/null", "echo reached", "cat /etc/resolv.conf", "ip route | grep default"}, Root: agent.RootNone}, &stdout, &stderr)
+	ex, err := m.Agent().Run(ctx, agent.Run{Commands: []string{"ping -c 1 -W 10 10.254.77.1 >/dev/null", "echo reached", "grep nameserver /etc/resolv.conf", "ip route | grep default"}, Root: agent.RootNone}, &stdout, &stderr)
 	if err != nil || ex.Code != 0 {
 		t.Fatalf("step: %+v, %v; stderr %s; console:\n%s", ex, err, stderr.String(), m.Console())
 	}
-	if want := "reached\nnameserver 10.213.77.1\ndefault via 10.213.77.1 dev eth0 "; !strings.HasPrefix(stdout.String(), want) {
+	if want := "reached\nnameserver 10.254.77.1\ndefault via 10.254.77.1 dev eth0 "; !strings.HasPrefix(stdout.String(), want) {
 		t.Errorf("stdout = %q, want %q...", stdout.String(), want)
 	}
 	m.Agent().Shutdown()
 	must(t, m.Wait())
+}
+
+// TestVM_HostileGuest: a guest whose init says Hello and then writes
+// garbage, or claims a huge frame, fails the step with a protocol error;
+// the host goes on.
+func TestVM_HostileGuest(t *testing.T) {
+	g := needGuest(t)
+	mods, err := vmguest.InstalledModules(guestDir())
+	must(t, err)
+	for name, garbage := range map[string]string{
+		"garbage":    `printf 'Zgarbage'`,
+		"huge frame": `printf 'o\377\377\377\377'`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			// An init of busybox sh, with the modules the agent would load.
+			script := `#!/bin/sh
+b=/bin/busybox
+$b mount -t devtmpfs dev /dev; $b mount -t proc proc /proc; $b mount -t sysfs sys /sys
+for m in /lib/modules/*.ko; do $b insmod $m; done
+for p in /sys/class/virtio-ports/*; do [ "$($b cat $p/name)" = org.execd.agent ] && dev=/dev/${p##*/}; done
+exec 3<>$dev
+printf 'H\000\000\000\015{"version":1}' >&3
+` + garbage + ` >&3
+$b sleep 1000
+`
+			initramfs := filepath.Join(t.TempDir(), "hostile.cpio")
+			must(t, (vmguest.Initramfs{Agent: []byte(script), Modules: mods, Busybox: vmguest.StaticBusybox("/bin/busybox")}).WriteFile(initramfs))
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			m, err := (&qemu.Monitor{}).Start(ctx, vmm.Spec{Kernel: g.kernel, Initramfs: initramfs, MemoryMiB: 256, AllowEmulation: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Kill()
+			_, err = m.Agent().Run(ctx, agent.Run{Commands: []string{"true"}, Root: agent.RootNone}, io.Discard, io.Discard)
+			var pe *agent.ProtocolError
+			if !errors.As(err, &pe) {
+				t.Fatalf("Run = %v, want a protocol error", err)
+			}
+			t.Logf("the host says: %v", err)
+			must(t, m.Kill())
+			select {
+			case <-m.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the VM still runs 10 s after Kill")
+			}
+			must(t, m.Wait())
+		})
+	}
 }
 
 // TestStart_BootFailure: a guest that cannot boot is an error quoting its
@@ -346,6 +417,18 @@ func TestStart_BootFailure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "console:") || !strings.Contains(err.Error(), "Kernel panic") {
 		t.Fatalf("Start = %v, want an error quoting the kernel's panic", err)
 	}
+}
+
+// labelled reports whether a process carries name as vmm.LabelEnv.
+func labelled(name string) bool {
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		env, err := os.ReadFile(filepath.Join("/proc", p.Name(), "environ"))
+		if err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00"+vmm.LabelEnv+"="+name+"\x00")) {
+			return true
+		}
+	}
+	return false
 }
 
 type writerFunc func([]byte) (int, error)
@@ -376,8 +459,9 @@ func BenchmarkTrueStep(b *testing.B) {
 	b.ReportMetric(float64(boot.Milliseconds())/float64(b.N), "boot-ms/op")
 }
 
-// BenchmarkStep runs `true` in a running VM: in the initramfs's root,
-// and in an image root (a fresh overlay on an erofs root each step).
+// BenchmarkStep runs `true` in a running VM: in the initramfs's root;
+// in an image root mounted afresh (with a fresh overlay) each step; and
+// in the image of the step before (RootKey: the mount is kept).
 func BenchmarkStep(b *testing.B) {
 	g := needGuest(b)
 	root := filepath.Join(b.TempDir(), "root.erofs")
@@ -396,10 +480,14 @@ func BenchmarkStep(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Kill()
-	for _, r := range []string{agent.RootNone, "root"} {
-		b.Run("root="+r, func(b *testing.B) {
+	for _, c := range []struct{ name, root, key string }{
+		{"initramfs", agent.RootNone, ""},
+		{"image", "root", ""},
+		{"same-image", "root", "sha256:1"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
-				ex, err := m.Agent().Run(ctx, agent.Run{Commands: []string{"true"}, Root: r}, nil, nil)
+				ex, err := m.Agent().Run(ctx, agent.Run{Commands: []string{"true"}, Root: c.root, RootKey: c.key}, nil, nil)
 				if err != nil || ex.Code != 0 {
 					b.Fatalf("true: %+v, %v", ex, err)
 				}

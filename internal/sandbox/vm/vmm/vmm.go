@@ -22,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/execd/execd/internal/sandbox/vm/agent"
+	"github.com/execd/execd/internal/sandbox/vm/vmnet/guestnet"
 )
 
 // Spec is one virtual machine.
@@ -52,16 +53,19 @@ type Spec struct {
 	// faster under TCG, but binaries built for x86-64-v2 or later fail
 	// on it.
 	EmulatedCPU string
-	// Dir is a directory the monitor may keep its sockets and files in
-	// for the machine's life; "" makes a temporary one, removed after.
-	Dir string
 	// ConsoleBytes bounds the kept end of the guest's console; 0 means
 	// 64 KiB.
 	ConsoleBytes int
-	// Label is put in the monitor process's environment as
-	// EXECD_VM=<Label>, for a janitor to find it. Nothing else of the
-	// executor's environment reaches the monitor.
+	// Label, when set, labels the VM's monitor process on the host: in
+	// its environment as [LabelEnv]=Label, which a janitor reads from
+	// /proc/PID/environ after a crash (QEMU also gets -name). Nothing
+	// else of the executor's environment but a PATH reaches the monitor.
+	// Up to 200 printable characters without spaces or '='.
 	Label string
+	// Dir is a directory of the machine's for monitors that keep files
+	// (Firecracker: its API and vsock sockets). QEMU keeps none: its
+	// channel is a socketpair, its console a ring in memory.
+	Dir string
 }
 
 // Drive is a virtio block device backed by a file on the host.
@@ -73,6 +77,11 @@ type Drive struct {
 	ID       string
 	Path     string
 	ReadOnly bool
+	// Direct bypasses the host's page cache (QEMU cache=none, O_DIRECT):
+	// for a file or device whose content the host changes while the VM
+	// runs (a root slot re-pointed between steps). The file system
+	// holding Path must support O_DIRECT (tmpfs may not).
+	Direct bool
 }
 
 // Net is a virtio-net device on an existing tap device, and the
@@ -90,23 +99,13 @@ type Net struct {
 
 // GuestCmdline returns the kernel command line arguments by which every
 // monitor tells the agent its network and drives: execd.ip, execd.gw,
-// execd.dns, and execd.drives (the drive IDs in attachment order, for
+// execd.dns, execd.mac (package guestnet), and execd.drives (the drive IDs in attachment order, for
 // monitors that cannot give a drive a serial). Monitors add it to the
 // command line.
 func (s *Spec) GuestCmdline() string {
 	var args []string
 	if n := s.Net; n != nil && n.Address.IsValid() {
-		args = append(args, "execd.ip="+n.Address.String())
-		if n.Gateway.IsValid() {
-			args = append(args, "execd.gw="+n.Gateway.String())
-		}
-		if len(n.DNS) > 0 {
-			dns := make([]string, len(n.DNS))
-			for i, d := range n.DNS {
-				dns[i] = d.String()
-			}
-			args = append(args, "execd.dns="+strings.Join(dns, ","))
-		}
+		args = append(args, guestnet.Config{Address: n.Address, Gateway: n.Gateway, DNS: n.DNS, MAC: n.MAC}.Cmdline())
 	}
 	if len(s.Drives) > 0 {
 		ids := make([]string, len(s.Drives))
@@ -126,8 +125,10 @@ type Machine interface {
 	// returns the monitor's error, if any.
 	Wait() error
 	// Kill stops the VM at once. It is idempotent and safe to call
-	// concurrently with Wait.
+	// concurrently with Wait; Wait (or Done) tells when it is gone.
 	Kill() error
+	// Done is closed when the VM has ended.
+	Done() <-chan struct{}
 	// Console returns the end of the guest's console output, for error
 	// messages.
 	Console() string
@@ -137,17 +138,32 @@ type Machine interface {
 type Monitor interface {
 	// Name is the monitor's name (qemu, firecracker).
 	Name() string
+	// Check reports whether machines can start here, with software
+	// emulation or not; the error says what is missing and how to get
+	// it (wrapping ErrNoKVM when only emulation is missing).
+	Check(ctx context.Context, allowEmulation bool) error
+	// Version is the monitor's version and how it would run machines,
+	// e.g. "qemu 7.2.22 (tcg)".
+	Version(ctx context.Context, allowEmulation bool) (string, error)
 	// Start boots spec's VM and returns once the guest's agent said
 	// Hello; ctx bounds the boot only. A VM that fails to boot is an
 	// error quoting the end of its console, and leaves nothing behind.
 	Start(ctx context.Context, spec Spec) (Machine, error)
 }
 
+// LabelEnv is the environment variable that carries [Spec.Label] in the
+// monitor's process. The monitor's environment holds nothing else of
+// the executor's but PATH: no secret of the executor reaches it.
+const LabelEnv = "EXECD_VM"
+
 // ErrNoKVM wraps the errors of a Start that would need software
 // emulation when Spec.AllowEmulation is false.
 var ErrNoKVM = errors.New("no usable KVM")
 
-var validID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,20}$`)
+var (
+	validID    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,20}$`)
+	validLabel = regexp.MustCompile(`^[!-<>-~]{1,200}$`)
+)
 
 // Validate checks spec's fields that every monitor needs.
 func (s *Spec) Validate() error {
@@ -156,6 +172,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.VCPUs < 0 || s.VCPUs > 64 || s.MemoryMiB < 0 {
 		return fmt.Errorf("vm: %d vCPUs, %d MiB is not a machine", s.VCPUs, s.MemoryMiB)
+	}
+	if s.Label != "" && !validLabel.MatchString(s.Label) {
+		return fmt.Errorf("vm: label %q: want up to 200 printable characters without spaces or '='", s.Label)
 	}
 	if s.Net != nil {
 		if s.Net.Tap == "" {
