@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,7 +63,14 @@ func TestE2E_VM(t *testing.T) {
 	if err != nil || len(execs) == 0 || !strings.HasPrefix(execs[0].IgniteVersion, "qemu ") || execs[0].Runtime != "firecracker" {
 		t.Errorf("executors = %+v, %v; want one of runtime firecracker whose igniteVersion names qemu", execs, err)
 	}
-	ex.stop()
+	if err := ex.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ex.done:
+	case <-time.After(time.Minute):
+		t.Fatal("the executor did not stop within a minute of SIGTERM")
+	}
 	if left := vmProcesses(); len(left) > 0 {
 		t.Errorf("machines left after the executor stopped: %v", left)
 	}

@@ -78,4 +78,7 @@ type guestStep struct {
 	Dir string
 	// User is the image's user ("" for root).
 	User string
+	// RootKey names the root slot's image (its digest): the guest keeps
+	// the root mounted when a step's key is the last step's.
+	RootKey string
 }

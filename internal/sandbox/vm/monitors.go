@@ -114,7 +114,8 @@ func vmSpec(a assets, spec machineSpec, allowEmulation bool) vmm.Spec {
 		VCPUs: spec.VCPUs, MemoryMiB: int(spec.MemoryBytes >> 20),
 		Drives: []vmm.Drive{
 			{ID: workspaceDrive, Path: spec.Workspace},
-			{ID: rootDrive, Path: spec.Root, ReadOnly: true},
+			// The host changes the slot's image under QEMU: no cache.
+			{ID: rootDrive, Path: spec.Root, ReadOnly: true, Direct: true},
 		},
 		Net:            spec.Net,
 		AllowEmulation: allowEmulation,
@@ -160,18 +161,18 @@ func (v *vmmMachine) Console() string { return v.m.Console() }
 // agentGuest is the guest's agent over its protocol.
 type agentGuest struct{ c *agent.Conn }
 
-// MountWorkspace: the agent mounts the workspace drive when the first
-// step runs, after the host released it at Seal.
-func (g agentGuest) MountWorkspace(context.Context) error { return nil }
+func (g agentGuest) MountWorkspace(ctx context.Context) error {
+	return g.c.MountWorkspace(ctx, workspaceDrive)
+}
 
 func (g agentGuest) Run(ctx context.Context, st guestStep, out sandbox.Output) (sandbox.Result, error) {
-	req := agent.Run{Commands: st.Commands, Env: st.Env, Dir: st.Dir, User: st.User, Workspace: workspaceDrive, Root: rootDrive}
+	req := agent.Run{Commands: st.Commands, Env: st.Env, Dir: st.Dir, User: st.User, Workspace: workspaceDrive, Root: rootDrive, RootKey: st.RootKey}
 	exit, err := g.c.Run(ctx, req, cmp.Or[io.Writer](out.Stdout, io.Discard), cmp.Or[io.Writer](out.Stderr, io.Discard))
 	var stepErr *agent.StepError
 	switch {
 	case ctx.Err() != nil:
 		return sandbox.Result{ExitCode: exit.Code}, ctx.Err()
-	case errors.As(err, &stepErr) && strings.Contains(stepErr.Msg, "the step's dir "):
+	case errors.As(err, &stepErr) && stepErr.Kind == agent.KindDir:
 		return sandbox.Result{}, &sandbox.DirError{Msg: stepErr.Msg}
 	case err != nil:
 		return sandbox.Result{}, err
@@ -187,8 +188,7 @@ func (i cacheImages) Root(ctx context.Context, image string, auth map[string]str
 	if err != nil {
 		return rootImage{}, err
 	}
-	user := im.Config.User
-	return rootImage{Path: im.Path, User: user, Env: im.Config.Env, Release: func() { _ = im.Release() }}, nil
+	return rootImage{ID: im.ID, Path: im.Path, User: im.Config.User, Env: im.Config.Env, Release: func() { _ = im.Release() }}, nil
 }
 
 // tapNetworks are machines' networks on tap devices (package vmnet).

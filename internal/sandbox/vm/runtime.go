@@ -56,6 +56,8 @@ type imageSource interface {
 
 // rootImage is a step image's root file system.
 type rootImage struct {
+	// ID is the image's digest.
+	ID   string
 	Path string
 	User string
 	Env  []string
@@ -221,6 +223,7 @@ type vmachine struct {
 	workspace string // the workspace's disk image
 	m         machine
 	root      *slot.Slot
+	rootImage string // the image the root slot holds
 	net       network
 }
 

@@ -152,12 +152,17 @@ func (s *Sandbox) Run(ctx context.Context, step sandbox.Step, out sandbox.Output
 		return sandbox.Result{}, fmt.Errorf("firecracker: step %q: %w", step.Key, err)
 	}
 	defer root.Release()
-	if err := s.vm.root.Swap(root.Path); err != nil {
-		return sandbox.Result{}, fmt.Errorf("firecracker: step %q: %w", step.Key, err)
+	// The guest keeps the last step's root mounted when its image is
+	// this step's (RootKey): the slot must not change under it.
+	if s.vm.rootImage != root.Path {
+		if err := s.vm.root.Swap(root.Path); err != nil {
+			return sandbox.Result{}, fmt.Errorf("firecracker: step %q: %w", step.Key, err)
+		}
+		s.vm.rootImage = root.Path
 	}
 	// The image's environment, then the step's (which wins).
 	env := slices.Concat(root.Env, step.Env)
-	res, err := s.vm.m.Guest().Run(ctx, guestStep{Commands: step.Commands, Env: env, Dir: step.Dir, User: root.User}, out)
+	res, err := s.vm.m.Guest().Run(ctx, guestStep{Commands: step.Commands, Env: env, Dir: step.Dir, User: root.User, RootKey: root.ID}, out)
 	if err != nil && ctx.Err() == nil && !s.vm.m.Alive() {
 		return res, fmt.Errorf("firecracker: the machine stopped: %w%s", err, s.console())
 	}
