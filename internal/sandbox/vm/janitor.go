@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/vm/vmm"
 )
 
 // A machine's monitor process carries its name in its environment, as
@@ -21,7 +22,7 @@ import (
 // closes them, and their files are in the executor's directory, which
 // the workspace janitor removes: what may be left is a monitor that
 // outlived its executor, and the machines' networks.
-const labelEnv = "EXECD_VM"
+const labelEnv = vmm.LabelEnv
 
 // Clean kills the monitors of machines whose owner stale reports gone,
 // and removes their networks. See [sandbox.Janitor].

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -50,27 +49,13 @@ type qemuMonitor struct {
 
 func (m *qemuMonitor) Name() string { return "qemu" }
 
-func (m *qemuMonitor) binary() (string, error) {
-	if m.q.Binary != "" {
-		return m.q.Binary, nil
-	}
-	bin, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		return "", errors.New("qemu-system-x86_64 is not installed: run `executor install vm`")
-	}
-	return bin, nil
-}
-
 func (m *qemuMonitor) Emulated() bool {
 	accel, err := m.q.ChooseAccel(m.allowEmulation)
 	return err == nil && accel == qemu.AccelTCG
 }
 
 func (m *qemuMonitor) Check(ctx context.Context) error {
-	if _, err := m.binary(); err != nil {
-		return err
-	}
-	if _, err := m.q.ChooseAccel(m.allowEmulation); err != nil {
+	if err := m.q.Check(ctx, m.allowEmulation); err != nil {
 		return err
 	}
 	return m.assets.check()
@@ -78,25 +63,8 @@ func (m *qemuMonitor) Check(ctx context.Context) error {
 
 // Version is QEMU's version and the acceleration machines get.
 func (m *qemuMonitor) Version(ctx context.Context) (string, error) {
-	bin, err := m.binary()
-	if err != nil {
-		return "", err
-	}
-	out, err := exec.CommandContext(ctx, bin, "--version").Output()
-	if err != nil {
-		return "", err
-	}
-	// "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"
-	v := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
-	v = strings.TrimPrefix(v, "QEMU emulator version ")
-	if f := strings.Fields(v); len(f) > 0 {
-		v = f[0]
-	}
-	accel, err := m.q.ChooseAccel(m.allowEmulation)
-	if err != nil {
-		return v, nil
-	}
-	return fmt.Sprintf("%s (%s)", v, accel), nil
+	v, err := m.q.Version(ctx, m.allowEmulation)
+	return strings.TrimPrefix(v, "qemu "), err
 }
 
 func (m *qemuMonitor) Boot(ctx context.Context, spec machineSpec) (machine, error) {
