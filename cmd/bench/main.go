@@ -47,6 +47,7 @@ func scenarios() []scenario {
 		{"throughput", throughput},
 		{"logs", logs},
 		{"sandbox", sandboxStart},
+		{"vm", vmStart},
 		{"scale", scale},
 		{"fault", fault},
 		{"cancel", cancel},

@@ -63,6 +63,9 @@ type guest interface {
 	// MountWorkspace mounts the workspace disk at /workspace, after the
 	// host filled and released it.
 	MountWorkspace(ctx context.Context) error
+	// WarmRoot mounts the root slot's image (named by key) ahead of the
+	// step that will use it.
+	WarmRoot(ctx context.Context, key string) error
 	// Run runs a step as the docker runtime would: in the root slot's
 	// image (Root), as its user, in /workspace/<Dir>; a Dir that is not
 	// a directory of the workspace is a *sandbox.DirError. When ctx ends

@@ -133,6 +133,10 @@ func (g agentGuest) MountWorkspace(ctx context.Context) error {
 	return g.c.MountWorkspace(ctx, workspaceDrive)
 }
 
+func (g agentGuest) WarmRoot(ctx context.Context, key string) error {
+	return g.c.Mount(ctx, agent.Mount{Root: rootDrive, RootKey: key})
+}
+
 func (g agentGuest) Run(ctx context.Context, st guestStep, out sandbox.Output) (sandbox.Result, error) {
 	req := agent.Run{Commands: st.Commands, Env: st.Env, Dir: st.Dir, User: st.User, Workspace: workspaceDrive, Root: rootDrive, RootKey: st.RootKey}
 	exit, err := g.c.Run(ctx, req, cmp.Or[io.Writer](out.Stdout, io.Discard), cmp.Or[io.Writer](out.Stderr, io.Discard))

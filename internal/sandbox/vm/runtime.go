@@ -36,6 +36,9 @@ type Runtime struct {
 	mu      sync.Mutex
 	pool    *warmPool[*vmachine]
 	started bool
+	// last is the image of the last step run: a machine of the pool
+	// mounts it ahead, as the next job likely uses it too.
+	last rootImage
 }
 
 var (
@@ -283,7 +286,31 @@ func (r *Runtime) boot(ctx context.Context, shape sandbox.Options, job string) (
 	if v.m, err = r.monitor.Boot(ctx, spec); err != nil {
 		return nil, fmt.Errorf("firecracker: boot a %s machine: %w", r.monitor.Name(), err)
 	}
+	if job == "pool" {
+		r.warmRoot(ctx, v)
+	}
 	return v, nil
+}
+
+// warmRoot points a pooled machine's root slot at the image the last
+// step ran in, and has the guest mount it: a job of that image then
+// starts its first step without mounting it. Failing is no error: the
+// step mounts its image itself.
+func (r *Runtime) warmRoot(ctx context.Context, v *vmachine) {
+	r.mu.Lock()
+	last := r.last
+	r.mu.Unlock()
+	if last.Path == "" {
+		return
+	}
+	if err := v.root.Swap(last.Path); err != nil {
+		r.cfg.Logger.Debug("firecracker: warm the last image", "err", err)
+		return
+	}
+	v.rootImage = last.Path
+	if err := v.m.Guest().WarmRoot(ctx, last.ID); err != nil {
+		r.cfg.Logger.Debug("firecracker: warm the last image", "err", err)
+	}
 }
 
 // destroy stops the machine and removes what the host made for it.

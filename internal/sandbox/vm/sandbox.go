@@ -160,6 +160,9 @@ func (s *Sandbox) Run(ctx context.Context, step sandbox.Step, out sandbox.Output
 		}
 		s.vm.rootImage = root.Path
 	}
+	s.r.mu.Lock()
+	s.r.last = rootImage{ID: root.ID, Path: root.Path}
+	s.r.mu.Unlock()
 	// The image's environment, then the step's (which wins).
 	env := slices.Concat(root.Env, step.Env)
 	res, err := s.vm.m.Guest().Run(ctx, guestStep{Commands: step.Commands, Env: env, Dir: step.Dir, User: root.User, RootKey: root.ID}, out)

@@ -171,10 +171,15 @@ func (c *Conn) readStep(stdout, stderr io.Writer) (Exit, error) {
 // /workspace now, and waits for its answer. An Error from the guest is
 // a *StepError; anything else out of place a *ProtocolError.
 func (c *Conn) MountWorkspace(ctx context.Context, id string) error {
+	return c.Mount(ctx, Mount{Workspace: id})
+}
+
+// Mount asks the guest to mount m's drives, and waits for its answer.
+func (c *Conn) Mount(ctx context.Context, m Mount) error {
 	if c.broken != nil {
 		return c.broken
 	}
-	if err := c.send(TypeMount, Mount{Workspace: id}); err != nil {
+	if err := c.send(TypeMount, m); err != nil {
 		return c.fail(fmt.Errorf("vm agent: send mount: %w", err))
 	}
 	// A guest that does not answer in time is given up: the channel is

@@ -135,7 +135,14 @@ type Run struct {
 // Mount asks the guest to mount the workspace drive at /workspace now
 // (the host filled it and let go of it), rather than at the first Run.
 type Mount struct {
+	// Workspace is the workspace's drive, mounted at /workspace; ""
+	// leaves the workspace alone.
 	Workspace string `json:"workspace"`
+	// Root, when not "", is a root drive mounted ahead of the step that
+	// will use it (a machine of the warm pool warming the image the last
+	// job used), under RootKey as in [Run].
+	Root    string `json:"root,omitempty"`
+	RootKey string `json:"rootKey,omitempty"`
 }
 
 // RootNone as [Run.Root] runs the step in the initramfs's root.

@@ -109,9 +109,17 @@ func (s *server) mount(m agent.Mount) {
 		s.send(agent.TypeError, agent.Error{Msg: "refused: a step is running"})
 		return
 	}
-	if err := ensureWorkspace(m.Workspace); err != nil {
-		s.send(agent.TypeError, agent.Error{Msg: err.Error()})
-		return
+	if m.Workspace != "" {
+		if err := ensureWorkspace(m.Workspace); err != nil {
+			s.send(agent.TypeError, agent.Error{Msg: err.Error()})
+			return
+		}
+	}
+	if m.Root != "" {
+		if _, err := mountRoot(m.Root, m.RootKey); err != nil {
+			s.send(agent.TypeError, agent.Error{Msg: err.Error()})
+			return
+		}
 	}
 	s.send(agent.TypeOK, nil)
 }
