@@ -3,7 +3,10 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,4 +83,66 @@ func TestE2E_VM(t *testing.T) {
 func vmProcesses() []string {
 	out, _ := exec.Command("sh", "-c", "grep -l EXECD_VM=execd-vm: /proc/[0-9]*/environ 2>/dev/null").Output()
 	return strings.Fields(string(out))
+}
+
+// TestE2E_VMExecutorKilled: after kill -9 of an executor in the middle of
+// a job in a VM with the internet, and a restart, nothing of it remains:
+// no monitor process, no tap, no disk image; the job runs again.
+func TestE2E_VMExecutorKilled(t *testing.T) {
+	guest := vmtest.Need(t)
+	if err := exec.Command("docker", "image", "inspect", testImage).Run(); err != nil {
+		testutil.Missing(t, "docker", "test image "+testImage+": run deploy/images/build-test-images.sh")
+	}
+	if err := exec.Command("iptables", "-S").Run(); err != nil {
+		testutil.Missing(t, "netns", "iptables: "+err.Error())
+	}
+	s := newSystem(t, `{"stalledAge": "6s"}`)
+	env := []string{"EXECUTOR_RUNTIME=firecracker", "EXECUTOR_VM_ALLOW_EMULATION=true",
+		"EXECUTOR_VM_ASSETS=" + guest.Dir, "EXECUTOR_VM_WARM_POOL=1", "EXECUTOR_FIRECRACKER_DISK_SPACE=1G",
+		"EXECUTOR_JOB_NETWORK=internet"}
+	first := s.startExecutor(env...)
+	id := s.submit(fmt.Sprintf(`{"dockerSteps": [{"image": %q, "commands": ["echo started", "sleep 2.5"]}]}`, testImage))
+	owner := s.waitState(id, time.Minute, "processing").WorkerHostname
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(formatLogs(s.job(id)), "stdout: started"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the step did not start:\n%s", formatLogs(s.job(id)))
+		}
+	}
+	if len(vmProcesses()) == 0 || len(taps(owner)) == 0 {
+		t.Fatalf("the job's machine runs nowhere: monitors %v, taps %v", vmProcesses(), taps(owner))
+	}
+	first.kill()
+	// The monitors die with their executor.
+	for deadline := time.Now().Add(10 * time.Second); len(vmProcesses()) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("machines outlived their killed executor: %v", vmProcesses())
+		}
+	}
+	dir := filepath.Join(s.dir, "workspaces", owner)
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the killed executor's directory is gone already (%v): the test shows nothing", err)
+	}
+	second := s.startExecutor(env...)
+	j := s.waitState(id, 3*time.Minute, "completed", "failed", "errored")
+	if j.State != "completed" {
+		t.Fatalf("job %s after the restart:\n%s\nexecutor:\n%s", j.State, formatLogs(j), second.log)
+	}
+	if left := taps(owner); len(left) > 0 {
+		t.Errorf("taps of the killed executor left: %v", left)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the killed executor's machines' files are left in %s (%v)", dir, err)
+	}
+}
+
+// taps lists the network devices labelled with owner.
+func taps(owner string) []string {
+	out, _ := exec.Command("ip", "-o", "link", "show").Output()
+	var left []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "owner="+url.QueryEscape(owner)) {
+			left = append(left, strings.Fields(line)[1])
+		}
+	}
+	return left
 }
