@@ -133,6 +133,19 @@ func TestE2E_VMExecutorKilled(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the killed executor's machines' files are left in %s (%v)", dir, err)
 	}
+	// And an executor that stops leaves nothing of its own either (its
+	// pool's machine and tap).
+	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-second.done:
+	case <-time.After(time.Minute):
+		t.Fatal("the executor did not stop within a minute of SIGTERM")
+	}
+	if left := taps(j.WorkerHostname); len(left) > 0 || len(vmProcesses()) > 0 {
+		t.Errorf("left by an executor that stopped: taps %v, machines %v", left, vmProcesses())
+	}
 }
 
 // taps lists the network devices labelled with owner.
