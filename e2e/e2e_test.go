@@ -86,6 +86,20 @@ func startWith(t *testing.T, name string, env []string, setup func(*exec.Cmd), a
 	return p
 }
 
+// stop sends SIGTERM, as systemd would, and waits a minute at most for
+// the process to exit.
+func (p *proc) stop() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		p.t.Fatalf("%s did not stop within a minute of SIGTERM", p.name)
+	}
+}
+
 func (p *proc) kill() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -66,14 +65,7 @@ func TestE2E_VM(t *testing.T) {
 	if err != nil || len(execs) == 0 || !strings.HasPrefix(execs[0].IgniteVersion, "qemu ") || execs[0].Runtime != "firecracker" {
 		t.Errorf("executors = %+v, %v; want one of runtime firecracker whose igniteVersion names qemu", execs, err)
 	}
-	if err := ex.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-ex.done:
-	case <-time.After(time.Minute):
-		t.Fatal("the executor did not stop within a minute of SIGTERM")
-	}
+	ex.stop()
 	if left := vmProcesses(); len(left) > 0 {
 		t.Errorf("machines left after the executor stopped: %v", left)
 	}
@@ -135,14 +127,7 @@ func TestE2E_VMExecutorKilled(t *testing.T) {
 	}
 	// And an executor that stops leaves nothing of its own either (its
 	// pool's machine and tap).
-	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-second.done:
-	case <-time.After(time.Minute):
-		t.Fatal("the executor did not stop within a minute of SIGTERM")
-	}
+	second.stop()
 	if left := taps(j.WorkerHostname); len(left) > 0 || len(vmProcesses()) > 0 {
 		t.Errorf("left by an executor that stopped: taps %v, machines %v", left, vmProcesses())
 	}

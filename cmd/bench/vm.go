@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -200,23 +199,6 @@ func directSteps(ctx context.Context, assets string, n int) (time.Duration, erro
 	return time.Since(start) / time.Duration(n), nil
 }
 
-// machineProcesses returns the pids of owner's machines' monitors.
-func machineProcesses(owner string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if bytes.Contains(env, []byte(vmm.LabelEnv+"=execd-vm:"+owner+":pool")) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
 // waitIdleMachine waits until the pool's machine has booted: its monitor
 // runs and its memory stopped growing, or timeout passed (a busy host:
 // the figure then includes what is left of the boot).
@@ -241,7 +223,10 @@ func waitIdleMachine(ctx context.Context, owner string, timeout time.Duration) e
 
 // machineRSS is the resident memory (KiB) of owner's pooled machine.
 func machineRSS(owner string) float64 {
-	for _, pid := range machineProcesses(owner) {
+	for pid, label := range vm.Monitors() {
+		if label != "execd-vm:"+owner+":pool" {
+			continue
+		}
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		for line := range strings.Lines(string(b)) {
 			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {

@@ -58,6 +58,16 @@ type monitorProcess struct {
 	name, owner string
 }
 
+// Monitors lists the machines' monitor processes on this host: pid ->
+// label (execd-vm:<owner>:<job>, "pool" for a machine of a warm pool).
+func Monitors() map[int]string {
+	m := map[int]string{}
+	for _, p := range monitorProcesses() {
+		m[p.pid] = p.name
+	}
+	return m
+}
+
 // monitorProcesses lists the processes labelled as machines' monitors.
 func monitorProcesses() []monitorProcess {
 	entries, _ := os.ReadDir("/proc")
