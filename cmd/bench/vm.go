@@ -224,7 +224,7 @@ func waitIdleMachine(ctx context.Context, owner string, timeout time.Duration) e
 // machineRSS is the resident memory (KiB) of owner's pooled machine.
 func machineRSS(owner string) float64 {
 	for pid, label := range vm.Monitors() {
-		if label != "execd-vm:"+owner+":pool" {
+		if !strings.HasPrefix(label, "execd-vm:"+owner+":pool:") {
 			continue
 		}
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

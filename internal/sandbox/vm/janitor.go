@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,8 +17,11 @@ import (
 )
 
 // A machine's monitor process carries its name in its environment, as
-// labelEnv=execd-vm:<owner>:<job>, so that a janitor finds it after its
-// executor died. Machines die with their executor (their monitor gets
+// labelEnv=execd-vm:<owner>:<job>:<dir> (dir: the executor's directory,
+// path-escaped), so that a janitor finds it after its executor died, and
+// tells whether that executor is alive from its directory's lock: the
+// owner's name alone would not say where that is (executors on one host
+// may have different workspace roots). Machines die with their executor (their monitor gets
 // SIGKILL when it does), their loop devices unbind when the monitor
 // closes them, and their files are in the executor's directory, which
 // the workspace janitor removes: what may be left is a monitor that
@@ -27,13 +31,9 @@ const labelEnv = vmm.LabelEnv
 // Clean kills the monitors of machines whose owner stale reports gone,
 // and removes their networks. See [sandbox.Janitor].
 func (r *Runtime) Clean(ctx context.Context, stale func(sandbox.Leftover) bool) error {
-	root := filepath.Dir(r.cfg.Dir)
-	isStale := func(owner string) bool {
-		return stale(sandbox.Leftover{Owner: owner, Workspace: filepath.Join(root, owner)})
-	}
 	var errs []error
 	for _, p := range monitorProcesses() {
-		if !isStale(p.owner) {
+		if !stale(machineLeftover(p.owner, p.dir)) {
 			continue
 		}
 		if err := syscall.Kill(p.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -43,7 +43,7 @@ func (r *Runtime) Clean(ctx context.Context, stale func(sandbox.Leftover) bool) 
 		r.cfg.Logger.Info("firecracker janitor: killed the machine of a stopped executor", "machine", p.name, "pid", p.pid)
 	}
 	if r.nets != nil {
-		if err := r.nets.Clean(ctx, isStale); err != nil {
+		if err := r.nets.Clean(ctx, stale); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -54,8 +54,22 @@ func (r *Runtime) Clean(ctx context.Context, stale func(sandbox.Leftover) bool) 
 }
 
 type monitorProcess struct {
-	pid         int
-	name, owner string
+	pid              int
+	name, owner, dir string
+}
+
+// machineLabel names a machine of owner's job whose executor keeps its
+// workspaces in dir.
+func machineLabel(owner, job, dir string) string {
+	return labelPrefix + owner + ":" + job + ":" + url.PathEscape(dir)
+}
+
+// machineLeftover is what a janitor asks stale about a machine (or its
+// network) of owner, whose executor's directory is dir: a Leftover
+// without a job, so that it is the executor's liveness that counts. A
+// machine without a directory (made before this label) stays.
+func machineLeftover(owner, dir string) sandbox.Leftover {
+	return sandbox.Leftover{Owner: owner, Workspace: dir}
 }
 
 // Monitors lists the machines' monitor processes on this host: pid ->
@@ -87,10 +101,15 @@ func monitorProcesses() []monitorProcess {
 				continue
 			}
 			rest, ok := strings.CutPrefix(name, labelPrefix)
-			owner, _, ok2 := strings.Cut(rest, ":")
-			if ok && ok2 && owner != "" {
-				out = append(out, monitorProcess{pid: pid, name: name, owner: owner})
+			parts := strings.SplitN(rest, ":", 3)
+			if !ok || len(parts) != 3 || parts[0] == "" {
+				continue
 			}
+			dir, err := url.PathUnescape(parts[2])
+			if err != nil || !filepath.IsAbs(dir) {
+				continue
+			}
+			out = append(out, monitorProcess{pid: pid, name: name, owner: parts[0], dir: dir})
 		}
 	}
 	return out

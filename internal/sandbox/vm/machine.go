@@ -29,7 +29,7 @@ type monitor interface {
 
 // machineSpec is what a machine is booted with.
 type machineSpec struct {
-	// Name labels the machine's process for the janitor.
+	// Name labels the machine's process for the janitor (see janitor.go).
 	Name string
 	// Dir holds the machine's sockets and console log.
 	Dir         string

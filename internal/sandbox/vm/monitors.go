@@ -166,9 +166,9 @@ func (i cacheImages) Root(ctx context.Context, image string, auth map[string]str
 // tapNetworks are machines' networks on tap devices (package vmnet).
 type tapNetworks struct{ cfg vmnet.Config }
 
-func (t tapNetworks) Setup(ctx context.Context, owner, id string) (network, error) {
+func (t tapNetworks) Setup(ctx context.Context, owner, id, dir string) (network, error) {
 	cfg := t.cfg
-	cfg.Owner, cfg.JobID = owner, id
+	cfg.Owner, cfg.JobID, cfg.Workspace = owner, id, dir
 	n, err := vmnet.Setup(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -176,10 +176,10 @@ func (t tapNetworks) Setup(ctx context.Context, owner, id string) (network, erro
 	return tapNetwork{n}, nil
 }
 
-func (t tapNetworks) Clean(ctx context.Context, stale func(owner string) bool) error {
+func (t tapNetworks) Clean(ctx context.Context, stale func(sandbox.Leftover) bool) error {
 	// A tap without a label is being made, or its maker died making it:
 	// its owner is unknown, so it stays.
-	_, err := vmnet.Clean(ctx, func(l sandbox.Leftover) bool { return l.Owner != "" && stale(l.Owner) })
+	_, err := vmnet.Clean(ctx, func(l sandbox.Leftover) bool { return l.Owner != "" && stale(machineLeftover(l.Owner, l.Workspace)) })
 	return err
 }
 

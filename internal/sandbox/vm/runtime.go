@@ -70,10 +70,11 @@ type rootImage struct {
 
 // networks make the machines' networks.
 type networks interface {
-	// Setup makes the network of a machine of owner.
-	Setup(ctx context.Context, owner, id string) (network, error)
-	// Clean removes the networks of owners for which stale reports true.
-	Clean(ctx context.Context, stale func(owner string) bool) error
+	// Setup makes the network of a machine of owner, whose workspaces
+	// are in dir.
+	Setup(ctx context.Context, owner, id, dir string) (network, error)
+	// Clean removes the networks for which stale reports true.
+	Clean(ctx context.Context, stale func(sandbox.Leftover) bool) error
 }
 
 // network is one machine's network.
@@ -264,7 +265,7 @@ func (r *Runtime) boot(ctx context.Context, shape sandbox.Options, job string) (
 		return nil, fmt.Errorf("firecracker: the root disk: %w", err)
 	}
 	spec := machineSpec{
-		Name: labelPrefix + owner + ":" + job, Dir: v.dir,
+		Name: machineLabel(owner, job, r.cfg.Dir), Dir: v.dir,
 		VCPUs: max(shape.CPUs, 1), MemoryBytes: shape.MemoryBytes,
 		Workspace: v.workspace, Root: v.root.Device(),
 		RxBytesPerSec: r.cfg.BandwidthIngress, TxBytesPerSec: r.cfg.BandwidthEgress,
@@ -278,7 +279,7 @@ func (r *Runtime) boot(ctx context.Context, shape sandbox.Options, job string) (
 		if r.nets == nil {
 			return nil, errors.New("firecracker: no network for jobs here (EXECUTOR_JOB_NETWORK=none)")
 		}
-		if v.net, err = r.nets.Setup(ctx, owner, id); err != nil {
+		if v.net, err = r.nets.Setup(ctx, owner, id, r.cfg.Dir); err != nil {
 			return nil, fmt.Errorf("firecracker: the machine's network: %w", err)
 		}
 		spec.Net = v.net.Device()

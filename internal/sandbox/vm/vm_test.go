@@ -70,7 +70,7 @@ func needRuntime(t *testing.T, s settings) *vm.Runtime {
 func leftovers(t *testing.T, owner, job string) []string {
 	var left []string
 	for pid, label := range vm.Monitors() {
-		if strings.HasPrefix(label, vm.LabelPrefix+owner+":") && (job == "" || strings.HasSuffix(label, ":"+job)) {
+		if strings.HasPrefix(label, vm.LabelPrefix+owner+":") && (job == "" || strings.HasPrefix(label, vm.LabelPrefix+owner+":"+job+":")) {
 			left = append(left, fmt.Sprintf("monitor %d %s", pid, label))
 		}
 	}

@@ -70,8 +70,12 @@ func guestMAC(guest netip.Addr) string {
 }
 
 // label returns the alias of a job's tap device.
-func label(owner, jobID string) (string, error) {
-	l := labelPrefix + url.Values{"owner": {owner}, "job": {jobID}}.Encode()
+func label(owner, jobID, workspace string) (string, error) {
+	v := url.Values{"owner": {owner}, "job": {jobID}}
+	if workspace != "" {
+		v.Set("ws", workspace)
+	}
+	l := labelPrefix + v.Encode()
 	if len(l) > 255 {
 		return "", fmt.Errorf("vmnet: owner %q and job %q are too long for the tap's label", owner, jobID)
 	}
@@ -89,7 +93,7 @@ func parseLabel(alias string) sandbox.Leftover {
 	if err != nil {
 		return sandbox.Leftover{}
 	}
-	return sandbox.Leftover{Owner: v.Get("owner"), JobID: v.Get("job")}
+	return sandbox.Leftover{Owner: v.Get("owner"), JobID: v.Get("job"), Workspace: v.Get("ws")}
 }
 
 // pick returns the first /30 of pool, from the start-th on and wrapping
@@ -120,7 +124,7 @@ func pick(pool netip.Prefix, used []netip.Prefix, start int) (netip.Prefix, erro
 // and the host's address, up. Allocation and creation happen under the
 // host-wide lock, so that two executors never take the same subnet.
 func createTap(ctx context.Context, cfg Config) (_ *Network, err error) {
-	alias, err := label(cfg.Owner, cfg.JobID)
+	alias, err := label(cfg.Owner, cfg.JobID, cfg.Workspace)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,10 @@ type Config struct {
 	// Owner and JobID label the tap device, for the janitor ([Clean]):
 	// Owner names the executor, JobID the job.
 	Owner, JobID string
+	// Workspace, when set, is where the owner keeps its workspaces (the
+	// Leftover's Workspace the janitor reports): how a janitor tells
+	// whether that owner is alive.
+	Workspace string
 	// Pool is the IPv4 range whose /30 subnets are given to jobs, one
 	// each; zero means [DefaultPool]. It should be private (the policy
 	// keeps the jobs from reaching private addresses, hence each other)
@@ -179,7 +183,7 @@ func (c *Config) validate() error {
 			return fmt.Errorf("vmnet: DNS server %v: the guest's network is IPv4 only", a)
 		}
 	}
-	_, err := label(c.Owner, c.JobID)
+	_, err := label(c.Owner, c.JobID, c.Workspace)
 	return err
 }
 

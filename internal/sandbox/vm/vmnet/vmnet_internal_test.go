@@ -67,9 +67,10 @@ func TestLabel(t *testing.T) {
 	for _, l := range []sandbox.Leftover{
 		{Owner: "executor-1", JobID: "42"},
 		{Owner: "a b&c=d", JobID: "ü/é"},
+		{Owner: "executor-2", JobID: "pool", Workspace: "/tmp/execd workspaces/executor-2"},
 		{},
 	} {
-		alias, err := label(l.Owner, l.JobID)
+		alias, err := label(l.Owner, l.JobID, l.Workspace)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +81,7 @@ func TestLabel(t *testing.T) {
 	if got := parseLabel("some admin's alias"); got != (sandbox.Leftover{}) {
 		t.Errorf("parseLabel of a foreign alias = %+v, want none", got)
 	}
-	if _, err := label(strings.Repeat("x", 300), "1"); err == nil {
+	if _, err := label(strings.Repeat("x", 300), "1", ""); err == nil {
 		t.Error("label accepted an owner longer than an alias")
 	}
 }
