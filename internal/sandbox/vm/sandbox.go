@@ -169,6 +169,12 @@ func (s *Sandbox) Run(ctx context.Context, step sandbox.Step, out sandbox.Output
 	if err != nil && ctx.Err() == nil && !s.vm.m.Alive() {
 		return res, fmt.Errorf("firecracker: the machine stopped: %w%s", err, s.console())
 	}
+	if res.ExitCode != 0 {
+		// The guest's kernel says on its console when its disks fail.
+		if c := s.vm.m.Console(); strings.Contains(c, "I/O error") || strings.Contains(c, "EXT4-fs error") {
+			s.r.cfg.Logger.Warn("firecracker: the guest's kernel reports disk errors", "job", s.opts.JobID, "machine", s.vm.id, "console", c)
+		}
+	}
 	return res, err
 }
 
