@@ -42,6 +42,11 @@ func (r *Runtime) Clean(ctx context.Context, stale func(sandbox.Leftover) bool) 
 		}
 		r.cfg.Logger.Info("firecracker janitor: killed the machine of a stopped executor", "machine", p.name, "pid", p.pid)
 	}
+	if r.images != nil {
+		if err := r.images.Clean(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("the image cache: %w", err))
+		}
+	}
 	if r.nets != nil {
 		if err := r.nets.Clean(ctx, stale); err != nil {
 			errs = append(errs, err)

@@ -163,6 +163,8 @@ func (i cacheImages) Root(ctx context.Context, image string, auth map[string]str
 	return rootImage{ID: im.ID, Path: im.Path, User: im.Config.User, Env: im.Config.Env, Release: func() { _ = im.Release() }}, nil
 }
 
+func (i cacheImages) Clean(ctx context.Context) error { return i.c.Clean(ctx) }
+
 // tapNetworks are machines' networks on tap devices (package vmnet).
 type tapNetworks struct{ cfg vmnet.Config }
 

@@ -49,6 +49,8 @@ var (
 
 // imageSource turns a step's image into a root file system image.
 type imageSource interface {
+	// Clean removes what builds that a crash interrupted left.
+	Clean(ctx context.Context) error
 	// Root returns the root file system image of image, built or
 	// cached, and the image's user and environment. Its errors wrap
 	// sandbox.ErrImageNotFound or sandbox.ErrRegistryDenied when no

@@ -116,6 +116,7 @@ func ensureWorkspace(id string) error {
 // read, are kept: a step in the image of the step before costs no
 // re-reading of its binaries from the device.
 func mountRoot(id, key string) (string, error) {
+	<-rootModules
 	dir := filepath.Join(rootsDir, id)
 	if have, ok := mounted.roots[id]; ok && key != "" && have == key {
 		return dir, nil

@@ -64,11 +64,23 @@ func run() error {
 	skip := func(name string) bool {
 		return !vsock && strings.Contains(name, "vsock") || !network && strings.Contains(name, "failover") || !network && strings.Contains(name, "virtio_net")
 	}
-	if n, err := loadModules(ModulesDir, skip); err != nil {
+	// The root file systems' modules are not needed to say Hello: they
+	// load meanwhile (the host prepares the job's disks then), and the
+	// first step that mounts a root waits for them.
+	rootFS := func(name string) bool {
+		return strings.Contains(name, "erofs") || strings.Contains(name, "overlay") || strings.Contains(name, "crc32c")
+	}
+	if n, err := loadModules(ModulesDir, func(name string) bool { return skip(name) || rootFS(name) }); err != nil {
 		logf("modules: %v", err)
 	} else {
 		logf("loaded %d modules in %v", n, time.Since(start).Round(time.Millisecond))
 	}
+	go func() {
+		defer close(rootModules)
+		if _, err := loadModules(ModulesDir, func(name string) bool { return !rootFS(name) }); err != nil {
+			logf("root file system modules: %v", err)
+		}
+	}()
 	rc, err := setupNetwork(string(cmdline))
 	if err != nil {
 		// Steps run, and find out: the job's network is broken, not the VM.
@@ -83,6 +95,10 @@ func run() error {
 	s := newServer(ch)
 	return s.serve()
 }
+
+// rootModules is closed once the modules of the steps' root file
+// systems (erofs, overlay) are loaded.
+var rootModules = make(chan struct{})
 
 // mountBasics mounts the kernel's file systems and a tmpfs on /tmp and
 // /run.
