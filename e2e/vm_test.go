@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/execd/execd/internal/sandbox/vm"
 	"github.com/execd/execd/internal/sandbox/vm/vmtest"
 	"github.com/execd/execd/internal/testutil"
 )
@@ -61,20 +62,27 @@ func TestE2E_VM(t *testing.T) {
 			t.Errorf("the secret is in the logs:\n%s", logs)
 		}
 	}
+	owner := s.job(1).WorkerHostname
 	execs, err := s.api.Executors(context.Background())
 	if err != nil || len(execs) == 0 || !strings.HasPrefix(execs[0].IgniteVersion, "qemu ") || execs[0].Runtime != "firecracker" {
 		t.Errorf("executors = %+v, %v; want one of runtime firecracker whose igniteVersion names qemu", execs, err)
 	}
 	ex.stop()
-	if left := vmProcesses(); len(left) > 0 {
+	if left := vmProcesses(owner); len(left) > 0 {
 		t.Errorf("machines left after the executor stopped: %v", left)
 	}
 }
 
-// vmProcesses lists the machines' monitors still running.
-func vmProcesses() []string {
-	out, _ := exec.Command("sh", "-c", "grep -l EXECD_VM=execd-vm: /proc/[0-9]*/environ 2>/dev/null").Output()
-	return strings.Fields(string(out))
+// vmProcesses lists the monitors of owner's machines still running
+// (other tests' may run beside).
+func vmProcesses(owner string) []string {
+	var left []string
+	for pid, label := range vm.Monitors() {
+		if strings.HasPrefix(label, "execd-vm:"+owner+":") {
+			left = append(left, fmt.Sprintf("%d %s", pid, label))
+		}
+	}
+	return left
 }
 
 // TestE2E_VMExecutorKilled: after kill -9 of an executor in the middle of
@@ -100,14 +108,14 @@ func TestE2E_VMExecutorKilled(t *testing.T) {
 			t.Fatalf("the step did not start:\n%s", formatLogs(s.job(id)))
 		}
 	}
-	if len(vmProcesses()) == 0 || len(taps(owner)) == 0 {
-		t.Fatalf("the job's machine runs nowhere: monitors %v, taps %v", vmProcesses(), taps(owner))
+	if len(vmProcesses(owner)) == 0 || len(taps(owner)) == 0 {
+		t.Fatalf("the job's machine runs nowhere: monitors %v, taps %v", vmProcesses(owner), taps(owner))
 	}
 	first.kill()
 	// The monitors die with their executor.
-	for deadline := time.Now().Add(10 * time.Second); len(vmProcesses()) > 0; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); len(vmProcesses(owner)) > 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("machines outlived their killed executor: %v", vmProcesses())
+			t.Fatalf("machines outlived their killed executor: %v", vmProcesses(owner))
 		}
 	}
 	dir := filepath.Join(s.dir, "workspaces", owner)
@@ -128,8 +136,8 @@ func TestE2E_VMExecutorKilled(t *testing.T) {
 	// And an executor that stops leaves nothing of its own either (its
 	// pool's machine and tap).
 	second.stop()
-	if left := taps(j.WorkerHostname); len(left) > 0 || len(vmProcesses()) > 0 {
-		t.Errorf("left by an executor that stopped: taps %v, machines %v", left, vmProcesses())
+	if left := taps(j.WorkerHostname); len(left) > 0 || len(vmProcesses(j.WorkerHostname)) > 0 {
+		t.Errorf("left by an executor that stopped: taps %v, machines %v", left, vmProcesses(j.WorkerHostname))
 	}
 }
 

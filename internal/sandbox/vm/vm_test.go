@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/execd/execd/internal/sandbox"
@@ -86,6 +87,7 @@ func leftovers(t *testing.T, owner, job string) []string {
 // TestConformance runs the sandbox conformance suite against micro-VMs.
 func TestConformance(t *testing.T) {
 	s := settings{Dir: filepath.Join(t.TempDir(), testOwner), Assets: vmtest.Need(t).Dir, Network: os.Geteuid() == 0}
+	lockDir(t, s.Dir)
 	sandboxtest.Run(t, sandboxtest.Harness{
 		Runtime: func(t *testing.T) sandbox.Runtime { return needRuntime(t, s) },
 		Image:   testImage,
@@ -100,4 +102,22 @@ func TestConformance(t *testing.T) {
 			{Name: "tiny memory", Modify: func(o *sandbox.Options) { o.MemoryBytes = 1 << 20 }, Want: "minimum"},
 		},
 	})
+}
+
+// lockDir holds dir's lock as a running executor holds its directory's,
+// so that other executors' janitors on this host (tests run beside)
+// leave the test's machines alone.
+func lockDir(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
 }
