@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/execd/execd/internal/autoscale"
@@ -87,4 +88,14 @@ func metricSinks(ctx context.Context, getenv func(string) string, logger *slog.L
 		sinks = append(sinks, s)
 	}
 	return sinks, alloc, closeAll, nil
+}
+
+// warnUnknownQueues warns of queues that EXECUTOR_ALLOCATIONS names but
+// the site config does not: a typo there publishes the queue whole.
+func warnUnknownQueues(alloc autoscale.Allocations, queues []string, logger *slog.Logger) {
+	for q := range alloc {
+		if !slices.Contains(queues, q) {
+			logger.Warn("autoscale: "+autoscale.AllocationsEnv+" names a queue the site config does not list", "queue", q, "queues", queues)
+		}
+	}
 }

@@ -263,3 +263,12 @@ func TestMetricSinks_Errors(t *testing.T) {
 		t.Errorf("metricSinks with nothing set = %d sinks, %v; want none, nil (publishing is off)", len(sinks), err)
 	}
 }
+
+func TestWarnUnknownQueues(t *testing.T) {
+	var b strings.Builder
+	logger := slog.New(slog.NewTextHandler(&b, nil))
+	warnUnknownQueues(map[string]map[string]float64{"batches": {"aws": 1}, "batch": {"gcp": 1}}, []string{"batches", "codeintel"}, logger)
+	if got := b.String(); !strings.Contains(got, "queue=batch ") || strings.Contains(got, "queue=batches") {
+		t.Errorf("log = %q, want one warning about batch only", got)
+	}
+}

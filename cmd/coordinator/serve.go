@@ -62,6 +62,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer c.Close()
+	warnUnknownQueues(alloc, c.Config().Current().Queues, logger)
 	cfgPath := *siteConfig
 	if cfgPath == "" {
 		cfgPath = filepath.Join(*dataDir, "site-config.json")
