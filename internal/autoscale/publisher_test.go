@@ -76,7 +76,13 @@ func openStore(t *testing.T, path string) *sqlite.Store {
 
 func newPublisher(t *testing.T, st *sqlite.Store, logs *syncBuffer, holder string, sinks ...autoscale.Sink) *autoscale.Publisher {
 	t.Helper()
+	return newPublisherAt(t, st, logs, holder, time.Now, sinks...)
+}
+
+func newPublisherAt(t *testing.T, st *sqlite.Store, logs *syncBuffer, holder string, now func() time.Time, sinks ...autoscale.Sink) *autoscale.Publisher {
+	t.Helper()
 	p, err := autoscale.New(autoscale.Options{
+		Now:         now,
 		Sinks:       sinks,
 		Allocations: autoscale.Allocations{"batches": {"aws": 0.5, "gcp": 0.5}},
 		Source:      st,
@@ -182,6 +188,35 @@ func TestPublisher_OneLeader(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "holder=coord-b") || !strings.Contains(logs.String(), "stands by") {
 		t.Errorf("log does not say that coord-b stood by:\n%s", logs)
+	}
+}
+
+// TestPublisher_TakeOverAfterExpiry: a publisher that dies without
+// releasing the lease is replaced once the lease (three intervals) expires.
+func TestPublisher_TakeOverAfterExpiry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "execd.db")
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	clock := t0
+	now := func() time.Time { return clock }
+	first, second := &sink{name: "aws"}, &sink{name: "aws"}
+	logs := &syncBuffer{}
+	a := newPublisherAt(t, openStore(t, path), logs, "coord-a", now, first)
+	b := newPublisherAt(t, openStore(t, path), logs, "coord-b", now, second)
+	a.Tick(t.Context()) // a leads; then it dies (never ticks again)
+	for _, d := range []time.Duration{time.Second, 2 * time.Second, 2999 * time.Millisecond} {
+		clock = t0.Add(d)
+		b.Tick(t.Context())
+		if n := len(second.calls()); n != 0 {
+			t.Fatalf("b published at t0+%v, before a's lease (3 s) expired", d)
+		}
+	}
+	clock = t0.Add(3 * time.Second)
+	b.Tick(t.Context())
+	if n := len(first.calls()); n != 1 {
+		t.Errorf("a published %d times, want 1", n)
+	}
+	if n := len(second.calls()); n != 1 {
+		t.Errorf("b published %d times once a's lease expired, want 1", n)
 	}
 }
 
