@@ -46,11 +46,19 @@ type process struct {
 	addr    string
 	dataDir string
 	db      string
+	env     []string // added to this process's environment
 	cmd     *exec.Cmd
 	logs    *os.File
 }
 
 func startCoordinator(t *testing.T, db string) *process {
+	t.Helper()
+	return startCoordinatorEnv(t, db)
+}
+
+// startCoordinatorEnv is startCoordinator with env added to the
+// process's environment.
+func startCoordinatorEnv(t *testing.T, db string, env ...string) *process {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`{"executors.accessToken": %q, "api.accessToken": %q,
@@ -64,7 +72,7 @@ func startCoordinator(t *testing.T, db string) *process {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	p := &process{t: t, addr: addr, dataDir: dir, db: db}
+	p := &process{t: t, addr: addr, dataDir: dir, db: db, env: env}
 	p.start()
 	t.Cleanup(func() {
 		if p.cmd.Process != nil {
@@ -82,7 +90,7 @@ func (p *process) start() {
 		p.t.Fatal(err)
 	}
 	p.cmd = exec.Command(os.Args[0], "serve", "--addr", p.addr, "--data-dir", p.dataDir, "--database", p.db)
-	p.cmd.Env = append(os.Environ(), "EXECD_TEST_RUN_COORDINATOR=1")
+	p.cmd.Env = append(append(os.Environ(), "EXECD_TEST_RUN_COORDINATOR=1"), p.env...)
 	p.cmd.Stdout, p.cmd.Stderr = logs, logs
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)

@@ -34,6 +34,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("serve: --mirror-interval %q: want a positive duration such as 1m or 30s", *mirrorInterval)
 	}
 	logger := newLogger(stderr)
+	sinks, alloc, closeSinks, err := metricSinks(ctx, os.Getenv, logger)
+	if err != nil {
+		return fmt.Errorf("serve: autoscaling metric: %w", err)
+	}
+	defer closeSinks()
 	// Listen first: a new site config's externalURL is where we listen.
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -48,12 +53,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MirrorInterval: interval,
 		Version:        version,
 		Logger:         logger,
+		// Off unless the guide's variables name a cloud (docs/autoscaling.md).
+		MetricSinks:       sinks,
+		MetricAllocations: alloc,
 	})
 	if err != nil {
 		l.Close()
 		return err
 	}
 	defer c.Close()
+	warnUnknownQueues(alloc, c.Config().Current().Queues, logger)
 	cfgPath := *siteConfig
 	if cfgPath == "" {
 		cfgPath = filepath.Join(*dataDir, "site-config.json")

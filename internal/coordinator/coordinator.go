@@ -15,12 +15,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/execd/execd/internal/autoscale"
 	"github.com/execd/execd/internal/filesapi"
 	"github.com/execd/execd/internal/gitproxy"
 	"github.com/execd/execd/internal/jobsapi"
@@ -55,6 +57,16 @@ type Options struct {
 	// Version is the coordinator's version, shown by the admin UI and
 	// compared with executors' versions there.
 	Version string
+	// MetricSinks, when any, are the cloud metric services to which the
+	// coordinator publishes the autoscaling metric (package autoscale),
+	// every 5 seconds; of several coordinators sharing a database, the
+	// one holding the store's publisher lease does. None: no publishing.
+	MetricSinks []autoscale.Sink
+	// MetricAllocations split each queue's size between the sinks' clouds.
+	MetricAllocations autoscale.Allocations
+	// MetricInterval is the time between publications; 0 means
+	// autoscale.DefaultInterval.
+	MetricInterval time.Duration
 }
 
 // Coordinator is a running coordinator's state.
@@ -70,6 +82,7 @@ type Coordinator struct {
 	ui       *ui.Server
 	registry *prometheus.Registry
 	handler  http.Handler
+	metrics  *autoscale.Publisher // nil: no sink configured
 }
 
 // OpenStore opens the database named by url: a postgres:// URL, or a
@@ -142,8 +155,33 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	c.registry.MustRegister(newStoreCollector(st, cfg))
+	if len(opts.MetricSinks) > 0 {
+		if c.metrics, err = c.newPublisher(); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	c.handler = c.routes()
 	return c, nil
+}
+
+// newPublisher makes the autoscaling metric's publisher, elected through
+// the store's lease.
+func (c *Coordinator) newPublisher() (*autoscale.Publisher, error) {
+	leaser, ok := c.store.(store.Leaser)
+	if !ok {
+		return nil, fmt.Errorf("autoscale: the %T store cannot hold the publisher lease (store.Leaser)", c.store)
+	}
+	return autoscale.New(autoscale.Options{
+		Sinks:       c.opts.MetricSinks,
+		Allocations: c.opts.MetricAllocations,
+		Source:      c.store,
+		Queues:      func() []string { return c.config.Current().Queues },
+		Leaser:      leaser,
+		Interval:    c.opts.MetricInterval,
+		Registerer:  c.registry,
+		Logger:      c.logger,
+	})
 }
 
 // Store is the coordinator's job store.
@@ -180,13 +218,20 @@ func (c *Coordinator) handleHealthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // Run runs the coordinator's background work until ctx ends: the config
-// watcher, the resetter, and the mirrors of the site config's
-// repositories. It returns once the mirrors' git processes have stopped.
+// watcher, the resetter, the autoscaling metric's publisher when sinks
+// are configured, and the mirrors of the site config's repositories. It
+// returns once the mirrors' git processes have stopped and the publisher
+// has released its lease.
 func (c *Coordinator) Run(ctx context.Context) {
 	go c.config.Run(ctx, time.Second)
 	go c.runResetter(ctx)
 	go c.ui.Run(ctx)
+	var wg sync.WaitGroup
+	if c.metrics != nil {
+		wg.Go(func() { c.metrics.Run(ctx) })
+	}
 	c.git.Mirrors().Run(ctx)
+	wg.Wait()
 }
 
 // Serve serves on l until ctx ends, running the background work (see

@@ -27,7 +27,7 @@ func newStoreCollector(st store.Store, cfg *siteconfig.Watcher) *storeCollector 
 	return &storeCollector{
 		store:     st,
 		config:    cfg,
-		queueSize: prometheus.NewDesc("src_executors_queue_size", "Jobs queued or processing, by queue (the autoscaling metric).", []string{"queue"}, nil),
+		queueSize: prometheus.NewDesc("src_executors_queue_size", "Jobs queued, errored awaiting a retry, or processing, by queue (the autoscaling metric).", []string{"queue"}, nil),
 		jobs:      prometheus.NewDesc("execd_jobs", "Jobs by queue and state.", []string{"queue", "state"}, nil),
 		active:    prometheus.NewDesc("execd_executors_active", "Executors seen within the active threshold.", nil, nil),
 	}
@@ -44,6 +44,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	cfg := c.config.Current()
 	if counts, err := c.store.CountByState(ctx); err == nil {
+		sizes := store.QueueSizes(counts)
 		byQueue := map[string]map[string]int{}
 		for _, q := range cfg.Queues {
 			byQueue[q] = map[string]int{}
@@ -58,7 +59,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 			for _, st := range store.States {
 				ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(states[st]), q, st)
 			}
-			ch <- prometheus.MustNewConstMetric(c.queueSize, prometheus.GaugeValue, float64(states[store.StateQueued]+states[store.StateProcessing]), q)
+			ch <- prometheus.MustNewConstMetric(c.queueSize, prometheus.GaugeValue, float64(sizes[q]), q)
 		}
 	}
 	if execs, err := c.store.ListExecutors(ctx); err == nil {

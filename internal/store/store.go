@@ -338,3 +338,18 @@ type Store interface {
 	// Close releases the store's connections.
 	Close() error
 }
+
+// QueueSizes sums counts into each queue's size: the jobs that need an
+// executor now or soon, that is queued, errored (awaiting a retry) and
+// processing. It is the autoscaling figure (src_executors_queue_size),
+// counted as the reference counts it.
+func QueueSizes(counts []QueueCount) map[string]int {
+	size := map[string]int{}
+	for _, c := range counts {
+		switch c.State {
+		case StateQueued, StateErrored, StateProcessing:
+			size[c.Queue] += c.Count
+		}
+	}
+	return size
+}

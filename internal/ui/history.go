@@ -10,7 +10,8 @@ import (
 
 // The queues page charts three things over the last hour:
 //
-//   - queue size (queued + processing jobs, as src_executors_queue_size):
+//   - queue size (queued, errored and processing jobs: store.QueueSizes,
+//     as src_executors_queue_size):
 //     the store keeps no history of it, so Run samples CountByState every
 //     SampleInterval (15 s) into a ring of an hour of samples, in memory.
 //     A restarted coordinator starts a fresh chart; with several
@@ -76,16 +77,5 @@ func (s *Server) takeSample(ctx context.Context) {
 		}
 		return
 	}
-	s.history.add(sample{at: s.now(), size: queueSizes(counts)})
-}
-
-// queueSizes sums the queued and processing jobs of each queue.
-func queueSizes(counts []store.QueueCount) map[string]int {
-	size := map[string]int{}
-	for _, c := range counts {
-		if c.State == store.StateQueued || c.State == store.StateProcessing {
-			size[c.Queue] += c.Count
-		}
-	}
-	return size
+	s.history.add(sample{at: s.now(), size: store.QueueSizes(counts)})
 }

@@ -274,15 +274,3 @@ func TestNiceTop(t *testing.T) {
 		}
 	}
 }
-
-func TestQueueSizes(t *testing.T) {
-	got := queueSizes([]store.QueueCount{
-		{Queue: "a", State: store.StateQueued, Count: 3},
-		{Queue: "a", State: store.StateProcessing, Count: 2},
-		{Queue: "a", State: store.StateCompleted, Count: 50},
-		{Queue: "b", State: store.StateErrored, Count: 1},
-	})
-	if got["a"] != 5 || got["b"] != 0 {
-		t.Errorf("queueSizes = %v, want a:5 b:0", got)
-	}
-}

@@ -53,6 +53,13 @@ func TestFiles(t *testing.T) {
 	})
 }
 
+func TestLeaser(t *testing.T) {
+	storetest.RunLeaser(t, func(t *testing.T) (store.Leaser, store.Leaser) {
+		url := pgtest.URL(t)
+		return open(t, url), open(t, url)
+	})
+}
+
 func BenchmarkStore(b *testing.B) {
 	storetest.Bench(b, func(b *testing.B) store.Store { return open(b, pgtest.URL(b)) })
 }

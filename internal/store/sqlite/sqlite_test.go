@@ -145,3 +145,10 @@ func BenchmarkLogRange(b *testing.B) {
 		})
 	}
 }
+
+func TestLeaser(t *testing.T) {
+	storetest.RunLeaser(t, func(t *testing.T) (store.Leaser, store.Leaser) {
+		path := filepath.Join(t.TempDir(), "execd.db")
+		return openPath(t, path).(store.Leaser), openPath(t, path).(store.Leaser)
+	})
+}
