@@ -49,7 +49,9 @@ func TestStaleSandboxes(t *testing.T) {
 	}
 	defer release()
 	running := func(job string) bool { return job == "1-batches" }
-	stale := staleSandboxes("me", running)
+	// other-dead's directory was removed at start-up; dead-elsewhere's is
+	// there, without its lock.
+	stale := staleSandboxes("me", running, []string{filepath.Join(root, "other-dead")})
 	otherRoot := t.TempDir()
 	releaseOther, err := lockWorkspaceRoot(filepath.Join(otherRoot, "live-elsewhere"))
 	if err != nil {
@@ -57,6 +59,9 @@ func TestStaleSandboxes(t *testing.T) {
 	}
 	defer releaseOther()
 	ws := func(owner string) string { return filepath.Join(root, owner, "job-dir") }
+	if err := os.MkdirAll(filepath.Join(otherRoot, "dead-elsewhere"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		l    sandbox.Leftover
@@ -68,6 +73,7 @@ func TestStaleSandboxes(t *testing.T) {
 		{"a dead executor's", sandbox.Leftover{JobID: "4-batches", Owner: "other-dead", Workspace: ws("other-dead")}, true},
 		{"a live executor's of another root", sandbox.Leftover{JobID: "5-batches", Owner: "live-elsewhere", Workspace: filepath.Join(otherRoot, "live-elsewhere", "job-dir")}, false},
 		{"a dead executor's of another root", sandbox.Leftover{JobID: "6-batches", Owner: "dead-elsewhere", Workspace: filepath.Join(otherRoot, "dead-elsewhere", "job-dir")}, true},
+		{"an unknown executor's (no directory: maybe alive under another root)", sandbox.Leftover{JobID: "10-batches", Owner: "unknown", Workspace: ws("unknown")}, false},
 		{"not in an executor's directory", sandbox.Leftover{JobID: "7-batches", Owner: "tool", Workspace: "/srv/jobs/job-dir"}, false},
 		{"relative workspace", sandbox.Leftover{JobID: "8-batches", Owner: "x", Workspace: "x/job-dir"}, false},
 		{"no owner", sandbox.Leftover{JobID: "9-batches"}, false},

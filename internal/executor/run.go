@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -94,7 +95,7 @@ func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slo
 		vmVersion = v.Monitor(drain)
 	}
 	root := filepath.Join(cfg.WorkspaceRoot, name)
-	cleanWorkspaces(cfg.WorkspaceRoot, logger)
+	removed := cleanWorkspaces(cfg.WorkspaceRoot, logger)
 	release, err := lockWorkspaceRoot(root)
 	if err != nil {
 		return err
@@ -131,7 +132,7 @@ func Run(drain, hard context.Context, cfg Config, runtimes Runtimes, logger *slo
 	if j, ok := rt.(sandbox.Janitor); ok {
 		ctx, stop := context.WithCancel(hard)
 		defer stop()
-		startJanitor(ctx, j, cfg.CleanupInterval, staleSandboxes(name, runner.Running), logger)
+		startJanitor(ctx, j, cfg.CleanupInterval, staleSandboxes(name, runner.Running, removed), logger)
 	}
 	w := worker.New(client, runner, worker.Options{
 		Queues:        cfg.Queues,
@@ -221,9 +222,13 @@ func startJanitor(ctx context.Context, j sandbox.Janitor, interval time.Duration
 // died. Every executor keeps its workspaces in <root>/<name>, holding the
 // lock <root>/<name>/.lock while it runs (whatever its
 // EXECUTOR_WORKSPACE_ROOT): a sandbox whose workspace is in such a
-// directory whose lock is free, or which is gone, is an orphan. Other
-// sandboxes are left alone, as their liveness cannot be told.
-func staleSandboxes(self string, running func(jobID string) bool) func(sandbox.Leftover) bool {
+// directory whose lock is free, or in one of removed (the directories of
+// dead executors this one removed at start-up), is an orphan. Other
+// sandboxes are left alone, as their liveness cannot be told: among
+// them those whose directory does not exist, which may be a live
+// executor's under another root (the shell runtime's janitor knows only
+// its own root).
+func staleSandboxes(self string, running func(jobID string) bool, removed []string) func(sandbox.Leftover) bool {
 	return func(l sandbox.Leftover) bool {
 		switch {
 		case l.Owner == "":
@@ -237,6 +242,12 @@ func staleSandboxes(self string, running func(jobID string) bool) func(sandbox.L
 			dir = l.Workspace
 		}
 		if !filepath.IsAbs(l.Workspace) || filepath.Base(dir) != l.Owner {
+			return false
+		}
+		if slices.Contains(removed, dir) {
+			return true
+		}
+		if _, err := os.Stat(dir); err != nil {
 			return false
 		}
 		return !ownerAlive(filepath.Dir(dir), l.Owner)

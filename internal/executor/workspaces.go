@@ -64,14 +64,15 @@ func lockWorkspaceRoot(dir string) (release func(), err error) {
 }
 
 // cleanWorkspaces removes the workspace directories under root whose
-// executor is gone (their lock is free).
-func cleanWorkspaces(root string, logger *slog.Logger) {
+// executor is gone (their lock is free), and returns those directories:
+// the sandbox janitor takes what is left of those executors for orphans.
+func cleanWorkspaces(root string, logger *slog.Logger) (removed []string) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			logger.Warn("workspace janitor: cannot read EXECUTOR_WORKSPACE_ROOT", "dir", root, "err", err)
 		}
-		return
+		return nil
 	}
 	for _, e := range entries {
 		if !e.IsDir() || ownerAlive(root, e.Name()) {
@@ -94,7 +95,9 @@ func cleanWorkspaces(root string, logger *slog.Logger) {
 		} else {
 			logger.Info("workspace janitor: removed the workspaces of a stopped executor", "dir", dir)
 		}
+		removed = append(removed, dir)
 	}
+	return removed
 }
 
 // ownerAlive reports whether the executor name, whose workspaces are in
