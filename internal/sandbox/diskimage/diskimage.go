@@ -68,17 +68,23 @@ func Create(ctx context.Context, image string, size int64) error {
 		err = cerr
 	}
 	if err == nil {
-		// No reserved blocks: the whole limit is the step's. Lazy
-		// initialisation keeps a 20G image's creation at milliseconds.
-		// The root's mode is set when mounted: mkfs.ext4 (1.47) has no
-		// option for it.
-		err = run(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", image)
+		err = Format(ctx, image)
 	}
 	if err != nil {
 		_ = os.Remove(image)
 		return err
 	}
 	return nil
+}
+
+// Format makes an empty ext4 file system on image, an existing file of
+// the file system's size.
+func Format(ctx context.Context, image string) error {
+	// No reserved blocks: the whole limit is the step's. Lazy
+	// initialisation keeps a 20G image's creation at milliseconds. The
+	// root's mode is set when mounted: mkfs.ext4 (1.47) has no option
+	// for it.
+	return run(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", image)
 }
 
 // MountImage mounts the file system of image on dir (an existing

@@ -255,9 +255,19 @@ func (r *Runtime) boot(ctx context.Context, shape sandbox.Options, job string) (
 		disk = defaultDisk
 	}
 	v.workspace = filepath.Join(v.dir, "workspace.img")
-	if err := diskimage.Create(ctx, v.workspace, disk); err != nil {
+	if err := sparseFile(v.workspace, disk); err != nil {
 		return nil, fmt.Errorf("firecracker: the workspace disk: %w", err)
 	}
+	// Its file system is made while the machine boots: the guest leaves
+	// the disk alone until it is told to mount it (after dropping what it
+	// read of it at boot).
+	formatted := make(chan error, 1)
+	go func() { formatted <- diskimage.Format(ctx, v.workspace) }()
+	defer func() {
+		if ferr := <-formatted; ferr != nil && err == nil {
+			err = fmt.Errorf("firecracker: the workspace disk: %w", ferr)
+		}
+	}()
 	// Until the first step, the root slot holds an empty image.
 	empty := filepath.Join(v.dir, "empty.img")
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
@@ -314,6 +324,19 @@ func (r *Runtime) warmRoot(ctx context.Context, v *vmachine) {
 	if err := v.m.Guest().WarmRoot(ctx, last.ID); err != nil {
 		r.cfg.Logger.Debug("firecracker: warm the last image", "err", err)
 	}
+}
+
+// sparseFile makes a new sparse file of size bytes.
+func sparseFile(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // destroy stops the machine and removes what the host made for it.
