@@ -152,3 +152,54 @@ func taps(owner string) []string {
 	}
 	return left
 }
+
+// TestE2E_VMCancelAndMaxRuntime: a job in a VM stops at once when
+// canceled, and when it runs past EXECUTOR_MAXIMUM_RUNTIME_PER_JOB; its
+// machine goes with it.
+func TestE2E_VMCancelAndMaxRuntime(t *testing.T) {
+	guest := vmtest.Need(t)
+	if err := exec.Command("docker", "image", "inspect", testImage).Run(); err != nil {
+		testutil.Missing(t, "docker", "test image "+testImage+": run deploy/images/build-test-images.sh")
+	}
+	s := newSystem(t, `{}`)
+	s.startExecutor("EXECUTOR_RUNTIME=firecracker", "EXECUTOR_VM_ALLOW_EMULATION=true",
+		"EXECUTOR_VM_ASSETS="+guest.Dir, "EXECUTOR_VM_WARM_POOL=0", "EXECUTOR_FIRECRACKER_DISK_SPACE=1G",
+		"EXECUTOR_JOB_NETWORK=none", "EXECUTOR_MAXIMUM_RUNTIME_PER_JOB=8s")
+	step := fmt.Sprintf(`{"dockerSteps": [{"image": %q, "commands": ["echo started", "sleep 1000"]}]}`, testImage)
+	waitStarted := func(id int) {
+		for deadline := time.Now().Add(time.Minute); !strings.Contains(formatLogs(s.job(id)), "stdout: started"); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("job %d's step did not start:\n%s", id, formatLogs(s.job(id)))
+			}
+		}
+	}
+
+	id := s.submit(step)
+	waitStarted(id)
+	owner := s.job(id).WorkerHostname
+	start := time.Now()
+	if _, err := s.api.Cancel(context.Background(), queue, id); err != nil {
+		t.Fatal(err)
+	}
+	j := s.waitState(id, 10*time.Second, "canceled")
+	t.Logf("canceled after %v", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(formatLogs(j), "step stopped") {
+		t.Errorf("the step's log does not say it was stopped:\n%s", formatLogs(j))
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(vmProcesses(owner)) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the canceled job's machine still runs: %v", vmProcesses(owner))
+		}
+	}
+
+	id = s.submit(step)
+	j = s.waitState(id, time.Minute, "completed", "failed", "errored")
+	if j.State != "errored" || !strings.Contains(j.FailureMessage, "maximum execution time") {
+		t.Errorf("job past the maximum runtime: %s %q, want errored for exceeding the maximum execution time", j.State, j.FailureMessage)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(vmProcesses(owner)) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stopped job's machine still runs: %v", vmProcesses(owner))
+		}
+	}
+}
