@@ -137,21 +137,21 @@ variable "registry_version" {
 
 locals {
   env = merge({
-    EXECUTOR_FRONTEND_URL              = var.sourcegraph_external_url
-    EXECUTOR_FRONTEND_PASSWORD         = var.sourcegraph_executor_proxy_password
-    EXECUTOR_MAXIMUM_RUNTIME_PER_JOB   = var.maximum_runtime_per_job
-    EXECUTOR_MAXIMUM_NUM_JOBS          = tostring(var.maximum_num_jobs)
-    EXECUTOR_NUM_TOTAL_JOBS            = tostring(var.num_total_jobs)
-    EXECUTOR_MAX_ACTIVE_TIME           = var.max_active_time
-    EXECUTOR_JOB_NUM_CPUS              = tostring(var.job_num_cpus)
-    EXECUTOR_JOB_MEMORY                = var.job_memory
-    EXECUTOR_FIRECRACKER_DISK_SPACE    = var.firecracker_disk_space
-    EXECUTOR_USE_FIRECRACKER           = tostring(var.use_firecracker)
-    EXECUTOR_RUNTIME                   = var.use_firecracker ? "firecracker" : "docker"
+    EXECUTOR_FRONTEND_URL               = var.sourcegraph_external_url
+    EXECUTOR_FRONTEND_PASSWORD          = var.sourcegraph_executor_proxy_password
+    EXECUTOR_MAXIMUM_RUNTIME_PER_JOB    = var.maximum_runtime_per_job
+    EXECUTOR_MAXIMUM_NUM_JOBS           = tostring(var.maximum_num_jobs)
+    EXECUTOR_NUM_TOTAL_JOBS             = tostring(var.num_total_jobs)
+    EXECUTOR_MAX_ACTIVE_TIME            = var.max_active_time
+    EXECUTOR_JOB_NUM_CPUS               = tostring(var.job_num_cpus)
+    EXECUTOR_JOB_MEMORY                 = var.job_memory
+    EXECUTOR_FIRECRACKER_DISK_SPACE     = var.firecracker_disk_space
+    EXECUTOR_USE_FIRECRACKER            = tostring(var.use_firecracker)
+    EXECUTOR_RUNTIME                    = var.use_firecracker ? "firecracker" : "docker"
     EXECUTOR_DOCKER_REGISTRY_MIRROR_URL = var.docker_registry_mirror
-    EXECUTOR_DOCKER_AUTH_CONFIG        = var.docker_auth_config
-    EXECUTOR_WORKSPACE_ROOT            = "/var/lib/execd/workspaces"
-    EXECUTOR_METRICS_ADDR              = "127.0.0.1:6060"
+    EXECUTOR_DOCKER_AUTH_CONFIG         = var.docker_auth_config
+    EXECUTOR_WORKSPACE_ROOT             = "/var/lib/execd/workspaces"
+    EXECUTOR_METRICS_ADDR               = "127.0.0.1:6060"
     },
     length(var.queues) == 1 ? { EXECUTOR_QUEUE_NAME = var.queues[0] } : { EXECUTOR_QUEUE_NAMES = join(",", var.queues) },
     var.additional_environment,
