@@ -8,6 +8,7 @@ package terraform_test
 import (
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -350,5 +351,70 @@ func TestStartupEnvironmentIsTheExecutors(t *testing.T) {
 		if !strings.Contains(string(readme), "`"+n+"`") && !strings.Contains(string(readme), n+"` /") {
 			t.Errorf("the start-up script writes %s, which README's executor configuration does not document", n)
 		}
+	}
+}
+
+// renderTemplate evaluates a .tftpl file as Terraform's templatefile does
+// (the same HCL template syntax), with string and bool variables.
+func renderTemplate(t *testing.T, path string, vars map[string]cty.Value) string {
+	t.Helper()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expr, diags := hclsyntax.ParseTemplate(src, path, hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatalf("%s: %s", path, diags.Error())
+	}
+	v, diags := expr.Value(&hcl.EvalContext{Variables: vars})
+	if diags.HasErrors() {
+		t.Fatalf("%s: %s", path, diags.Error())
+	}
+	return v.AsString()
+}
+
+// The rendered start-up scripts are valid bash in each of their variants.
+func TestStartupScriptsAreBash(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	check := func(name, script string) {
+		t.Helper()
+		cmd := exec.Command(bash, "-n")
+		cmd.Stdin = strings.NewReader(script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: bash -n: %v\n%s\n%s", name, err, out, script)
+		}
+	}
+	for _, fc := range []bool{true, false} {
+		for _, off := range []bool{true, false} {
+			for _, sum := range []string{"", "0123abcd"} {
+				s := renderTemplate(t, "modules/startup/executor.sh.tftpl", map[string]cty.Value{
+					"release_url":     cty.StringVal("https://releases.example.com/v1"),
+					"executor_sha256": cty.StringVal(sum),
+					"env_file":        cty.StringVal("EXECUTOR_QUEUE_NAME='batches'\nEXECUTOR_FRONTEND_URL='http://c:3080'"),
+					"use_firecracker": cty.BoolVal(fc),
+					"power_off":       cty.BoolVal(off),
+				})
+				check("executor.sh", s)
+				if fc != strings.Contains(s, "executor install vm") || fc == strings.Contains(s, "executor install docker") {
+					t.Errorf("use_firecracker=%v: wrong install command\n%s", fc, s)
+				}
+				if off != strings.Contains(s, "systemctl poweroff") {
+					t.Errorf("power_off=%v: wrong power-off\n%s", off, s)
+				}
+			}
+		}
+	}
+	s := renderTemplate(t, "modules/startup/docker-mirror.sh.tftpl", map[string]cty.Value{
+		"port":             cty.NumberIntVal(5000),
+		"metrics_port":     cty.NumberIntVal(9999),
+		"data_dir":         cty.StringVal("/mnt/registry"),
+		"registry_version": cty.StringVal("2.8.3"),
+	})
+	check("docker-mirror.sh", s)
+	if !strings.Contains(s, "remoteurl: https://registry-1.docker.io") || !strings.Contains(s, "addr: :5000") {
+		t.Errorf("the mirror is not a pull-through cache of Docker Hub on :5000:\n%s", s)
 	}
 }
