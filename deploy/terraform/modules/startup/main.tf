@@ -157,14 +157,22 @@ locals {
     var.additional_environment,
   )
 
-  # systemd EnvironmentFile lines; values are single-quoted, a quote in a value escaped.
-  env_file = join("\n", [for k in sort(keys(local.env)) : "${k}='${replace(local.env[k], "'", "'\\''")}'" if local.env[k] != ""])
+  # Lines that both systemd's EnvironmentFile and the shell read alike:
+  # single-quoted values, which therefore may hold no single quote or newline
+  # (checked below).
+  env_file = join("\n", [for k in sort(keys(local.env)) : "${k}='${local.env[k]}'" if local.env[k] != ""])
+  # Only the names, which are not secret.
+  env_bad = nonsensitive([for k in sort(keys(local.env)) : k if strcontains(local.env[k], "'") || strcontains(local.env[k], "\n")])
 
   power_off = var.num_total_jobs > 0 || var.max_active_time != "0"
 }
 
 output "executor_script" {
-  sensitive   = true
+  sensitive = true
+  precondition {
+    condition     = length(local.env_bad) == 0
+    error_message = "These values hold a single quote or a newline, which the executor's environment file cannot carry: ${join(", ", local.env_bad)}."
+  }
   description = "The executor instances' start-up script (user data / startup-script)."
   value = templatefile("${path.module}/executor.sh.tftpl", {
     release_url     = trimsuffix(var.executor_release_url, "/")

@@ -55,15 +55,31 @@ run "several_queues_docker_power_off" {
   }
 }
 
-run "quotes_are_escaped" {
+run "json_auth_config" {
   command = plan
   variables {
-    docker_auth_config = "{\"auths\":{\"r\":{\"auth\":\"it's\"}}}"
+    docker_auth_config = "{\"auths\":{\"r.example.com\":{\"auth\":\"dTpw\"}}}"
   }
   assert {
-    condition     = strcontains(output.executor_script, "EXECUTOR_DOCKER_AUTH_CONFIG='{\"auths\":{\"r\":{\"auth\":\"it'\\''s\"}}}'")
-    error_message = "A quote in a value must be escaped."
+    condition     = strcontains(output.executor_script, "EXECUTOR_DOCKER_AUTH_CONFIG='{\"auths\":{\"r.example.com\":{\"auth\":\"dTpw\"}}}'")
+    error_message = "The auth config JSON is written single-quoted, as is."
   }
+}
+
+run "rejects_single_quote" {
+  command = plan
+  variables {
+    docker_auth_config = "it's"
+  }
+  expect_failures = [output.executor_script]
+}
+
+run "rejects_newline" {
+  command = plan
+  variables {
+    job_memory = "12G\nEXECUTOR_FRONTEND_URL=http://evil"
+  }
+  expect_failures = [output.executor_script]
 }
 
 run "mirror_pull_through_cache" {
