@@ -273,7 +273,7 @@ func TestDefaults(t *testing.T) {
 	if str(tr, "type") != "prometheus" || str(tr, "metricType") != "AverageValue" {
 		t.Errorf("trigger = %v", tr)
 	}
-	if got := str(tr, "metadata", "query"); got != `sum(src_executors_queue_size{queue=~"batches"})` {
+	if got := str(tr, "metadata", "query"); got != `sum(max by (queue) (src_executors_queue_size{queue=~"batches"}))` {
 		t.Errorf("query = %q", got)
 	}
 	if str(tr, "metadata", "threshold") != "1" || str(tr, "metadata", "serverAddress") == "" {
@@ -317,7 +317,7 @@ func TestPostgres(t *testing.T) {
 		t.Errorf("min/max = %v/%v", get(so, "spec", "minReplicaCount"), get(so, "spec", "maxReplicaCount"))
 	}
 	tr := get(so, "spec", "triggers", 0)
-	if got := str(tr, "metadata", "query"); got != `sum(src_executors_queue_size{queue=~"batches|codeintel"})` {
+	if got := str(tr, "metadata", "query"); got != `sum(max by (queue) (src_executors_queue_size{queue=~"batches|codeintel"}))` {
 		t.Errorf("query = %q", got)
 	}
 	if str(tr, "metadata", "threshold") != "4" {

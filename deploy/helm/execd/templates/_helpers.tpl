@@ -32,6 +32,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.keda.prometheus.query -}}
 {{ .Values.keda.prometheus.query }}
 {{- else -}}
-{{ printf "sum(src_executors_queue_size{queue=~\"%s\"})" (join "|" .Values.executors.queues) }}
+{{ printf "sum(max by (queue) (src_executors_queue_size{queue=~\"%s\"}))" (join "|" .Values.executors.queues) }}
 {{- end -}}
 {{- end -}}
