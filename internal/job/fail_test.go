@@ -201,6 +201,8 @@ func TestRunner_Outcomes(t *testing.T) {
 			"step.docker.a could not run: daemon gone", true, nil, []string{"a"}},
 		{"image not found", &fakeRuntime{steps: map[string]fakeStep{"a": {err: fmt.Errorf("pull: %w", sandbox.ErrImageNotFound)}}}, false,
 			"step.docker.a could not run", false, nil, []string{"a"}},
+		{"image too large", &fakeRuntime{steps: map[string]fakeStep{"a": {err: fmt.Errorf("root file system: %w", sandbox.ErrImageTooLarge)}}}, false,
+			"step.docker.a could not run", false, nil, []string{"a"}},
 		{"disk full", &fakeRuntime{steps: map[string]fakeStep{"a": {res: sandbox.Result{ExitCode: 1, DiskFull: true}}}}, false,
 			"step.docker.a failed with exit code 1: the workspace is full (at most 1G, EXECUTOR_FIRECRACKER_DISK_SPACE)", false, nil, []string{"a"}},
 		{"prepare fails", &fakeRuntime{prepareErr: errors.New("no cgroup")}, false,

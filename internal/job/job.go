@@ -299,9 +299,10 @@ func (r *Runner) pullImages(ctx, exec context.Context, sb sandbox.Sandbox, logs 
 }
 
 // permanentPull reports whether err is a pull failure no retry can fix:
-// the image does not exist, or the registry refused the credentials.
+// the image does not exist, the registry refused the credentials, or the
+// image is too large for the runtime.
 func permanentPull(err error) bool {
-	return errors.Is(err, sandbox.ErrImageNotFound) || errors.Is(err, sandbox.ErrRegistryDenied)
+	return errors.Is(err, sandbox.ErrImageNotFound) || errors.Is(err, sandbox.ErrRegistryDenied) || errors.Is(err, sandbox.ErrImageTooLarge)
 }
 
 // dockerAuth turns a job's registry credentials into sandbox.Options'.

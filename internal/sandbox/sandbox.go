@@ -305,4 +305,7 @@ var (
 	// ErrRegistryDenied: the registry refused the credentials given, or
 	// asked for credentials and none were given.
 	ErrRegistryDenied = errors.New("registry denied access")
+	// ErrImageTooLarge: the image's files hold more than the runtime
+	// allows an image (a VM's root file system).
+	ErrImageTooLarge = errors.New("image too large")
 )

@@ -13,6 +13,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/execd/execd/internal/sandbox"
 )
 
 // Whiteout names of the OCI image layer format: a file ".wh.NAME" deletes
@@ -46,7 +48,8 @@ func Flatten(ctx context.Context, img v1.Image, dir string) error {
 }
 
 // ErrTooLarge is returned when an image's files exceed the size allowed.
-var ErrTooLarge = errors.New("image too large")
+// It is sandbox.ErrImageTooLarge: no retry can fix it.
+var ErrTooLarge = sandbox.ErrImageTooLarge
 
 // flatten is Flatten, failing with ErrTooLarge when the files' content
 // exceeds maxBytes (0: no limit): a small layer may decompress to a
