@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/execd/execd/internal/sandbox/vm"
+	"github.com/execd/execd/internal/sandbox/vm/vmnet"
 	"github.com/execd/execd/internal/sandbox/vm/vmtest"
 	"github.com/execd/execd/internal/testutil"
 )
@@ -108,8 +108,8 @@ func TestE2E_VMExecutorKilled(t *testing.T) {
 			t.Fatalf("the step did not start:\n%s", formatLogs(s.job(id)))
 		}
 	}
-	if len(vmProcesses(owner)) == 0 || len(taps(owner)) == 0 {
-		t.Fatalf("the job's machine runs nowhere: monitors %v, taps %v", vmProcesses(owner), taps(owner))
+	if len(vmProcesses(owner)) == 0 || len(taps(t, owner)) == 0 {
+		t.Fatalf("the job's machine runs nowhere: monitors %v, taps %v", vmProcesses(owner), taps(t, owner))
 	}
 	first.kill()
 	// The monitors die with their executor.
@@ -127,7 +127,7 @@ func TestE2E_VMExecutorKilled(t *testing.T) {
 	if j.State != "completed" {
 		t.Fatalf("job %s after the restart:\n%s\nexecutor:\n%s", j.State, formatLogs(j), second.log)
 	}
-	if left := taps(owner); len(left) > 0 {
+	if left := taps(t, owner); len(left) > 0 {
 		t.Errorf("taps of the killed executor left: %v", left)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
@@ -136,18 +136,22 @@ func TestE2E_VMExecutorKilled(t *testing.T) {
 	// And an executor that stops leaves nothing of its own either (its
 	// pool's machine and tap).
 	second.stop()
-	if left := taps(j.WorkerHostname); len(left) > 0 || len(vmProcesses(j.WorkerHostname)) > 0 {
+	if left := taps(t, j.WorkerHostname); len(left) > 0 || len(vmProcesses(j.WorkerHostname)) > 0 {
 		t.Errorf("left by an executor that stopped: taps %v, machines %v", left, vmProcesses(j.WorkerHostname))
 	}
 }
 
-// taps lists the network devices labelled with owner.
-func taps(owner string) []string {
-	out, _ := exec.Command("ip", "-o", "link", "show").Output()
+// taps lists the tap devices of owner's machines.
+func taps(t *testing.T, owner string) []string {
+	t.Helper()
+	all, err := vmnet.Taps(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	var left []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "owner="+url.QueryEscape(owner)) {
-			left = append(left, strings.Fields(line)[1])
+	for tap, l := range all {
+		if l.Owner == owner {
+			left = append(left, tap)
 		}
 	}
 	return left

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"github.com/execd/execd/internal/sandbox/netpolicy"
 	"github.com/execd/execd/internal/sandbox/sandboxtest"
 	"github.com/execd/execd/internal/sandbox/vm"
+	"github.com/execd/execd/internal/sandbox/vm/vmnet"
 	"github.com/execd/execd/internal/sandbox/vm/vmtest"
 	"github.com/execd/execd/internal/testutil"
 )
@@ -75,10 +75,13 @@ func leftovers(t *testing.T, owner, job string) []string {
 			left = append(left, fmt.Sprintf("monitor %d %s", pid, label))
 		}
 	}
-	out, _ := exec.Command("ip", "-o", "link", "show").Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "owner="+url.QueryEscape(owner)) {
-			left = append(left, "link "+strings.Fields(line)[1])
+	taps, err := vmnet.Taps(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tap, l := range taps {
+		if l.Owner == owner {
+			left = append(left, "tap "+tap)
 		}
 	}
 	return left

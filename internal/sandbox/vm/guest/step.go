@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/execd/execd/internal/sandbox"
+	"github.com/execd/execd/internal/sandbox/diskimage"
 	"github.com/execd/execd/internal/sandbox/vm/agent"
 )
 
@@ -186,19 +187,8 @@ func (st *step) exec(root, script string, env []string, dir string, cred *syscal
 	// As docker's OOMKilled: the kernel killed a process of the step
 	// (the only processes but PID 1, which it never picks) for memory.
 	ex.OOMKilled = !canceled && oomKills() > oomBefore
-	ex.DiskFull = ex.Code != 0 && workspaceFull()
+	ex.DiskFull = ex.Code != 0 && diskimage.Full(workspaceDir)
 	return ex, nil
-}
-
-// workspaceFull reports whether the workspace's file system has no space
-// left for a step: what a step that failed writing past the disk limit
-// leaves.
-func workspaceFull() bool {
-	var st unix.Statfs_t
-	if err := unix.Statfs(workspaceDir, &st); err != nil {
-		return false
-	}
-	return st.Bavail*uint64(st.Bsize) < 64<<10
 }
 
 // reapAll waits for every child of PID 1 until none is left.

@@ -85,6 +85,20 @@ func Clean(ctx context.Context, stale func(sandbox.Leftover) bool) (removed []st
 	return removed, nil
 }
 
+// Taps lists the VMs' tap devices on this host, each with whose it is
+// (from its label; empty for a tap without one).
+func Taps(ctx context.Context) (map[string]sandbox.Leftover, error) {
+	taps, _, err := listDevices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]sandbox.Leftover, len(taps))
+	for tap, alias := range taps {
+		out[tap] = parseLabel(alias)
+	}
+	return out, nil
+}
+
 // listDevices returns the VMs' tap devices with their aliases, and the
 // ifb devices, under the allocation lock: no tap is half made.
 func listDevices(ctx context.Context) (taps map[string]string, ifbs []string, err error) {
