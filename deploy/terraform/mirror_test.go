@@ -42,7 +42,7 @@ const mirrorTemplate = "modules/startup/docker-mirror.sh.tftpl"
 
 // registryBinary is Debian's build of the distribution registry (package
 // docker-registry, 2.8.2 in bookworm); the cloud mirror runs the
-// registry:2.8.3 image, the same code but for a patch release.
+// registry:2.8.3 image, one patch release ahead.
 const registryBinary = "/usr/bin/docker-registry"
 
 // TestDockerMirror runs the mirror's registry configuration for real: an
@@ -52,6 +52,18 @@ const registryBinary = "/usr/bin/docker-registry"
 // names. Nothing here reaches the internet, so a pull that succeeds went
 // through the mirror.
 func TestDockerMirror(t *testing.T) {
+	// Rendered before anything is looked for: a broken template fails
+	// even where the test cannot run.
+	tmpl, err := os.ReadFile(mirrorTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirrorData := filepath.Join(t.TempDir(), "registry")
+	config, err := renderMirrorConfig(tmpl, "http://{{upstream}}", mirrorData)
+	if err != nil {
+		t.Fatalf("%s: %v", mirrorTemplate, err)
+	}
+
 	if _, err := os.Stat(registryBinary); err != nil {
 		testutil.Missing(t, "registry", fmt.Sprintf("%v: apt-get install docker-registry", err))
 	}
@@ -62,11 +74,6 @@ func TestDockerMirror(t *testing.T) {
 	dockerCLI, err := exec.LookPath("docker")
 	if err != nil {
 		testutil.Missing(t, "docker", "the docker CLI: "+err.Error())
-	}
-	// Rendered first: a broken template fails even where nothing runs.
-	tmpl, err := os.ReadFile(mirrorTemplate)
-	if err != nil {
-		t.Fatal(err)
 	}
 
 	upstream := startRegistry(t, "upstream", nil)
@@ -79,18 +86,15 @@ func TestDockerMirror(t *testing.T) {
 		pushed[repo] = pushImage(t, upstream.host+"/library/"+repo+":"+tag, repo)
 	}
 
-	mirrorData := filepath.Join(t.TempDir(), "registry")
-	config, err := renderMirrorConfig(tmpl, "http://"+upstream.host, mirrorData)
-	if err != nil {
-		t.Fatalf("%s: %v", mirrorTemplate, err)
-	}
+	config = bytes.ReplaceAll(config, []byte("{{upstream}}"), []byte(upstream.host))
 	mirror := startRegistry(t, "mirror", config)
 	mirrorURL := "http://" + mirror.host
 
 	d := startDockerd(t, dockerd, dockerCLI, mirrorURL)
 
 	ref := "execd-mirror-test:" + tag // a Docker Hub short name
-	t.Run("pull through the mirror", func(t *testing.T) {
+	// The rest means little if this fails.
+	if !t.Run("pull through the mirror", func(t *testing.T) {
 		out, err := d.docker("pull", ref)
 		if err != nil {
 			t.Fatalf("docker pull %s: %v\n%s\ndockerd's log:\n%s", ref, err, out, d.log())
@@ -105,7 +109,9 @@ func TestDockerMirror(t *testing.T) {
 		}
 		// The cache filled: the mirror stores what it served, on its own.
 		waitBlobs(t, mirrorData, pushed["execd-mirror-test"])
-	})
+	}) {
+		return
+	}
 
 	t.Run("metrics", func(t *testing.T) {
 		metrics := get(t, "http://"+mirror.debugHost+"/metrics", "text/plain")

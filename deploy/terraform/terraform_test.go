@@ -3,6 +3,8 @@
 // and checks the provider-bound blocks (which tofu cannot validate here, as
 // the AWS and Google providers cannot be downloaded) against the Go constants
 // of the queue-size publisher and the deployment guide's variable names.
+// mirror_test.go runs the docker registry mirror's configuration for real,
+// with Debian's docker-registry and dockerd.
 package terraform_test
 
 import (
