@@ -1,10 +1,13 @@
 // Package helm checks the execd Helm chart: helm lint --strict and helm
 // template for several values files, and the rendered objects' important
 // parts (probes, secrets referenced and never inlined, the KEDA
-// ScaledObject, the executors' grace period, the PodDisruptionBudget).
+// ScaledObject, the executors' grace period, the PodDisruptionBudget);
+// kubeconform_test.go validates them against schemas, and envtest_test.go
+// creates them in a real kube-apiserver.
 //
-// It is its own module (for gopkg.in/yaml.v3, which the main module does
-// not need); .ci/run runs it with `cd deploy/helm && go test ./...`.
+// It is its own module (for gopkg.in/yaml.v3 and controller-runtime, which
+// the main module does not need); .ci/run runs it with
+// `cd deploy/helm && go test ./...`.
 package helm
 
 import (
