@@ -1,0 +1,415 @@
+package terraform_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/execd/execd/internal/testutil"
+	"github.com/execd/execd/internal/testutil/netns"
+)
+
+// The stand-in cloud network: the coordinator and the release server on
+// the "network" side, the instance on the other, linked by a veth pair.
+const (
+	netSideAddr  = "10.213.0.1"
+	instanceAddr = "10.213.0.2"
+	instanceName = "execd-instance"
+	// At least 20 characters, as the coordinator requires.
+	proxyPassword = "startup-test-secret-0123456789"
+	apiToken      = "startup-test-api-token-0123456789"
+)
+
+// TestStartupScriptBootsLiveExecutor renders the executor instances'
+// start-up script with OpenTofu (modules/startup, as the AWS and Google
+// modules do), boots a throw-away Debian root with systemd as init in
+// systemd-nspawn, and has systemd run the script at boot as a cloud runs
+// user data. The script downloads the executor from a release URL
+// (checked against its SHA-256), writes the environment file, installs
+// docker's registry mirror and starts the executor under systemd, which
+// must show up in `coordinator executors` of a real coordinator. Then the
+// executor reaches EXECUTOR_MAX_ACTIVE_TIME, exits cleanly, and the
+// machine powers itself off, as the reference's instances do.
+func TestStartupScriptBootsLiveExecutor(t *testing.T) {
+	inst := newInstanceWorld(t)
+	script := inst.render(t, inst.executorSHA)
+
+	m := inst.boot(t, script)
+	if !m.waitExecutor(t, 4*time.Minute) {
+		t.Fatalf("the executor never showed up in `coordinator executors`\n%s", m.diagnose())
+	}
+
+	env := filepath.Join(m.root, "etc/execd/executor.env")
+	if fi, err := os.Stat(env); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("executor.env: %v, mode %v; want 0600 (it holds the coordinator's secret)", err, fi.Mode())
+	}
+	daemon, err := os.ReadFile(filepath.Join(m.root, "etc/docker/daemon.json"))
+	if err != nil || !strings.Contains(string(daemon), inst.mirror) {
+		t.Errorf("docker's daemon.json does not list the registry mirror %s: %v\n%s", inst.mirror, err, daemon)
+	}
+	got, err := os.ReadFile(filepath.Join(m.root, "usr/local/bin/executor"))
+	if sum := sha256.Sum256(got); err != nil || hex.EncodeToString(sum[:]) != inst.executorSHA {
+		t.Errorf("the instance's executor is not the release's: %v", err)
+	}
+
+	// EXECUTOR_MAX_ACTIVE_TIME is 30s: the executor exits cleanly and the
+	// unit's ExecStopPost powers the machine off; nspawn then exits 0.
+	select {
+	case <-m.stopped:
+		if m.err != nil {
+			t.Errorf("the instance stopped with %v, want a clean power-off\n%s", m.err, m.diagnose())
+		}
+	case <-time.After(3 * time.Minute):
+		t.Errorf("the instance did not power itself off after EXECUTOR_MAX_ACTIVE_TIME\n%s", m.diagnose())
+	}
+}
+
+// TestStartupScriptRefusesTamperedRelease: a release whose executor does not
+// match executor_sha256 is never installed or started.
+func TestStartupScriptRefusesTamperedRelease(t *testing.T) {
+	inst := newInstanceWorld(t)
+	script := inst.render(t, strings.Repeat("0", 64))
+
+	m := inst.boot(t, script)
+	log := filepath.Join(m.root, "var/log/execd-startup.log")
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		data, _ := os.ReadFile(log)
+		if bytes.Contains(data, []byte("FAILED")) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	data, _ := os.ReadFile(log)
+	if !bytes.Contains(data, []byte("checksum did NOT match")) {
+		t.Fatalf("the start-up log does not report the checksum mismatch:\n%s\n%s", data, m.diagnose())
+	}
+	for _, p := range []string{"usr/local/bin/executor", "etc/systemd/system/executor.service", "etc/execd/executor.env"} {
+		if _, err := os.Stat(filepath.Join(m.root, p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s exists after a checksum mismatch (%v); the script must stop before it", p, err)
+		}
+	}
+	if out, _ := inst.coordinatorCLI("executors"); strings.Contains(out, instanceName) {
+		t.Errorf("an executor registered from a tampered release:\n%s", out)
+	}
+}
+
+// instanceWorld is what a test instance needs around it: the release's
+// binaries served over HTTP and a coordinator, both in the network
+// namespace the instance's veth leads to.
+type instanceWorld struct {
+	repo, tofu, rootTemplate string
+	ns, vmNS                 string
+	bin                      string // the coordinator binary
+	executorSHA              string
+	releaseURL, coordURL     string
+	mirror                   string
+}
+
+func newInstanceWorld(t *testing.T) *instanceWorld {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testutil.Missing(t, "nspawn", "needs root")
+	}
+	if _, err := exec.LookPath("systemd-nspawn"); err != nil {
+		testutil.Missing(t, "nspawn", "systemd-nspawn: apt-get install systemd-container")
+	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &instanceWorld{repo: repo}
+	w.rootTemplate = filepath.Join(repo, ".tools/instance-root")
+	if _, err := os.Stat(filepath.Join(w.rootTemplate, ".execd-instance-root")); err != nil {
+		testutil.Missing(t, "nspawn", "no instance root: run deploy/images/build-instance-root.sh")
+	}
+	w.tofu = findTofu(t, repo)
+
+	// Unique per process: stale namespaces of a killed run do not collide.
+	id := os.Getpid() % 100000
+	w.ns, w.vmNS = fmt.Sprintf("execd-su%d-net", id), fmt.Sprintf("execd-su%d-vm", id)
+	netns.Add(t, w.ns)
+	netns.Add(t, w.vmNS)
+	netns.Link(t, w.ns, fmt.Sprintf("su%d", id), netSideAddr+"/24", w.vmNS, instanceAddr+"/24", netSideAddr)
+
+	// The release: the binaries a release URL serves.
+	release := t.TempDir()
+	for _, cmd := range []string{"executor", "execd-sandbox-init", "coordinator"} {
+		build := exec.Command("go", "build", "-o", filepath.Join(release, cmd), "./cmd/"+cmd)
+		build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build ./cmd/%s: %v\n%s", cmd, err, out)
+		}
+	}
+	exe, err := os.ReadFile(filepath.Join(release, "executor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(exe)
+	w.executorSHA = hex.EncodeToString(sum[:])
+	w.bin = filepath.Join(release, "coordinator")
+
+	var l net.Listener
+	if err := netns.Do(w.ns, func() (err error) {
+		l, err = net.Listen("tcp", netSideAddr+":0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.FileServer(http.Dir(release))}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	w.releaseURL = "http://" + l.Addr().String() + "/"
+
+	w.startCoordinator(t)
+	w.mirror = "http://" + netSideAddr + ":5000"
+	return w
+}
+
+// findTofu returns OpenTofu from PATH or the repository's .tools/bin,
+// where .ci/run builds it.
+func findTofu(t *testing.T, repo string) string {
+	t.Helper()
+	if p, err := exec.LookPath("tofu"); err == nil {
+		return p
+	}
+	p := filepath.Join(repo, ".tools/bin/tofu")
+	if _, err := os.Stat(p); err != nil {
+		testutil.Missing(t, "tofu", "no tofu in PATH or .tools/bin (.ci/run builds it)")
+	}
+	return p
+}
+
+func (w *instanceWorld) startCoordinator(t *testing.T) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`{"executors.accessToken": %q, "api.accessToken": %q}`, proxyPassword, apiToken)
+	if err := os.WriteFile(filepath.Join(dir, "site-config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := netSideAddr + ":3080"
+	w.coordURL = "http://" + addr
+	logs, err := os.Create(filepath.Join(dir, "coordinator.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", w.ns, w.bin, "serve", "--addr", addr, "--data-dir", dir)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		logs.Close()
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := w.coordinatorCLI("executors"); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(logs.Name())
+			t.Fatalf("the coordinator did not answer; its log:\n%s", data)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// coordinatorCLI runs `coordinator <args>` against the test's coordinator,
+// as an operator does.
+func (w *instanceWorld) coordinatorCLI(args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", w.ns, w.bin}, args...)...)
+	cmd.Env = append(os.Environ(), "EXECD_URL="+w.coordURL, "EXECD_API_TOKEN="+apiToken)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// render renders the executor start-up script with OpenTofu from the
+// startup module, with the settings of a docker-runtime instance whose
+// executor stops after 30 seconds (and powers the machine off).
+func (w *instanceWorld) render(t *testing.T, sha string) string {
+	t.Helper()
+	dir := t.TempDir()
+	main := fmt.Sprintf(`
+module "startup" {
+  source                              = %q
+  executor_release_url                = %q
+  executor_sha256                     = %q
+  sourcegraph_external_url            = %q
+  sourcegraph_executor_proxy_password = %q
+  queues                              = ["batches"]
+  use_firecracker                     = false
+  max_active_time                     = "30s"
+  docker_registry_mirror              = %q
+}
+
+output "executor_script" {
+  value     = module.startup.executor_script
+  sensitive = true
+}
+`, filepath.Join(w.repo, "deploy/terraform/modules/startup"), w.releaseURL, sha, w.coordURL, proxyPassword, w.mirror)
+	if err := os.WriteFile(filepath.Join(dir, "main.tf"), []byte(main), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tofurc"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tofu := func(args ...string) string {
+		cmd := exec.Command(w.tofu, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "TF_CLI_CONFIG_FILE="+filepath.Join(dir, "tofurc"), "TF_IN_AUTOMATION=1")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("tofu %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+		}
+		return stdout.String()
+	}
+	tofu("init", "-input=false", "-no-color")
+	tofu("apply", "-auto-approve", "-input=false", "-no-color")
+	return tofu("output", "-raw", "executor_script")
+}
+
+// machine is a booted instance.
+type machine struct {
+	w    *instanceWorld
+	root string
+	log  string
+	// stopped is closed when systemd-nspawn has exited, with err.
+	stopped chan struct{}
+	err     error
+}
+
+// startupUnit runs the start-up script once at boot, as a cloud's agent
+// (cloud-init, google-startup-scripts) runs an instance's user data.
+const startupUnit = `[Unit]
+Description=The instance's start-up script (user data)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/execd-startup-script
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// boot copies the instance root, installs script as its start-up script
+// and boots it with systemd-nspawn in the instance's network namespace.
+func (w *instanceWorld) boot(t *testing.T, scriptText string) *machine {
+	t.Helper()
+	m := &machine{w: w, root: filepath.Join(t.TempDir(), "root"), stopped: make(chan struct{})}
+	if out, err := exec.Command("cp", "-a", "--reflink=auto", w.rootTemplate, m.root).CombinedOutput(); err != nil {
+		t.Fatalf("copy the instance root: %v\n%s", err, out)
+	}
+	script := filepath.Join(m.root, "usr/local/sbin/execd-startup-script")
+	unit := filepath.Join(m.root, "etc/systemd/system/execd-startup.service")
+	wants := filepath.Join(m.root, "etc/systemd/system/multi-user.target.wants/execd-startup.service")
+	// A persistent journal, read by diagnose after the machine stops.
+	journal := filepath.Join(m.root, "var/log/journal/x")
+	for _, p := range []string{script, unit, wants, journal} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := errors.Join(
+		// The instance's name, as a cloud sets it; the executor's name starts with it.
+		os.WriteFile(filepath.Join(m.root, "etc/hostname"), []byte(instanceName+"\n"), 0o644),
+		os.WriteFile(script, []byte(scriptText), 0o700),
+		os.WriteFile(unit, []byte(startupUnit), 0o644),
+		os.Symlink("/etc/systemd/system/execd-startup.service", wants),
+	); err != nil {
+		t.Fatal(err)
+	}
+
+	m.log = filepath.Join(filepath.Dir(m.root), "console.log")
+	console, err := os.Create(m.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "-D", m.root, "--boot",
+		"--register=no", "--keep-unit", "--machine="+instanceName,
+		"--network-namespace-path=/run/netns/"+w.vmNS,
+		// Its own network namespace: dockerd and the executor's firewall
+		// rules need CAP_NET_ADMIN there, as on a machine of their own.
+		"--capability=CAP_NET_ADMIN")
+	cmd.Stdout, cmd.Stderr = console, console
+	// SIGTERM asks nspawn to power the container off; it is killed if that
+	// takes longer than the wait delay.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("systemd-nspawn: %v", err)
+	}
+	go func() {
+		m.err = cmd.Wait()
+		close(m.stopped)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-m.stopped:
+		case <-time.After(45 * time.Second):
+			t.Errorf("systemd-nspawn did not stop")
+		}
+		console.Close()
+	})
+	return m
+}
+
+// waitExecutor waits until the instance's executor is listed as active by
+// `coordinator executors`.
+func (m *machine) waitExecutor(t *testing.T, timeout time.Duration) bool {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		out, err := m.w.coordinatorCLI("executors")
+		for _, line := range strings.Split(out, "\n") {
+			if err == nil && strings.HasPrefix(line, "●") && strings.Contains(line, instanceName) && strings.Contains(line, "batches") {
+				t.Logf("coordinator executors:\n%s", out)
+				return true
+			}
+		}
+		if console, _ := os.ReadFile(m.log); bytes.Contains(console, []byte("Failed to start execd-startup")) {
+			t.Logf("the start-up script failed")
+			return false
+		}
+		select {
+		case <-m.stopped:
+			t.Logf("the instance stopped: %v", m.err)
+			return false
+		case <-time.After(time.Second):
+		}
+	}
+	return false
+}
+
+// diagnose returns the end of the instance's console and start-up logs.
+func (m *machine) diagnose() string {
+	var b strings.Builder
+	for _, f := range []string{m.log, filepath.Join(m.root, "var/log/execd-startup.log")} {
+		data, _ := os.ReadFile(f)
+		if len(data) > 6000 {
+			data = data[len(data)-6000:]
+		}
+		fmt.Fprintf(&b, "--- %s\n%s\n", f, data)
+	}
+	out, _ := exec.Command("journalctl", "--no-pager", "-D", filepath.Join(m.root, "var/log/journal"), "-u", "executor", "-n", "60").CombinedOutput()
+	fmt.Fprintf(&b, "--- journalctl -u executor\n%s\n", out)
+	return b.String()
+}
