@@ -16,8 +16,8 @@ const installUsage = `Usage: executor install [--dry-run] docker|gvisor|vm|all
 
 Prepares a Debian or Ubuntu host for the container runtimes, idempotently:
   docker   the docker.io and iptables packages, registry mirrors
-           (EXECUTOR_DOCKER_REGISTRY_MIRROR_URL) in /etc/docker/daemon.json,
-           a running dockerd
+           (EXECUTOR_DOCKER_REGISTRY_MIRROR_URL) in /etc/docker/daemon.json
+           (an http:// one also as an insecure registry), a running dockerd
   gvisor   runsc (built with go install when missing), registered with
            docker as the runtime runsc (--platform=systrap)
   vm       qemu-system-x86, e2fsprogs and erofs-utils, and the VM guest

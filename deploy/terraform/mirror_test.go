@@ -34,6 +34,7 @@ import (
 	"github.com/execd/execd/internal/sandbox/docker"
 	"github.com/execd/execd/internal/sandbox/sandboxtest"
 	"github.com/execd/execd/internal/testutil"
+	"github.com/execd/execd/internal/testutil/netns"
 )
 
 // mirrorTemplate is the docker registry mirror's start-up script, whose
@@ -198,7 +199,7 @@ func TestDockerMirror(t *testing.T) {
 		// starts, and panics when it cannot: on the cloud, docker's
 		// --restart always (docker-mirror.sh.tftpl) restarts it until
 		// Docker Hub answers.
-		r := startRegistryProcess(t, "second mirror", config)
+		r := startRegistryProcess(t, "second mirror", config, onLoopback(t))
 		select {
 		case <-r.exited:
 		case <-time.After(30 * time.Second):
@@ -228,8 +229,8 @@ func renderMirrorConfig(tmpl []byte, remote, dataDir string) ([]byte, error) {
 		// The container's path, where the script mounts ${data_dir}.
 		{"rootdirectory: /var/lib/registry\n", "rootdirectory: " + dataDir + "\n"},
 		{"remoteurl: https://registry-1.docker.io\n", "remoteurl: " + remote + "\n"},
-		// All interfaces on the cloud; loopback here.
-		{"addr: :", "addr: 127.0.0.1:"},
+		// All interfaces on the cloud; the test's address ({{ip}}) here.
+		{"addr: :", "addr: {{ip}}:"},
 	} {
 		if !strings.Contains(config, r.old) {
 			return nil, fmt.Errorf("the REGISTRY_CONFIG heredoc has no %q:\n%s", r.old, config)
@@ -244,21 +245,38 @@ func renderMirrorConfig(tmpl []byte, remote, dataDir string) ([]byte, error) {
 
 // registryProcess is a running docker-registry.
 type registryProcess struct {
-	host, debugHost string // 127.0.0.1:port
+	host, debugHost string // ip:port
+	client          *http.Client
 	cmd             *exec.Cmd
 	exited          chan struct{}
 	logPath         string
 }
 
-// startRegistry starts the registry with config, in which {{port}} and
-// {{debug_port}} are replaced by free loopback ports (the registry does
-// not report a port it picked), and waits until it answers. A nil config
-// is a plain registry.
+// registryAt is where a registry listens: a network namespace ("" for the
+// test's own), an address and two ports.
+type registryAt struct{ ns, ip, port, debugPort string }
+
+// onLoopback is the test's loopback, with ports that were free a moment
+// ago (the registry does not report a port it picked).
+func onLoopback(t *testing.T) registryAt {
+	return registryAt{ip: "127.0.0.1", port: freePort(t), debugPort: freePort(t)}
+}
+
+// startRegistry starts the registry with config on loopback and waits
+// until it answers; see startRegistryAt.
 func startRegistry(t *testing.T, label string, config []byte) *registryProcess {
 	t.Helper()
-	r := startRegistryProcess(t, label, config)
+	return startRegistryAt(t, label, config, onLoopback(t))
+}
+
+// startRegistryAt starts the registry with config, in which {{ip}},
+// {{port}} and {{debug_port}} are replaced by at's, and waits until it
+// answers. A nil config is a plain registry.
+func startRegistryAt(t *testing.T, label string, config []byte, at registryAt) *registryProcess {
+	t.Helper()
+	r := startRegistryProcess(t, label, config, at)
 	waitFor(t, label+" registry", r.exited, r.log, func() bool {
-		resp, err := http.Get("http://" + r.host + "/v2/")
+		resp, err := r.client.Get("http://" + r.host + "/v2/")
 		if err != nil {
 			return false
 		}
@@ -268,18 +286,24 @@ func startRegistry(t *testing.T, label string, config []byte) *registryProcess {
 	return r
 }
 
-// startRegistryProcess starts the registry as startRegistry does, without
-// waiting for it.
-func startRegistryProcess(t *testing.T, label string, config []byte) *registryProcess {
+// startRegistryProcess starts the registry as startRegistryAt does,
+// without waiting for it.
+func startRegistryProcess(t *testing.T, label string, config []byte, at registryAt) *registryProcess {
 	t.Helper()
 	dir := t.TempDir()
 	if config == nil {
 		config = []byte("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + filepath.Join(dir, "data") +
-			"\nhttp:\n  addr: 127.0.0.1:{{port}}\n")
+			"\nhttp:\n  addr: {{ip}}:{{port}}\n")
 	}
-	r := &registryProcess{host: "127.0.0.1:" + freePort(t), debugHost: "127.0.0.1:" + freePort(t), logPath: filepath.Join(dir, "log")}
-	config = bytes.ReplaceAll(config, []byte("{{port}}"), []byte(strings.TrimPrefix(r.host, "127.0.0.1:")))
-	config = bytes.ReplaceAll(config, []byte("{{debug_port}}"), []byte(strings.TrimPrefix(r.debugHost, "127.0.0.1:")))
+	r := &registryProcess{
+		host:      net.JoinHostPort(at.ip, at.port),
+		debugHost: net.JoinHostPort(at.ip, at.debugPort),
+		client:    nsClient(at.ns),
+		logPath:   filepath.Join(dir, "log"),
+	}
+	config = bytes.ReplaceAll(config, []byte("{{ip}}"), []byte(at.ip))
+	config = bytes.ReplaceAll(config, []byte("{{port}}"), []byte(at.port))
+	config = bytes.ReplaceAll(config, []byte("{{debug_port}}"), []byte(at.debugPort))
 	configPath := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(configPath, config, 0o644); err != nil {
 		t.Fatal(err)
@@ -290,14 +314,16 @@ func startRegistryProcess(t *testing.T, label string, config []byte) *registryPr
 	}
 	defer logFile.Close()
 	r.cmd = exec.Command(registryBinary, "serve", configPath)
+	if at.ns != "" {
+		r.cmd = exec.Command("ip", "netns", "exec", at.ns, registryBinary, "serve", configPath)
+	}
 	r.cmd.Stdout, r.cmd.Stderr = logFile, logFile
 	// Gone with the test binary, even one killed before its cleanups.
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := r.cmd.Start(); err != nil {
+	p, err := startTied(r.cmd, syscall.SIGKILL)
+	if err != nil {
 		t.Fatalf("start the %s registry: %v", label, err)
 	}
-	r.exited = make(chan struct{})
-	go func() { r.cmd.Wait(); close(r.exited) }()
+	r.exited = p.done
 	t.Cleanup(func() {
 		r.cmd.Process.Kill()
 		<-r.exited
@@ -572,6 +598,58 @@ func freePort(t *testing.T) string {
 	}
 	defer l.Close()
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// tiedProcess is a process started by startTied.
+type tiedProcess struct {
+	done chan struct{} // closed when it has exited
+	err  error         // cmd.Wait's, once done is closed
+}
+
+// startTied starts cmd so that it gets sig when the test binary dies, even
+// killed before its cleanups. The death signal follows the thread that
+// started the child, and a goroutine that locked its thread into a network
+// namespace (netns.Do) ends that thread when it returns: so the child is
+// started from a thread of its own that lives as long as the child.
+func startTied(cmd *exec.Cmd, sig syscall.Signal) (*tiedProcess, error) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = sig
+	p := &tiedProcess{done: make(chan struct{})}
+	started := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the child
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, <-started
+}
+
+// nsClient is an HTTP client whose connections are made in network
+// namespace ns (the test's own for ""), so it reaches servers there.
+func nsClient(ns string) *http.Client {
+	if ns == "" {
+		return http.DefaultClient
+	}
+	return &http.Client{Transport: nsTransport(ns)}
+}
+
+func nsTransport(ns string) *http.Transport {
+	return &http.Transport{DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		// A socket stays in the namespace it was made in, whichever
+		// thread uses it later.
+		err = netns.Do(ns, func() error {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
 }
 
 // get returns the body of url, which must be of the media type ct.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,10 +13,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/daemon"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/execd/execd/internal/testutil"
 	"github.com/execd/execd/internal/testutil/netns"
@@ -30,6 +36,9 @@ const (
 	// At least 20 characters, as the coordinator requires.
 	proxyPassword = "startup-test-secret-0123456789"
 	apiToken      = "startup-test-api-token-0123456789"
+	// busyboxImage is the tests' image in the host's dockerd
+	// (deploy/images/build-test-images.sh).
+	busyboxImage = "execd-test/busybox:latest"
 )
 
 // TestStartupScriptBootsLiveExecutor renders the executor instances'
@@ -39,9 +48,12 @@ const (
 // user data. The script downloads the executor from a release URL
 // (checked against its SHA-256), writes the environment file, installs
 // docker's registry mirror and starts the executor under systemd, which
-// must show up in `coordinator executors` of a real coordinator. Then the
-// executor reaches EXECUTOR_MAX_ACTIVE_TIME, exits cleanly, and the
-// machine powers itself off, as the reference's instances do.
+// must show up in `coordinator executors` of a real coordinator. A job
+// submitted then runs on the instance, its image pulled through the
+// registry mirror (the mirror's own configuration, pulling through from a
+// registry standing in for Docker Hub). With EXECUTOR_NUM_TOTAL_JOBS=1
+// the executor then exits cleanly and the machine powers itself off, as
+// the reference's instances do.
 func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 	inst := newInstanceWorld(t)
 	script := inst.render(t, inst.executorSHA)
@@ -64,7 +76,35 @@ func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 		t.Errorf("the instance's executor is not the release's: %v", err)
 	}
 
-	// EXECUTOR_MAX_ACTIVE_TIME is 30s: the executor exits cleanly and the
+	m.writableCgroups(t)
+	// A job, whose image only the mirror has.
+	spec := fmt.Sprintf(`{"dockerSteps": [{"image": %q, "commands": ["echo the answer is $((6 * 7))"]}]}`, inst.image)
+	specFile := filepath.Join(t.TempDir(), "spec.json")
+	if err := os.WriteFile(specFile, []byte(spec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := inst.coordinatorCLI("jobs", "submit", "-queue", "batches", specFile)
+	var job struct{ ID int }
+	if err != nil || json.Unmarshal([]byte(out), &job) != nil || job.ID == 0 {
+		t.Fatalf("jobs submit: %v\n%s", err, out)
+	}
+	id := strconv.Itoa(job.ID)
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
+		out, _ = inst.coordinatorCLI("jobs", "get", "-queue", "batches", id)
+		if !strings.Contains(out, `"state": "queued"`) && !strings.Contains(out, `"state": "processing"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s did not finish:\n%s\n%s", id, out, m.diagnose())
+		}
+	}
+	logs, _ := inst.coordinatorCLI("jobs", "logs", "-queue", "batches", id)
+	if !strings.Contains(out, `"state": "completed"`) || !strings.Contains(out, `"workerHostname": "`+instanceName+"-") ||
+		!strings.Contains(logs, "stdout: the answer is 42") || !strings.Contains(logs, "pulling "+strings.TrimPrefix(inst.mirror, "http://")+"/library/"+inst.image) {
+		t.Fatalf("job %s:\n%s\nlogs:\n%s\n%s", id, out, logs, m.diagnose())
+	}
+
+	// EXECUTOR_NUM_TOTAL_JOBS is 1: the executor exits cleanly and the
 	// unit's ExecStopPost powers the machine off; nspawn then exits 0.
 	select {
 	case <-m.stopped:
@@ -72,7 +112,7 @@ func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 			t.Errorf("the instance stopped with %v, want a clean power-off\n%s", m.err, m.diagnose())
 		}
 	case <-time.After(3 * time.Minute):
-		t.Errorf("the instance did not power itself off after EXECUTOR_MAX_ACTIVE_TIME\n%s", m.diagnose())
+		t.Errorf("the instance did not power itself off after EXECUTOR_NUM_TOTAL_JOBS\n%s", m.diagnose())
 	}
 }
 
@@ -86,8 +126,7 @@ func TestStartupScriptRefusesTamperedRelease(t *testing.T) {
 	log := filepath.Join(m.root, "var/log/execd-startup.log")
 	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
-		data, _ := os.ReadFile(log)
-		if bytes.Contains(data, []byte("FAILED")) {
+		if m.startupFailed() {
 			break
 		}
 		time.Sleep(time.Second)
@@ -116,6 +155,7 @@ type instanceWorld struct {
 	executorSHA              string
 	releaseURL, coordURL     string
 	mirror                   string
+	image                    string // a Docker Hub name only the mirror has
 }
 
 func newInstanceWorld(t *testing.T) *instanceWorld {
@@ -137,8 +177,10 @@ func newInstanceWorld(t *testing.T) *instanceWorld {
 	}
 	w.tofu = findTofu(t, repo)
 
-	// Unique per process: stale namespaces of a killed run do not collide.
-	id := os.Getpid() % 100000
+	// Unique per process: stale namespaces of a killed run do not collide,
+	// and are removed here once their test process is gone.
+	id := os.Getpid()
+	removeStaleNamespaces()
 	w.ns, w.vmNS = fmt.Sprintf("execd-su%d-net", id), fmt.Sprintf("execd-su%d-vm", id)
 	netns.Add(t, w.ns)
 	netns.Add(t, w.vmNS)
@@ -174,8 +216,65 @@ func newInstanceWorld(t *testing.T) *instanceWorld {
 	w.releaseURL = "http://" + l.Addr().String() + "/"
 
 	w.startCoordinator(t)
-	w.mirror = "http://" + netSideAddr + ":5000"
+	w.startMirror(t)
 	return w
+}
+
+// startMirror starts the registry mirror, with its start-up script's
+// configuration, where the instance's EXECUTOR_DOCKER_REGISTRY_MIRROR_URL
+// points, as a pull-through cache of an upstream holding the tests' busybox
+// image as an official Docker Hub image.
+func (w *instanceWorld) startMirror(t *testing.T) {
+	t.Helper()
+	tmpl, err := os.ReadFile(mirrorTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(registryBinary); err != nil {
+		testutil.Missing(t, "registry", fmt.Sprintf("%v: apt-get install docker-registry", err))
+	}
+	busybox, err := name.ParseReference(busyboxImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := daemon.Image(busybox)
+	if err != nil {
+		testutil.Missing(t, "docker", fmt.Sprintf("%s from dockerd (deploy/images/build-test-images.sh): %v", busyboxImage, err))
+	}
+
+	upstream := startRegistryAt(t, "upstream", nil, registryAt{ns: w.ns, ip: netSideAddr, port: "5100", debugPort: "5101"})
+	tag := strconv.Itoa(os.Getpid())
+	ref, err := name.ParseReference(upstream.host+"/library/execd-startup-test:"+tag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img, remote.WithTransport(nsTransport(w.ns))); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	w.image = "execd-startup-test:" + tag
+
+	config, err := renderMirrorConfig(tmpl, "http://"+upstream.host, filepath.Join(t.TempDir(), "registry"))
+	if err != nil {
+		t.Fatalf("%s: %v", mirrorTemplate, err)
+	}
+	mirror := startRegistryAt(t, "mirror", config, registryAt{ns: w.ns, ip: netSideAddr, port: "5000", debugPort: "5001"})
+	w.mirror = "http://" + mirror.host
+}
+
+// removeStaleNamespaces deletes the network namespaces of this test's
+// runs whose process has died (killed before its cleanups).
+func removeStaleNamespaces() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		var pid int
+		var side string
+		if n, _ := fmt.Sscanf(e.Name(), "execd-su%d-%s", &pid, &side); n != 2 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			exec.Command("ip", "netns", "del", e.Name()).Run()
+		}
+	}
 }
 
 // findTofu returns OpenTofu from PATH or the repository's .tools/bin,
@@ -207,12 +306,13 @@ func (w *instanceWorld) startCoordinator(t *testing.T) {
 	}
 	cmd := exec.Command("ip", "netns", "exec", w.ns, w.bin, "serve", "--addr", addr, "--data-dir", dir)
 	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
+	p, err := startTied(cmd, syscall.SIGKILL)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		cmd.Wait()
+		<-p.done
 		logs.Close()
 	})
 	deadline := time.Now().Add(20 * time.Second)
@@ -239,7 +339,7 @@ func (w *instanceWorld) coordinatorCLI(args ...string) (string, error) {
 
 // render renders the executor start-up script with OpenTofu from the
 // startup module, with the settings of a docker-runtime instance whose
-// executor stops after 30 seconds (and powers the machine off).
+// executor stops after one job (and powers the machine off).
 func (w *instanceWorld) render(t *testing.T, sha string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -252,7 +352,7 @@ module "startup" {
   sourcegraph_executor_proxy_password = %q
   queues                              = ["batches"]
   use_firecracker                     = false
-  max_active_time                     = "30s"
+  num_total_jobs                      = 1
   docker_registry_mirror              = %q
 }
 
@@ -291,6 +391,28 @@ type machine struct {
 	// stopped is closed when systemd-nspawn has exited, with err.
 	stopped chan struct{}
 	err     error
+	nspawn  int // systemd-nspawn's pid
+}
+
+// writableCgroups remounts the container's cgroup v1 hierarchies
+// read-write. On a host whose init is not systemd (CI's), systemd-nspawn
+// cannot give the container cgroups of its own and mounts the host's
+// read-only; a machine's dockerd needs them writable to start the job
+// containers. Done after boot, so that the container's systemd has set up
+// its own units without them, as it did.
+func (m *machine) writableCgroups(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("pgrep", "-P", strconv.Itoa(m.nspawn)).Output()
+	init, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	if err != nil || init == "" {
+		t.Fatalf("the container's init: %v %s", err, out)
+	}
+	script := `for d in /sys/fs/cgroup/*/; do
+  case $(stat -f -c %T "$d") in cgroupfs) mount -o remount,bind,rw "$d" ;; esac
+done`
+	if out, err := exec.Command("nsenter", "-t", init, "-m", "sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("remount the container's cgroups read-write: %v\n%s", err, out)
+	}
 }
 
 // startupUnit runs the start-up script once at boot, as a cloud's agent
@@ -303,6 +425,8 @@ Wants=network-online.target
 [Service]
 Type=oneshot
 ExecStart=/usr/local/sbin/execd-startup-script
+# For the test: how the script ended.
+ExecStopPost=/bin/sh -c 'echo "$SERVICE_RESULT" >/var/lib/execd-startup.result'
 
 [Install]
 WantedBy=multi-user.target
@@ -347,17 +471,24 @@ func (w *instanceWorld) boot(t *testing.T, scriptText string) *machine {
 		"--network-namespace-path=/run/netns/"+w.vmNS,
 		// Its own network namespace: dockerd and the executor's firewall
 		// rules need CAP_NET_ADMIN there, as on a machine of their own.
-		"--capability=CAP_NET_ADMIN")
+		"--capability=CAP_NET_ADMIN",
+		// runc gives each container a session keyring, which nspawn's
+		// default system call filter forbids.
+		"--system-call-filter=add_key keyctl")
 	cmd.Stdout, cmd.Stderr = console, console
 	// SIGTERM asks nspawn to power the container off; it is killed if that
 	// takes longer than the wait delay.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second
-	if err := cmd.Start(); err != nil {
+	// SIGTERM powers the container off, should the test binary die.
+	p, err := startTied(cmd, syscall.SIGTERM)
+	if err != nil {
 		t.Fatalf("systemd-nspawn: %v", err)
 	}
+	m.nspawn = cmd.Process.Pid
 	go func() {
-		m.err = cmd.Wait()
+		<-p.done
+		m.err = p.err
 		close(m.stopped)
 	}()
 	t.Cleanup(func() {
@@ -385,7 +516,7 @@ func (m *machine) waitExecutor(t *testing.T, timeout time.Duration) bool {
 				return true
 			}
 		}
-		if console, _ := os.ReadFile(m.log); bytes.Contains(console, []byte("Failed to start execd-startup")) {
+		if m.startupFailed() {
 			t.Logf("the start-up script failed")
 			return false
 		}
@@ -397,6 +528,12 @@ func (m *machine) waitExecutor(t *testing.T, timeout time.Duration) bool {
 		}
 	}
 	return false
+}
+
+// startupFailed reports whether the start-up script has ended in failure.
+func (m *machine) startupFailed() bool {
+	result, err := os.ReadFile(filepath.Join(m.root, "var/lib/execd-startup.result"))
+	return err == nil && strings.TrimSpace(string(result)) != "success"
 }
 
 // diagnose returns the end of the instance's console and start-up logs.

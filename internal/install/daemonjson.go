@@ -67,6 +67,31 @@ func MergeDaemonConfig(existing []byte, want DaemonSettings) (Merged, error) {
 			m.Added = append(m.Added, "the registry mirror "+mirror)
 		}
 		cfg["registry-mirrors"] = mirrors
+
+		// The executor also pulls <mirror host>/library/... itself
+		// (internal/sandbox/docker), which dockerd does over HTTPS unless
+		// the host is an insecure registry: an http:// mirror is one.
+		var insecure []any
+		if v, ok := cfg["insecure-registries"]; ok {
+			if insecure, ok = v.([]any); !ok {
+				return Merged{}, fmt.Errorf(`its "insecure-registries" is not a list of hosts; fix it`)
+			}
+		}
+		for _, mirror := range want.RegistryMirrors {
+			u, err := url.Parse(mirror)
+			if err != nil || u.Scheme != "http" {
+				continue
+			}
+			if slices.ContainsFunc(insecure, func(v any) bool { s, _ := v.(string); return s == u.Host }) {
+				m.Present = append(m.Present, "the insecure registry "+u.Host+" (an http:// mirror)")
+				continue
+			}
+			insecure = append(insecure, u.Host)
+			m.Added = append(m.Added, "the insecure registry "+u.Host+" (an http:// mirror)")
+		}
+		if len(insecure) > 0 {
+			cfg["insecure-registries"] = insecure
+		}
 	}
 
 	if len(want.Runtimes) > 0 {

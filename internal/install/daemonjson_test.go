@@ -52,6 +52,23 @@ func TestMergeDaemonConfig(t *testing.T) {
 			added: []string{"the registry mirror https://mirror.example.com", "the runtime runsc (/usr/local/bin/runsc --platform=systrap)"},
 		},
 		{
+			name: "an http mirror is an insecure registry too", want: install.DaemonSettings{RegistryMirrors: []string{"http://10.0.1.4:5000"}},
+			content: "{\n  \"insecure-registries\": [\n    \"10.0.1.4:5000\"\n  ],\n  \"registry-mirrors\": [\n    \"http://10.0.1.4:5000\"\n  ]\n}\n",
+			added:   []string{"the registry mirror http://10.0.1.4:5000", "the insecure registry 10.0.1.4:5000 (an http:// mirror)"},
+		},
+		{
+			name:     "an http mirror there already, its host among other insecure registries",
+			existing: `{"registry-mirrors": ["http://10.0.1.4:5000"], "insecure-registries": ["10.9.9.9:5000", "10.0.1.4:5000"]}`,
+			want:     install.DaemonSettings{RegistryMirrors: []string{"http://10.0.1.4:5000"}},
+			present:  []string{"the registry mirror http://10.0.1.4:5000", "the insecure registry 10.0.1.4:5000 (an http:// mirror)"},
+		},
+		{
+			name:     "insecure-registries of the wrong type",
+			existing: `{"insecure-registries": "10.0.1.4:5000"}`,
+			want:     install.DaemonSettings{RegistryMirrors: []string{"http://10.0.1.4:5000"}},
+			err:      `"insecure-registries" is not a list`,
+		},
+		{
 			name:     "a mirror there already, with docker's trailing slash",
 			existing: `{"registry-mirrors": ["https://mirror.example.com/"]}`,
 			want:     install.DaemonSettings{RegistryMirrors: mirror},
