@@ -71,6 +71,11 @@ func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 	if err != nil || !strings.Contains(string(daemon), inst.mirror) {
 		t.Errorf("docker's daemon.json does not list the registry mirror %s: %v\n%s", inst.mirror, err, daemon)
 	}
+	// executor validate, in the script, finds dockerd able to use the
+	// http:// mirror (an insecure registry).
+	if log, err := os.ReadFile(filepath.Join(m.root, "var/log/execd-startup.log")); err != nil || bytes.Contains(log, []byte("mirror  the registry mirror")) {
+		t.Errorf("the start-up log warns about the registry mirror (%v):\n%s", err, log)
+	}
 	got, err := os.ReadFile(filepath.Join(m.root, "usr/local/bin/executor"))
 	if sum := sha256.Sum256(got); err != nil || hex.EncodeToString(sum[:]) != inst.executorSHA {
 		t.Errorf("the instance's executor is not the release's: %v", err)

@@ -75,6 +75,12 @@ func Validate(ctx context.Context, getenv func(string) string, runtimes Runtimes
 				}
 			}
 		}
+		// Registry mirrors dockerd cannot pull from as configured.
+		if m, ok := rt.(interface{ MirrorWarnings() []string }); ok {
+			for _, w := range m.MirrorWarnings() {
+				fmt.Fprintf(out, "warn  %-6s mirror  %s\n", rt.Name(), w)
+			}
+		}
 		// The micro-VM runtime's monitors: which one, and why not the others.
 		if e, ok := rt.(interface {
 			Explain(context.Context) []string

@@ -47,8 +47,10 @@ type Runtime struct {
 	cli    *client.Client
 	cliErr error
 
-	diskMu sync.Mutex
+	diskMu sync.Mutex // guards what Check learns: disk, mirrorWarnings
 	disk   diskBound
+	// mirrorWarnings: see MirrorWarnings.
+	mirrorWarnings []string
 }
 
 var (
@@ -142,6 +144,7 @@ func (r *Runtime) check(ctx context.Context) error {
 		errs = append(errs, r.checkGVisor(info.Runtimes))
 	}
 	r.checkDisk(ctx, info)
+	r.checkMirrors(info)
 	if c, ok := r.cfg.Firewall.(interface{ Check(context.Context) error }); ok {
 		if err := c.Check(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("%s: the network policy of jobs' networks cannot be installed: %w "+
