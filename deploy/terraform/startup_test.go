@@ -109,6 +109,18 @@ func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 		t.Fatalf("job %s:\n%s\nlogs:\n%s\n%s", id, out, logs, m.diagnose())
 	}
 
+	// The coordinator's secret is in the environment file only: not in the
+	// start-up log, the console or the journal.
+	journal, _ := exec.Command("journalctl", "--no-pager", "-D", filepath.Join(m.root, "var/log/journal")).CombinedOutput()
+	for name, text := range map[string][]byte{"journal": journal, "console": readFile(m.log), "start-up log": readFile(filepath.Join(m.root, "var/log/execd-startup.log"))} {
+		if len(text) == 0 {
+			t.Errorf("the instance's %s is empty", name)
+		}
+		if bytes.Contains(text, []byte(proxyPassword)) {
+			t.Errorf("the instance's %s holds the coordinator's secret", name)
+		}
+	}
+
 	// EXECUTOR_NUM_TOTAL_JOBS is 1: the executor exits cleanly and the
 	// unit's ExecStopPost powers the machine off; nspawn then exits 0.
 	select {
@@ -539,6 +551,12 @@ func (m *machine) waitExecutor(t *testing.T, timeout time.Duration) bool {
 func (m *machine) startupFailed() bool {
 	result, err := os.ReadFile(filepath.Join(m.root, "var/lib/execd-startup.result"))
 	return err == nil && strings.TrimSpace(string(result)) != "success"
+}
+
+// readFile returns the contents of a file, nothing if it cannot be read.
+func readFile(name string) []byte {
+	data, _ := os.ReadFile(name)
+	return data
 }
 
 // diagnose returns the end of the instance's console and start-up logs.
