@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/execd/execd/internal/executor"
 	"github.com/execd/execd/internal/sandbox"
@@ -94,14 +96,21 @@ func shellInit(ctx context.Context, cfg executor.Config, logger *slog.Logger) st
 }
 
 // firewall is the network policy of the jobs' networks: docker's
-// resolvers may be reached on port 53 even when private, and the host
-// when EXECUTOR_DOCKER_ADD_HOST_GATEWAY asks for it.
+// resolvers may be reached on port 53 even when private, the registry
+// mirrors on their port, and the host when EXECUTOR_DOCKER_ADD_HOST_GATEWAY
+// asks for it.
 func firewall(cfg executor.Config, logger *slog.Logger) *netpolicy.Firewall {
 	resolvers, err := netpolicy.Resolvers()
 	if err != nil {
 		logger.Warn("cannot list the host's DNS resolvers; jobs' networks may not resolve names through private ones", "err", err)
 	}
-	return &netpolicy.Firewall{AllowDNS: resolvers, AllowHost: cfg.DockerAddHostGateway, Logger: logger}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	mirrors, err := executor.MirrorServices(ctx, cfg.DockerRegistryMirrors, net.DefaultResolver.LookupNetIP)
+	if err != nil {
+		logger.Warn("jobs cannot reach these registry mirrors if they are private", "err", err)
+	}
+	return &netpolicy.Firewall{AllowDNS: resolvers, AllowTCP: mirrors, AllowHost: cfg.DockerAddHostGateway, Logger: logger}
 }
 
 // cleanupOnly is the firewall of an executor whose jobs have no network:

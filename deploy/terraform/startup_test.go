@@ -82,10 +82,22 @@ func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 	}
 
 	m.writableCgroups(t)
-	// A job, whose image only the mirror has.
-	spec := fmt.Sprintf(`{"dockerSteps": [{"image": %q, "commands": ["echo the answer is $((6 * 7))"]}]}`, inst.image)
+	// A job, whose image only the mirror has. Its network policy lets it
+	// reach the mirror, and nothing else private (the coordinator).
+	spec, err := json.Marshal(map[string]any{"dockerSteps": []map[string]any{{
+		"image": inst.image,
+		"commands": []string{
+			"echo the answer is $((6 * 7))",
+			// busybox's nc: its wget needs what a static glibc lacks.
+			fmt.Sprintf(`printf 'GET /v2/ HTTP/1.0\r\n\r\n' | nc -w 5 %s | head -n 1`, strings.Replace(strings.TrimPrefix(inst.mirror, "http://"), ":", " ", 1)),
+			fmt.Sprintf("nc -w 5 %s </dev/null && echo the coordinator is reachable || echo the coordinator is unreachable", strings.Replace(strings.TrimPrefix(inst.coordURL, "http://"), ":", " ", 1)),
+		},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	specFile := filepath.Join(t.TempDir(), "spec.json")
-	if err := os.WriteFile(specFile, []byte(spec), 0o600); err != nil {
+	if err := os.WriteFile(specFile, spec, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, err := inst.coordinatorCLI("jobs", "submit", "-queue", "batches", specFile)
@@ -105,7 +117,8 @@ func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 	}
 	logs, _ := inst.coordinatorCLI("jobs", "logs", "-queue", "batches", id)
 	if !strings.Contains(out, `"state": "completed"`) || !strings.Contains(out, `"workerHostname": "`+instanceName+"-") ||
-		!strings.Contains(logs, "stdout: the answer is 42") || !strings.Contains(logs, "pulling "+strings.TrimPrefix(inst.mirror, "http://")+"/library/"+inst.image) {
+		!strings.Contains(logs, "stdout: the answer is 42") || !strings.Contains(logs, "pulling "+strings.TrimPrefix(inst.mirror, "http://")+"/library/"+inst.image) ||
+		!strings.Contains(logs, "stdout: HTTP/1.0 200 OK") || !strings.Contains(logs, "stdout: the coordinator is unreachable") {
 		t.Fatalf("job %s:\n%s\nlogs:\n%s\n%s", id, out, logs, m.diagnose())
 	}
 

@@ -30,6 +30,10 @@ type Firewall struct {
 	// reach even though they are private addresses or the host's own,
 	// such as a cloud VPC's resolver.
 	AllowDNS []netip.Addr
+	// AllowTCP are services a sandbox may connect to over TCP even though
+	// they are on private addresses or the host's own, such as the
+	// registry mirror of EXECUTOR_DOCKER_REGISTRY_MIRROR_URL.
+	AllowTCP []netip.AddrPort
 	// AllowHost lets sandboxes connect to the host's own addresses, as
 	// EXECUTOR_DOCKER_ADD_HOST_GATEWAY asks; the rest of the policy stays.
 	AllowHost bool
@@ -82,7 +86,7 @@ func (f *Firewall) Apply(ctx context.Context, bridge string, subnet netip.Prefix
 		return err
 	}
 	defer unlock()
-	opts := options{allowDNS: f.AllowDNS, allowHost: f.AllowHost, accept: f.Accept}
+	opts := options{allowDNS: f.AllowDNS, allowTCP: f.AllowTCP, allowHost: f.AllowHost, accept: f.Accept}
 	for _, fam := range families() {
 		if err := f.apply(ctx, makePlan(fam, bridge, subnet, opts)); err != nil {
 			return fmt.Errorf("netpolicy: apply the %s rules of bridge %s: %w", fam.name, bridge, err)

@@ -120,6 +120,20 @@ func TestFirewall_Exceptions(t *testing.T) {
 	}
 }
 
+// AllowTCP opens one TCP port of a private address (a registry mirror's),
+// and no other port of it.
+func TestFirewall_AllowTCP(t *testing.T) {
+	tp := newTopology(t)
+	fw := &netpolicy.Firewall{NetNS: tp.ns("host"), AllowTCP: []netip.AddrPort{netip.MustParseAddrPort("192.168.77.10:8080")}}
+	if err := fw.Apply(t.Context(), "execd-t0", subnet0); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	tp.wantReach(t, "internet", "private host")
+	if err := fw.Remove(t.Context(), "execd-t0"); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+}
+
 // Without docker's DOCKER-USER chain, Apply creates it and the jump to it,
 // once, even when several jobs start at the same time.
 func TestFirewall_NoDockerUser(t *testing.T) {

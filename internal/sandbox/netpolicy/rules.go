@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -85,8 +86,39 @@ func chainNames(bridge string) (forward, input string) {
 // options are a Firewall's exceptions to the policy.
 type options struct {
 	allowDNS  []netip.Addr
+	allowTCP  []netip.AddrPort
 	allowHost bool
 	accept    bool
+}
+
+// opening is a service the policy lets sandboxes reach: a protocol and
+// port of one address.
+type opening struct {
+	addr  netip.Addr
+	proto string
+	port  uint16
+}
+
+// openings returns the services of opts in fam: each resolver's port 53
+// over UDP and TCP, then each TCP service.
+func (opts options) openings(fam family) []opening {
+	var o []opening
+	for _, a := range opts.allowDNS {
+		if a.Is4() == (fam.name == "IPv4") {
+			o = append(o, opening{a, "udp", 53}, opening{a, "tcp", 53})
+		}
+	}
+	for _, ap := range opts.allowTCP {
+		if a := ap.Addr().Unmap(); a.Is4() == (fam.name == "IPv4") {
+			o = append(o, opening{a, "tcp", ap.Port()})
+		}
+	}
+	return o
+}
+
+// args are the rule arguments that match traffic to o.
+func (o opening) args() []string {
+	return []string{"-d", netip.PrefixFrom(o.addr, o.addr.BitLen()).String(), "-p", o.proto, "--dport", strconv.Itoa(int(o.port))}
 }
 
 // makePlan returns the rules of bridge in fam. When the subnet is of
@@ -117,12 +149,8 @@ func makePlan(fam family, bridge string, subnet netip.Prefix, opts options) plan
 	} else {
 		// Only traffic in from the bridge is left.
 		add(fwd, "!", "-s", subnet.Masked().String(), "-j", "DROP")
-		for _, a := range opts.allowDNS {
-			if a.Is4() == (fam.name == "IPv4") {
-				for _, proto := range []string{"udp", "tcp"} {
-					add(fwd, "-d", netip.PrefixFrom(a, a.BitLen()).String(), "-p", proto, "--dport", "53", "-j", pass)
-				}
-			}
+		for _, o := range opts.openings(fam) {
+			add(fwd, append(o.args(), "-j", pass)...)
 		}
 		for _, b := range fam.blocked {
 			add(fwd, "-d", b.String(), "-j", "DROP")
@@ -143,12 +171,8 @@ func makePlan(fam family, bridge string, subnet netip.Prefix, opts options) plan
 			}
 		}
 		if sameFamily {
-			for _, a := range opts.allowDNS {
-				if a.Is4() == (fam.name == "IPv4") {
-					for _, proto := range []string{"udp", "tcp"} {
-						add(in, "-d", netip.PrefixFrom(a, a.BitLen()).String(), "-p", proto, "--dport", "53", "-j", "RETURN")
-					}
-				}
+			for _, o := range opts.openings(fam) {
+				add(in, append(o.args(), "-j", "RETURN")...)
 			}
 		}
 		add(in, "-j", "DROP")
