@@ -125,6 +125,19 @@ func TestRestoreScript(t *testing.T) {
 				"-A EXECD-8F160A1A09-IN -j DROP\n" +
 				"COMMIT\n",
 		},
+		{
+			name: "a registry mirror's port, of each family in its own", fam: ipv4(), st: docker, present: []bool{true, true, true},
+			opts: options{allowTCP: []netip.AddrPort{netip.MustParseAddrPort("10.0.1.4:5000"), netip.MustParseAddrPort("[fd00::4]:5000"), netip.MustParseAddrPort("[::ffff:10.0.1.5]:443")}},
+			want: "*filter\n:EXECD-8F160A1A09 - [0:0]\n:EXECD-8F160A1A09-IN - [0:0]\n" +
+				strings.Join(strings.SplitAfter(v4, "\n")[2:6], "") +
+				"-A EXECD-8F160A1A09 -d 10.0.1.4/32 -p tcp --dport 5000 -j RETURN\n" +
+				"-A EXECD-8F160A1A09 -d 10.0.1.5/32 -p tcp --dport 443 -j RETURN\n" +
+				strings.Join(strings.SplitAfter(v4, "\n")[6:16], "") +
+				"-A EXECD-8F160A1A09-IN -d 10.0.1.4/32 -p tcp --dport 5000 -j RETURN\n" +
+				"-A EXECD-8F160A1A09-IN -d 10.0.1.5/32 -p tcp --dport 443 -j RETURN\n" +
+				"-A EXECD-8F160A1A09-IN -j DROP\n" +
+				"COMMIT\n",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
