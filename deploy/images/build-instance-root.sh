@@ -9,15 +9,16 @@
 # script's `executor install docker` finds them installed instead of
 # installing them with apt.
 #
-# Usage: deploy/images/build-instance-root.sh [dir]   (root; default
-# .tools/instance-root; about a minute and 600 MB; needs debootstrap and
-# the Debian mirror)
+# Usage: deploy/images/build-instance-root.sh [dir]   (root; about a
+# minute and 600 MB; needs debootstrap and the Debian mirror)
 #
+# dir defaults to $EXECD_INSTANCE_ROOT, else /var/cache/execd/instance-root:
+# outside the clone, so that CI's clean clones on one machine share it.
 # Idempotent: a root built from the same package list is kept.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-dir=${1:-.tools/instance-root}
+dir=${1:-${EXECD_INSTANCE_ROOT:-/var/cache/execd/instance-root}}
 suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 pkgs=systemd,systemd-sysv,dbus,curl,ca-certificates,iproute2,procps,git,iptables,docker.io

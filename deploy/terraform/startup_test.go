@@ -2,6 +2,7 @@ package terraform_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -201,7 +202,8 @@ func newInstanceWorld(t *testing.T) *instanceWorld {
 		t.Fatal(err)
 	}
 	w := &instanceWorld{repo: repo}
-	w.rootTemplate = filepath.Join(repo, ".tools/instance-root")
+	// Where deploy/images/build-instance-root.sh makes it.
+	w.rootTemplate = cmp.Or(os.Getenv("EXECD_INSTANCE_ROOT"), "/var/cache/execd/instance-root")
 	if _, err := os.Stat(filepath.Join(w.rootTemplate, ".execd-instance-root")); err != nil {
 		testutil.Missing(t, "nspawn", "no instance root: run deploy/images/build-instance-root.sh")
 	}
