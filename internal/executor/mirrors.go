@@ -3,11 +3,10 @@ package executor
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
-	"net/url"
-	"strconv"
 	"strings"
+
+	"github.com/execd/execd/internal/sandbox/dockerconfig"
 )
 
 // MirrorServices returns the addresses and ports of the registry mirrors
@@ -21,26 +20,14 @@ func MirrorServices(ctx context.Context, mirrors []string, lookup func(ctx conte
 		errs     []string
 	)
 	for _, m := range mirrors {
-		m = strings.TrimSpace(m)
-		scheme, host := "https", m
-		if strings.Contains(m, "://") {
-			u, err := url.Parse(m)
-			if err != nil || u.Host == "" {
-				errs = append(errs, fmt.Sprintf("%q is not a URL", m))
-				continue
-			}
-			scheme, host = u.Scheme, u.Host
-		}
-		name, port := host, map[string]string{"http": "80"}[scheme]
-		if port == "" {
-			port = "443"
-		}
-		if h, p, err := net.SplitHostPort(host); err == nil {
-			name, port = h, p
-		}
-		n, err := strconv.ParseUint(port, 10, 16)
+		mirror, err := dockerconfig.ParseMirror(m)
 		if err != nil {
-			errs = append(errs, fmt.Sprintf("%q: bad port %q", m, port))
+			errs = append(errs, fmt.Sprintf("%q: %v", m, err))
+			continue
+		}
+		name, port, err := mirror.Addr()
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%q: %v", m, err))
 			continue
 		}
 		addrs := []netip.Addr{}
@@ -51,7 +38,7 @@ func MirrorServices(ctx context.Context, mirrors []string, lookup func(ctx conte
 			continue
 		}
 		for _, a := range addrs {
-			services = append(services, netip.AddrPortFrom(a.Unmap(), uint16(n)))
+			services = append(services, netip.AddrPortFrom(a.Unmap(), port))
 		}
 	}
 	if len(errs) > 0 {

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/execd/execd/internal/sandbox/dockerconfig"
 )
 
 // DaemonSettings is what the executor needs in docker's daemon.json.
@@ -77,17 +79,18 @@ func MergeDaemonConfig(existing []byte, want DaemonSettings) (Merged, error) {
 				return Merged{}, fmt.Errorf(`its "insecure-registries" is not a list of hosts; fix it`)
 			}
 		}
-		for _, mirror := range want.RegistryMirrors {
-			u, err := url.Parse(mirror)
-			if err != nil || u.Scheme != "http" {
+		for _, u := range want.RegistryMirrors {
+			mirror, err := dockerconfig.ParseMirror(u)
+			if err != nil || mirror.Scheme != "http" {
 				continue
 			}
-			if slices.ContainsFunc(insecure, func(v any) bool { s, _ := v.(string); return s == u.Host }) {
-				m.Present = append(m.Present, "the insecure registry "+u.Host+" (an http:// mirror)")
+			what := "the insecure registry " + mirror.Host + " (an http:// mirror)"
+			if slices.ContainsFunc(insecure, func(v any) bool { s, _ := v.(string); return s == mirror.Host }) {
+				m.Present = append(m.Present, what)
 				continue
 			}
-			insecure = append(insecure, u.Host)
-			m.Added = append(m.Added, "the insecure registry "+u.Host+" (an http:// mirror)")
+			insecure = append(insecure, mirror.Host)
+			m.Added = append(m.Added, what)
 		}
 		if len(insecure) > 0 {
 			cfg["insecure-registries"] = insecure

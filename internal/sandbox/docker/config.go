@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"net/url"
 	"strings"
 
 	"github.com/docker/docker/api/types/mount"
@@ -98,12 +97,12 @@ func (c Config) parse() (settings, error) {
 	var s settings
 	var errs []error
 	for _, m := range c.RegistryMirrors {
-		host, err := mirrorHost(m)
+		mirror, err := dockerconfig.ParseMirror(m)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("registry mirror %q: %w", m, err))
 			continue
 		}
-		s.mirrors = append(s.mirrors, host)
+		s.mirrors = append(s.mirrors, mirror.Host)
 	}
 	mounts, err := dockerconfig.ParseMounts(c.AdditionalMounts)
 	if err != nil {
@@ -122,29 +121,6 @@ func (c Config) parse() (settings, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return settings{}, fmt.Errorf("docker: invalid configuration: %w", err)
-	}
-	return s, nil
-}
-
-// mirrorHost returns the host[:port] of a registry mirror given as a URL
-// (http://mirror:5000) or as host[:port].
-func mirrorHost(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return "", errors.New("empty")
-	}
-	if strings.Contains(s, "://") {
-		u, err := url.Parse(s)
-		if err != nil {
-			return "", err
-		}
-		if u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return "", errors.New("want a URL such as http://mirror.example.com:5000, without a path")
-		}
-		return u.Host, nil
-	}
-	if strings.ContainsAny(s, "/ ") {
-		return "", errors.New("want a URL such as http://mirror.example.com:5000, or host:port")
 	}
 	return s, nil
 }

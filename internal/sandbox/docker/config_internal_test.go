@@ -8,22 +8,6 @@ import (
 	"github.com/distribution/reference"
 )
 
-func TestMirrorHost(t *testing.T) {
-	for in, want := range map[string]string{
-		"http://10.0.0.5:5000": "10.0.0.5:5000", "https://mirror.example.com/": "mirror.example.com",
-		"mirror.example.com:5000": "mirror.example.com:5000",
-	} {
-		if got, err := mirrorHost(in); err != nil || got != want {
-			t.Errorf("mirrorHost(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "http://mirror/path", "mirror/path", "http://"} {
-		if got, err := mirrorHost(bad); err == nil {
-			t.Errorf("mirrorHost(%q) = %q, want an error", bad, got)
-		}
-	}
-}
-
 func TestPullSources(t *testing.T) {
 	r := New(Config{RegistryMirrors: []string{"http://mirror-a:5000", "mirror-b"}})
 	if r.cfgErr != nil {

@@ -37,32 +37,32 @@ type diskBound struct {
 // writes to the host's disk: the workspace and the container's root.
 // It is known once Check ran.
 func (r *Runtime) boundsDisk() bool {
-	r.diskMu.Lock()
-	defer r.diskMu.Unlock()
+	r.checkMu.Lock()
+	defer r.checkMu.Unlock()
 	return r.disk.bounded
 }
 
 // DiskBound says what bounds a step's writes to its container's root
 // file system, or why nothing does and how to fix it; "" before Check.
 func (r *Runtime) DiskBound() string {
-	r.diskMu.Lock()
-	defer r.diskMu.Unlock()
+	r.checkMu.Lock()
+	defer r.checkMu.Unlock()
 	return r.disk.why
 }
 
 // layerQuota reports whether step containers get a writable layer of
 // the job's disk limit.
 func (r *Runtime) layerQuota() bool {
-	r.diskMu.Lock()
-	defer r.diskMu.Unlock()
+	r.checkMu.Lock()
+	defer r.checkMu.Unlock()
 	return r.disk.layerQuota
 }
 
 // checkDisk finds out, once, what bounds the root file system's writes.
 func (r *Runtime) checkDisk(ctx context.Context, info system.Info) {
-	r.diskMu.Lock()
+	r.checkMu.Lock()
 	known := r.disk.known
-	r.diskMu.Unlock()
+	r.checkMu.Unlock()
 	if known {
 		return
 	}
@@ -76,9 +76,9 @@ func (r *Runtime) checkDisk(ctx context.Context, info system.Info) {
 		}
 	}
 	d.known = true
-	r.diskMu.Lock()
+	r.checkMu.Lock()
 	r.disk = d
-	r.diskMu.Unlock()
+	r.checkMu.Unlock()
 }
 
 // gvisorDisk: runsc keeps the root's writes in memory with

@@ -3,26 +3,26 @@ package docker
 import (
 	"fmt"
 	"net"
-	"net/url"
-	"strings"
 
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/api/types/system"
+
+	"github.com/execd/execd/internal/sandbox/dockerconfig"
 )
 
 // MirrorWarnings says which registry mirrors dockerd cannot pull from as
 // configured, with the fix; none when all can. Known after a Check.
 func (r *Runtime) MirrorWarnings() []string {
-	r.diskMu.Lock()
-	defer r.diskMu.Unlock()
+	r.checkMu.Lock()
+	defer r.checkMu.Unlock()
 	return r.mirrorWarnings
 }
 
 func (r *Runtime) checkMirrors(info system.Info) {
 	w := plainMirrorWarnings(r.cfg.RegistryMirrors, info.RegistryConfig, net.LookupIP)
-	r.diskMu.Lock()
+	r.checkMu.Lock()
 	r.mirrorWarnings = w
-	r.diskMu.Unlock()
+	r.checkMu.Unlock()
 }
 
 // plainMirrorWarnings returns a warning for each http:// mirror that
@@ -37,16 +37,13 @@ func plainMirrorWarnings(mirrors []string, rc *registry.ServiceConfig, lookup fu
 	}
 	var warnings []string
 	for _, m := range mirrors {
-		u, err := url.Parse(strings.TrimSpace(m))
-		if err != nil || u.Scheme != "http" || u.Host == "" {
-			continue
-		}
-		if insecureRegistry(u.Host, rc, lookup) {
+		mirror, err := dockerconfig.ParseMirror(m)
+		if err != nil || mirror.Scheme != "http" || insecureRegistry(mirror.Host, rc, lookup) {
 			continue
 		}
 		warnings = append(warnings, fmt.Sprintf("the registry mirror %s is plain HTTP, but dockerd would reach %s over HTTPS, "+
 			"so pulls through it fail: run `executor install docker`, or add %q to \"insecure-registries\" in /etc/docker/daemon.json and reload dockerd",
-			m, u.Host, u.Host))
+			m, mirror.Host, mirror.Host))
 	}
 	return warnings
 }

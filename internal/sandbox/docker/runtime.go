@@ -47,8 +47,8 @@ type Runtime struct {
 	cli    *client.Client
 	cliErr error
 
-	diskMu sync.Mutex // guards what Check learns: disk, mirrorWarnings
-	disk   diskBound
+	checkMu sync.Mutex // guards what Check learns: disk, mirrorWarnings
+	disk    diskBound
 	// mirrorWarnings: see MirrorWarnings.
 	mirrorWarnings []string
 }

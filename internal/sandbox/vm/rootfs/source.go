@@ -289,17 +289,19 @@ func (r *resolver) mirrorRefs(ref name.Reference) []name.Reference {
 	}
 	var refs []name.Reference
 	for _, m := range r.cfg.RegistryMirrors {
-		var opts []name.Option
-		host := m
-		if h, ok := strings.CutPrefix(m, "http://"); ok {
-			host, opts = h, append(opts, name.Insecure)
+		mirror, err := dockerconfig.ParseMirror(m)
+		if err != nil {
+			continue
 		}
-		host = strings.TrimSuffix(strings.TrimPrefix(host, "https://"), "/")
+		var opts []name.Option
+		if mirror.Scheme == "http" {
+			opts = append(opts, name.Insecure)
+		}
 		sep := ":"
 		if _, ok := ref.(name.Digest); ok {
 			sep = "@"
 		}
-		mr, err := name.ParseReference(host+"/"+ref.Context().RepositoryStr()+sep+ref.Identifier(), opts...)
+		mr, err := name.ParseReference(mirror.Host+"/"+ref.Context().RepositoryStr()+sep+ref.Identifier(), opts...)
 		if err == nil {
 			refs = append(refs, mr)
 		}
