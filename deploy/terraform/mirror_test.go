@@ -634,9 +634,6 @@ func startTied(cmd *exec.Cmd, sig syscall.Signal) (*tiedProcess, error) {
 // nsClient is an HTTP client whose connections are made in network
 // namespace ns (the test's own for ""), so it reaches servers there.
 func nsClient(ns string) *http.Client {
-	if ns == "" {
-		return http.DefaultClient
-	}
 	return &http.Client{Transport: nsTransport(ns)}
 }
 

@@ -7,19 +7,17 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	goruntime "runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/network"
-	"golang.org/x/sys/unix"
 
 	"github.com/execd/execd/internal/sandbox"
 	"github.com/execd/execd/internal/sandbox/docker"
 	"github.com/execd/execd/internal/sandbox/netpolicy"
 	"github.com/execd/execd/internal/testutil"
+	"github.com/execd/execd/internal/testutil/netns"
 )
 
 // e2eHost is a host around the executor's machine, in a network
@@ -94,49 +92,8 @@ func e2eTopology(t *testing.T) {
 		// Back to the root namespace, hence to the job networks' subnets.
 		in("ip", "route", "add", "default", "via", h.rootSide)
 		sh("ip", "route", "add", h.addr+"/32", "via", h.nsSide, "dev", veth)
-		e2eServe(t, ns, fmt.Sprintf("%s:%d", h.addr, e2ePort), h.name)
+		netns.Serve(t, ns, fmt.Sprintf("%s:%d", h.addr, e2ePort), h.name)
 	}
-}
-
-// e2eServe runs a TCP server greeting with name at addr, in network
-// namespace ns ("" for the test's own), until the test ends.
-func e2eServe(t *testing.T, ns, addr, name string) {
-	t.Helper()
-	errc := make(chan error, 1)
-	var ln net.Listener
-	go func() {
-		if ns != "" {
-			goruntime.LockOSThread() // never unlocked: the thread dies with the goroutine
-			f, err := os.Open("/run/netns/" + ns)
-			if err != nil {
-				errc <- err
-				return
-			}
-			defer f.Close()
-			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-				errc <- fmt.Errorf("setns %s: %w", ns, err)
-				return
-			}
-		}
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("listen on %s in %q: %v", addr, ns, err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintln(c, name)
-			c.Close()
-		}
-	})
 }
 
 // The job network policy with real containers and the real firewall: a
@@ -246,7 +203,7 @@ func e2eProbe(t *testing.T, rt *docker.Runtime) map[string]bool {
 	}
 	hostLn.Close()
 	hostAddr := hostLn.Addr().String()
-	e2eServe(t, "", hostAddr, "host")
+	netns.Serve(t, "", hostAddr, "host")
 
 	targets := map[string]string{"other job": net.JoinHostPort(ipB, "9000"), "host": hostAddr}
 	greeting := map[string]string{"other job": "jobB", "host": "host"}

@@ -50,8 +50,12 @@ func Run(t testing.TB, ns string, args ...string) string {
 
 // Do runs fn on a thread in namespace ns: the sockets it opens, the
 // interfaces it makes and the commands it starts are in ns. The thread
-// is left there, locked, and exits with its goroutine.
+// is left there, locked, and exits with its goroutine. An ns of "" is
+// the caller's own namespace: fn just runs.
 func Do(ns string, fn func() error) error {
+	if ns == "" {
+		return fn()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
@@ -70,7 +74,8 @@ func Do(ns string, fn func() error) error {
 	return <-errc
 }
 
-// Serve runs a TCP server at addr in namespace ns until the test ends:
+// Serve runs a TCP server at addr in namespace ns ("" for the test's
+// own) until the test ends:
 // it sends each client the line greeting and closes the connection.
 func Serve(t testing.TB, ns, addr, greeting string) {
 	t.Helper()
