@@ -527,12 +527,12 @@ func startDockerd(t *testing.T, dockerd, cli, mirrorURL string) *throwawayDocker
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group: a containerd it starts goes with it. Told
 	// to stop if the test binary dies before its cleanups.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p, err := startTied(cmd, syscall.SIGTERM)
+	if err != nil {
 		t.Fatalf("start dockerd: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	exited := p.done
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {

@@ -57,6 +57,7 @@ const (
 // the reference's instances do.
 func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 	inst := newInstanceWorld(t)
+	inst.startMirror(t)
 	script := inst.render(t, inst.executorSHA)
 
 	m := inst.boot(t, script)
@@ -69,12 +70,12 @@ func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 		t.Errorf("executor.env: %v, mode %v; want 0600 (it holds the coordinator's secret)", err, fi.Mode())
 	}
 	daemon, err := os.ReadFile(filepath.Join(m.root, "etc/docker/daemon.json"))
-	if err != nil || !strings.Contains(string(daemon), inst.mirror) {
-		t.Errorf("docker's daemon.json does not list the registry mirror %s: %v\n%s", inst.mirror, err, daemon)
+	if err != nil || !strings.Contains(string(daemon), inst.mirrorURL()) {
+		t.Errorf("docker's daemon.json does not list the registry mirror %s: %v\n%s", inst.mirrorURL(), err, daemon)
 	}
 	// executor validate, in the script, finds dockerd able to use the
 	// http:// mirror (an insecure registry).
-	if log, err := os.ReadFile(filepath.Join(m.root, "var/log/execd-startup.log")); err != nil || bytes.Contains(log, []byte("mirror  the registry mirror")) {
+	if log, err := os.ReadFile(filepath.Join(m.root, startupLog)); err != nil || bytes.Contains(log, []byte("mirror  the registry mirror")) {
 		t.Errorf("the start-up log warns about the registry mirror (%v):\n%s", err, log)
 	}
 	got, err := os.ReadFile(filepath.Join(m.root, "usr/local/bin/executor"))
@@ -90,8 +91,8 @@ func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 		"commands": []string{
 			"echo the answer is $((6 * 7))",
 			// busybox's nc: its wget needs what a static glibc lacks.
-			fmt.Sprintf(`printf 'GET /v2/ HTTP/1.0\r\n\r\n' | nc -w 5 %s | head -n 1`, strings.Replace(strings.TrimPrefix(inst.mirror, "http://"), ":", " ", 1)),
-			fmt.Sprintf("nc -w 5 %s </dev/null && echo the coordinator is reachable || echo the coordinator is unreachable", strings.Replace(strings.TrimPrefix(inst.coordURL, "http://"), ":", " ", 1)),
+			fmt.Sprintf(`printf 'GET /v2/ HTTP/1.0\r\n\r\n' | nc -w 5 %s | head -n 1`, strings.Replace(inst.mirrorAddr, ":", " ", 1)),
+			fmt.Sprintf("nc -w 5 %s </dev/null && echo the coordinator is reachable || echo the coordinator is unreachable", strings.Replace(inst.coordAddr, ":", " ", 1)),
 		},
 	}}})
 	if err != nil {
@@ -118,7 +119,7 @@ func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 	}
 	logs, _ := inst.coordinatorCLI("jobs", "logs", "-queue", "batches", id)
 	if !strings.Contains(out, `"state": "completed"`) || !strings.Contains(out, `"workerHostname": "`+instanceName+"-") ||
-		!strings.Contains(logs, "stdout: the answer is 42") || !strings.Contains(logs, "pulling "+strings.TrimPrefix(inst.mirror, "http://")+"/library/"+inst.image) ||
+		!strings.Contains(logs, "stdout: the answer is 42") || !strings.Contains(logs, "pulling "+inst.mirrorAddr+"/library/"+inst.image) ||
 		!strings.Contains(logs, "stdout: HTTP/1.0 200 OK") || !strings.Contains(logs, "stdout: the coordinator is unreachable") {
 		t.Fatalf("job %s:\n%s\nlogs:\n%s\n%s", id, out, logs, m.diagnose())
 	}
@@ -126,7 +127,7 @@ func TestStartupScriptBootsLiveExecutor(t *testing.T) {
 	// The coordinator's secret is in the environment file only: not in the
 	// start-up log, the console or the journal.
 	journal, _ := exec.Command("journalctl", "--no-pager", "-D", filepath.Join(m.root, "var/log/journal")).CombinedOutput()
-	for name, text := range map[string][]byte{"journal": journal, "console": readFile(m.log), "start-up log": readFile(filepath.Join(m.root, "var/log/execd-startup.log"))} {
+	for name, text := range map[string][]byte{"journal": journal, "console": readFile(m.log), "start-up log": readFile(filepath.Join(m.root, startupLog))} {
 		if len(text) == 0 {
 			t.Errorf("the instance's %s is empty", name)
 		}
@@ -154,7 +155,7 @@ func TestStartupScriptRefusesTamperedRelease(t *testing.T) {
 	script := inst.render(t, strings.Repeat("0", 64))
 
 	m := inst.boot(t, script)
-	log := filepath.Join(m.root, "var/log/execd-startup.log")
+	log := filepath.Join(m.root, startupLog)
 	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
 		if m.startupFailed() {
@@ -177,17 +178,21 @@ func TestStartupScriptRefusesTamperedRelease(t *testing.T) {
 }
 
 // instanceWorld is what a test instance needs around it: the release's
-// binaries served over HTTP and a coordinator, both in the network
-// namespace the instance's veth leads to.
+// binaries served over HTTP, a coordinator and, once startMirror ran, the
+// registry mirror, all in the network namespace the instance's veth
+// leads to.
 type instanceWorld struct {
 	repo, tofu, rootTemplate string
 	ns, vmNS                 string
 	bin                      string // the coordinator binary
 	executorSHA              string
-	releaseURL, coordURL     string
-	mirror                   string
+	releaseURL               string
+	coordAddr, mirrorAddr    string // host:port; mirrorAddr once startMirror ran
 	image                    string // a Docker Hub name only the mirror has
 }
+
+// startupLog is the start-up script's log, in the instance's root.
+const startupLog = "var/log/execd-startup.log"
 
 func newInstanceWorld(t *testing.T) *instanceWorld {
 	t.Helper()
@@ -220,12 +225,10 @@ func newInstanceWorld(t *testing.T) *instanceWorld {
 
 	// The release: the binaries a release URL serves.
 	release := t.TempDir()
-	for _, cmd := range []string{"executor", "execd-sandbox-init", "coordinator"} {
-		build := exec.Command("go", "build", "-o", filepath.Join(release, cmd), "./cmd/"+cmd)
-		build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build ./cmd/%s: %v\n%s", cmd, err, out)
-		}
+	build := exec.Command("go", "build", "-o", release+"/", "./cmd/executor", "./cmd/execd-sandbox-init", "./cmd/coordinator")
+	build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	exe, err := os.ReadFile(filepath.Join(release, "executor"))
 	if err != nil {
@@ -248,8 +251,15 @@ func newInstanceWorld(t *testing.T) *instanceWorld {
 	w.releaseURL = "http://" + l.Addr().String() + "/"
 
 	w.startCoordinator(t)
-	w.startMirror(t)
 	return w
+}
+
+// mirrorURL is EXECUTOR_DOCKER_REGISTRY_MIRROR_URL: none before startMirror.
+func (w *instanceWorld) mirrorURL() string {
+	if w.mirrorAddr == "" {
+		return ""
+	}
+	return "http://" + w.mirrorAddr
 }
 
 // startMirror starts the registry mirror, with its start-up script's
@@ -290,7 +300,7 @@ func (w *instanceWorld) startMirror(t *testing.T) {
 		t.Fatalf("%s: %v", mirrorTemplate, err)
 	}
 	mirror := startRegistryAt(t, "mirror", config, registryAt{ns: w.ns, ip: netSideAddr, port: "5000", debugPort: "5001"})
-	w.mirror = "http://" + mirror.host
+	w.mirrorAddr = mirror.host
 }
 
 // removeStaleNamespaces deletes the network namespaces of this test's
@@ -331,7 +341,7 @@ func (w *instanceWorld) startCoordinator(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := netSideAddr + ":3080"
-	w.coordURL = "http://" + addr
+	w.coordAddr = addr
 	logs, err := os.Create(filepath.Join(dir, "coordinator.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +374,7 @@ func (w *instanceWorld) startCoordinator(t *testing.T) {
 // as an operator does.
 func (w *instanceWorld) coordinatorCLI(args ...string) (string, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", w.ns, w.bin}, args...)...)
-	cmd.Env = append(os.Environ(), "EXECD_URL="+w.coordURL, "EXECD_API_TOKEN="+apiToken)
+	cmd.Env = append(os.Environ(), "EXECD_URL=http://"+w.coordAddr, "EXECD_API_TOKEN="+apiToken)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -392,7 +402,7 @@ output "executor_script" {
   value     = module.startup.executor_script
   sensitive = true
 }
-`, filepath.Join(w.repo, "deploy/terraform/modules/startup"), w.releaseURL, sha, w.coordURL, proxyPassword, w.mirror)
+`, filepath.Join(w.repo, "deploy/terraform/modules/startup"), w.releaseURL, sha, "http://"+w.coordAddr, proxyPassword, w.mirrorURL())
 	if err := os.WriteFile(filepath.Join(dir, "main.tf"), []byte(main), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -577,7 +587,7 @@ func readFile(name string) []byte {
 // diagnose returns the end of the instance's console and start-up logs.
 func (m *machine) diagnose() string {
 	var b strings.Builder
-	for _, f := range []string{m.log, filepath.Join(m.root, "var/log/execd-startup.log")} {
+	for _, f := range []string{m.log, filepath.Join(m.root, startupLog)} {
 		data, _ := os.ReadFile(f)
 		if len(data) > 6000 {
 			data = data[len(data)-6000:]
