@@ -30,12 +30,14 @@ func runtimes(ctx context.Context, cfg executor.Config, logger *slog.Logger) []s
 		AuthConfig:       cfg.DockerAuthConfig,
 		Logger:           logger,
 	}
+	// One for all runtimes: it resolves the registry mirrors' names.
+	fw := firewall(cfg, logger)
 	if cfg.JobNetwork != string(sandbox.NetworkNone) {
-		dc.Firewall = firewall(cfg, logger)
+		dc.Firewall = fw
 	} else {
 		// No job of ours gets a network, but the janitor still removes
 		// the firewall rules that dead executors' jobs left.
-		dc.Firewall = cleanupOnly{firewall(cfg, logger)}
+		dc.Firewall = cleanupOnly{fw}
 	}
 	gvisor := dc
 	gvisor.GVisor = true
@@ -51,7 +53,7 @@ func runtimes(ctx context.Context, cfg executor.Config, logger *slog.Logger) []s
 		Logger: logger,
 	}
 	if cfg.JobNetwork != string(sandbox.NetworkNone) {
-		vc.Firewall = firewall(cfg, logger)
+		vc.Firewall = fw
 	}
 	return []sandbox.Runtime{
 		vm.New(vc),
