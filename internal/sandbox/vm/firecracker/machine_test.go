@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,40 @@ func readLine(t *testing.T, r *bufio.Reader) string {
 	return line
 }
 
+// start starts a VM of spec on the fake; the test fails if it cannot.
+func start(t *testing.T, ctx context.Context, h *fakeHost, spec firecracker.Spec) *firecracker.Machine {
+	t.Helper()
+	m, err := firecracker.Start(ctx, h.bin, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// dialAgent connects to m's agent and checks the fake guest's first line.
+func dialAgent(t *testing.T, ctx context.Context, m *firecracker.Machine) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := m.Agent(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	if got, want := readLine(t, r), "hello from the guest\n"; got != want {
+		t.Errorf("first line from the agent = %q, want %q (bytes after the handshake's OK line lost?)", got, want)
+	}
+	return conn, r
+}
+
+// ping checks that the fake guest's agent echoes what it is sent.
+func ping(t *testing.T, conn net.Conn, r *bufio.Reader) {
+	t.Helper()
+	fmt.Fprintf(conn, "ping\n")
+	if got, want := readLine(t, r), "echo: ping\n"; got != want {
+		t.Errorf("agent answered %q, want %q", got, want)
+	}
+}
+
 func TestStart_everyDevice(t *testing.T) {
 	h := newFake(t, fakeConfig{Console: "Linux version 6.1.0 (fake)\nexecd-vm-agent: ready\n", AgentPort: 52})
 	spec := h.spec(t)
@@ -49,25 +84,11 @@ func TestStart_everyDevice(t *testing.T) {
 	t.Setenv("EXECUTOR_FRONTEND_PASSWORD", "not for the VMM")
 	ctx := testContext(t)
 
-	m, err := firecracker.Start(ctx, h.bin, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := start(t, ctx, h, spec)
 	defer m.Kill()
 
-	conn, err := m.Agent(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(conn)
-	if got, want := readLine(t, r), "hello from the guest\n"; got != want {
-		t.Errorf("first line from the agent = %q, want %q (bytes after the handshake's OK line lost?)", got, want)
-	}
-	fmt.Fprintf(conn, "ping\n")
-	if got, want := readLine(t, r), "echo: ping\n"; got != want {
-		t.Errorf("agent answered %q, want %q", got, want)
-	}
+	conn, r := dialAgent(t, ctx, m)
+	ping(t, conn, r)
 	conn.Close()
 
 	job := h.file(t, "job.img")
@@ -125,10 +146,7 @@ func TestStart_minimal(t *testing.T) {
 	h := newFake(t, fakeConfig{})
 	spec := h.spec(t)
 	spec.Initrd, spec.Cmdline, spec.Drives = "", "", nil
-	m, err := firecracker.Start(testContext(t), h.bin, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := start(t, testContext(t), h, spec)
 	defer m.Kill()
 	checkRequests(t, h, []string{
 		req(t, "PUT", "/logger", `{"log_path": `+js(spec.Dir+"/firecracker.log")+`, "level": "Warning", "show_level": true, "show_log_origin": false}`),
@@ -146,10 +164,7 @@ func TestStart_relativePaths(t *testing.T) {
 	spec := h.spec(t)
 	t.Chdir(h.dir)
 	spec.Kernel, spec.Initrd, spec.Cmdline, spec.Drives[0].Path, spec.Dir = "vmlinux", "./initramfs", "", "work.img", "vm"
-	m, err := firecracker.Start(testContext(t), h.bin, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := start(t, testContext(t), h, spec)
 	defer m.Kill()
 	got := h.requests(t)
 	want := req(t, "PUT", "/boot-source", `{"kernel_image_path": `+js(h.dir+"/vmlinux")+`, "initrd_path": `+js(h.dir+"/initramfs")+`}`)
@@ -294,20 +309,10 @@ func TestMachine_Agent_retriesWhileGuestBoots(t *testing.T) {
 	spec := h.spec(t)
 	spec.AgentPort = 52
 	ctx := testContext(t)
-	m, err := firecracker.Start(ctx, h.bin, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := start(t, ctx, h, spec)
 	defer m.Kill()
-	conn, err := m.Agent(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := dialAgent(t, ctx, m)
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if got := readLine(t, bufio.NewReader(conn)); got != "hello from the guest\n" {
-		t.Errorf("first line = %q", got)
-	}
 	got := h.requests(t)
 	if n := len(got); n < 4 || strings.Join(got[n-4:], ",") != "VSOCK CONNECT 52,VSOCK CONNECT 52,VSOCK CONNECT 52,VSOCK CONNECT 52" {
 		t.Errorf("requests = %q, want 4 CONNECT 52 at the end", got)
@@ -318,14 +323,11 @@ func TestMachine_Agent_nobodyListens(t *testing.T) {
 	h := newFake(t, fakeConfig{AgentPort: 52})
 	spec := h.spec(t)
 	spec.AgentPort = 1024 // nothing listens there in the fake guest
-	m, err := firecracker.Start(testContext(t), h.bin, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := start(t, testContext(t), h, spec)
 	defer m.Kill()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err = m.Agent(ctx)
+	_, err := m.Agent(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Agent() = %v, want the context's deadline", err)
 	}
@@ -338,12 +340,9 @@ func TestMachine_Agent_vmExits(t *testing.T) {
 	h := newFake(t, fakeConfig{AgentPort: 52})
 	spec := h.spec(t)
 	spec.AgentPort = 1024
-	m, err := firecracker.Start(testContext(t), h.bin, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := start(t, testContext(t), h, spec)
 	time.AfterFunc(100*time.Millisecond, func() { m.Kill() })
-	_, err = m.Agent(testContext(t)) // must not wait for its 30 s
+	_, err := m.Agent(testContext(t)) // must not wait for its 30 s
 	checkContains(t, "error", fmt.Sprint(err), "firecracker exited")
 }
 
@@ -352,10 +351,7 @@ func TestMachine_Wait_guestPowersOff(t *testing.T) {
 	spec := h.spec(t)
 	spec.AgentPort = 52
 	ctx := testContext(t)
-	m, err := firecracker.Start(ctx, h.bin, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := start(t, ctx, h, spec)
 	conn, err := m.Agent(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -381,12 +377,9 @@ func TestMachine_UpdateDrive_errors(t *testing.T) {
 	h := newFake(t, fakeConfig{})
 	spec := h.spec(t)
 	ctx := testContext(t)
-	m, err := firecracker.Start(ctx, h.bin, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := start(t, ctx, h, spec)
 	defer m.Kill()
-	err = m.UpdateDrive(ctx, "scratch", spec.Drives[0].Path)
+	err := m.UpdateDrive(ctx, "scratch", spec.Drives[0].Path)
 	var apiErr *firecracker.APIError
 	if !errors.As(err, &apiErr) || apiErr.Method != "PATCH" || apiErr.Path != "/drives/scratch" ||
 		!strings.Contains(apiErr.FaultMessage, "Unable to patch the block device") {
@@ -408,24 +401,10 @@ func TestMachine_Agent_guestDials(t *testing.T) {
 	os.MkdirAll(spec.Dir, 0o700)
 	os.WriteFile(filepath.Join(spec.Dir, "vsock.sock_1024"), nil, 0o600) // of an earlier VM
 	ctx := testContext(t)
-	m, err := firecracker.Start(ctx, h.bin, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := start(t, ctx, h, spec)
 	defer m.Kill()
-	conn, err := m.Agent(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(conn)
-	if got, want := readLine(t, r), "hello from the guest\n"; got != want {
-		t.Errorf("first line from the agent = %q, want %q", got, want)
-	}
-	fmt.Fprintf(conn, "ping\n")
-	if got, want := readLine(t, r), "echo: ping\n"; got != want {
-		t.Errorf("agent answered %q, want %q", got, want)
-	}
+	conn, r := dialAgent(t, ctx, m)
+	ping(t, conn, r)
 	got := h.requests(t)
 	if n := len(got); n < 3 || got[n-3] != req(t, "PUT", "/vsock", `{"guest_cid": 3, "uds_path": `+js(spec.Dir+"/vsock.sock")+`}`) ||
 		got[n-1] != "VSOCK guest connects to vsock.sock_1024" {
@@ -439,17 +418,14 @@ func TestMachine_Agent_guestNeverDials(t *testing.T) {
 	h := newFake(t, fakeConfig{AgentPort: 1024})
 	spec := h.spec(t)
 	spec.AgentPort, spec.AgentDials = 1024, true
-	m, err := firecracker.Start(testContext(t), h.bin, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := start(t, testContext(t), h, spec)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if _, err := m.Agent(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Agent() = %v, want the context's deadline", err)
 	}
 	time.AfterFunc(100*time.Millisecond, func() { m.Kill() })
-	_, err = m.Agent(testContext(t))
+	_, err := m.Agent(testContext(t))
 	checkContains(t, "error", fmt.Sprint(err), "waiting for the guest agent to connect to vsock port 1024", "firecracker exited")
 	checkGone(t, h, spec.Dir)
 }
